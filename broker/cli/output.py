@@ -1,0 +1,45 @@
+"""Rendering rows for humans (table) and scripts (json, csv), as ``-o`` selects."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+FORMATS = ("table", "json", "csv")
+
+output_option = click.option(
+    "-o",
+    "--output",
+    "output_format",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="How to print results.",
+)
+
+
+def emit_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], fmt: str) -> None:
+    """Print ``rows`` to stdout; every row has (at least) ``columns``."""
+    if fmt == "json":
+        click.echo(json.dumps([{c: row.get(c) for c in columns} for row in rows], default=str))
+    elif fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        table = Table(*columns, box=None, header_style="bold")
+        for row in rows:
+            table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+        Console(soft_wrap=True).print(table)
+
+
+def info(message: str) -> None:
+    """Progress and notices go to stderr so stdout stays parseable."""
+    click.echo(message, err=True)

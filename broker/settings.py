@@ -1,0 +1,108 @@
+"""Typed, frozen configuration: defaults < config file < ACTION_* environment variables.
+
+The config file is YAML, named by ``ACTION_CONFIG_FILE`` (or ``--config`` on the CLIs).
+Unknown keys are rejected so that a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from broker.errors import ConfigError
+
+#: The Apache Kafka release the project develops and tests against (see deploy/kafka/pom.xml).
+KAFKA_VERSION = "4.4.0"
+
+
+def _default_cache_dir() -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "action-broker"
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by ACTION_CONFIG_FILE, if any."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        if path is None:
+            return
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is None:
+            return
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"config file {path}: expected a mapping of settings at the top level, "
+                f"found {type(loaded).__name__}"
+            )
+        self._data = loaded
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class Settings(BaseSettings):
+    """Settings shared by every action-broker command and service."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ACTION_", extra="forbid", frozen=True, populate_by_name=True
+    )
+
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="host:port of an existing Kafka cluster; when unset, tools use the local one",
+    )
+    kafka_version: str = Field(default=KAFKA_VERSION, description="Apache Kafka release to fetch")
+    kafka_home: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ACTION_KAFKA_HOME", "KAFKA_HOME", "kafka_home"),
+        description="an existing Kafka installation (its libs/ folder is used, nothing is fetched)",
+    )
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="where fetched Kafka jars and local cluster state live",
+    )
+    kafka_heap: str = Field(default="512m", pattern=r"^\d+[kmgKMG]$", description="broker -Xmx")
+    kafka_start_timeout_s: float = Field(default=90.0, gt=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = os.environ.get("ACTION_CONFIG_FILE")
+        file_source = _YamlFileSource(settings_cls, Path(config_file) if config_file else None)
+        return (init_settings, env_settings, file_source)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build :class:`Settings`, turning validation failures into a readable ConfigError."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid configuration: {problems}",
+            hint="check ACTION_* environment variables and the file in ACTION_CONFIG_FILE",
+        ) from exc

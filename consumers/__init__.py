@@ -1,0 +1,1 @@
+"""Recipient-side feed reading SDK and CLIs (see issue 6)."""

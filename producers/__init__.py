@@ -1,0 +1,1 @@
+"""Member-side publishing SDK and CLIs (see issue 6)."""
