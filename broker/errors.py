@@ -52,3 +52,72 @@ class ClusterNotRunningError(LocalKafkaError):
     """An operation needs a running local cluster and there is none."""
 
     exit_code = 3  # LSB: "program is not running", what `status` scripts expect
+
+
+# --- schemas, wire format, events ------------------------------------------------------
+# ``reason`` is a stable, machine-readable code: the router puts it on dead-letter records
+# and metrics label DLQ entries with it.
+
+
+class SchemaError(ActionError):
+    """A schema file, the manifest or the catalog built from them is wrong."""
+
+    reason = "schema.invalid"
+
+
+class IncompatibleSchemaError(SchemaError):
+    """A new schema version cannot read, or be read by, the previous one."""
+
+    reason = "schema.incompatible"
+
+
+class DecodeError(ActionError):
+    """Bytes from the wire could not be turned into an event."""
+
+    reason = "decode.failed"
+
+    def __init__(self, message: str, *, reason: str | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        if reason is not None:
+            self.reason = reason
+
+
+class WireFormatError(DecodeError):
+    """The framing (magic byte, schema id or fingerprint header) is wrong."""
+
+    reason = "wire.bad_frame"
+
+
+class UnknownSchemaError(DecodeError):
+    """The frame names a schema id or fingerprint the catalog does not hold."""
+
+    reason = "schema.unknown"
+
+
+class RecordTooLargeError(DecodeError):
+    """The record is larger than the configured bound; it was not decoded."""
+
+    reason = "record.too_large"
+
+
+class AvroBodyError(DecodeError):
+    """The Avro body is truncated, corrupt, or has bytes left over."""
+
+    reason = "avro.corrupt"
+
+
+class EncodeError(ActionError):
+    """A record does not fit the schema it is being written with."""
+
+    reason = "encode.schema_mismatch"
+
+
+class EventValidationError(ActionError):
+    """An event is schema-valid but semantically invalid (bad e-mail, future time, ...)."""
+
+    reason = "event.invalid"
+
+    def __init__(self, message: str, *, problems: list[tuple[str, str]] | None = None):
+        super().__init__(message)
+        #: (field path, what is wrong) pairs, for callers that report them one by one
+        self.problems = problems or []
