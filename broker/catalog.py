@@ -11,6 +11,7 @@ schema, which is what the registry serves and what fastavro parses.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -309,3 +310,47 @@ def _load_version(
         parsed=parsed,
         file=path,
     )
+
+
+def undocumented_fields(node: Any, path: str = "") -> list[str]:
+    """Paths of record fields without a ``doc``: every field of the contract is documented."""
+    missing: list[str] = []
+    if isinstance(node, list):
+        for branch in node:
+            missing += undocumented_fields(branch, path)
+    elif isinstance(node, dict):
+        kind = node.get("type")
+        if kind in ("record", "error"):
+            for f in node["fields"]:
+                fpath = f"{path}.{f['name']}" if path else f["name"]
+                if not str(f.get("doc", "")).strip():
+                    missing.append(fpath)
+                missing += undocumented_fields(f["type"], fpath)
+        elif kind == "array":
+            missing += undocumented_fields(node["items"], f"{path}[]")
+        elif kind == "map":
+            missing += undocumented_fields(node["values"], f"{path}{{}}")
+        elif isinstance(kind, (dict, list)):
+            missing += undocumented_fields(kind, path)
+    return missing
+
+
+def catalog_problems(catalog: SchemaCatalog) -> list[str]:
+    """Everything wrong with a loaded catalog: undocumented fields, and any version that is
+    not fully (backward and forward) compatible with the one before it."""
+    from broker.compat import check_full  # pure; imported here to keep the load path lean
+
+    problems: list[str] = []
+    for type_name in catalog.type_names:
+        versions = catalog.versions(type_name)
+        for sv in versions:
+            problems += [
+                f"{sv.file.name}: field {p} has no doc" for p in undocumented_fields(sv.schema)
+            ]
+        for old, new in itertools.pairwise(versions):
+            for result in check_full(old.schema, new.schema):
+                problems += [
+                    f"{type_name} v{old.version} -> v{new.version} ({result.direction}): {p}"
+                    for p in result.problems
+                ]
+    return problems

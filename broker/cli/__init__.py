@@ -10,6 +10,7 @@ import click
 
 from broker import __version__
 from broker.cli.kafka import kafka
+from broker.cli.schemas import registry, schemas
 from broker.errors import ActionError
 
 
@@ -27,6 +28,8 @@ def cli(config: Path | None) -> None:
 
 
 cli.add_command(kafka)
+cli.add_command(schemas)
+cli.add_command(registry)
 
 
 def main() -> None:

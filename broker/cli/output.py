@@ -37,7 +37,9 @@ def emit_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], fmt: st
         table = Table(*columns, box=None, header_style="bold")
         for row in rows:
             table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
-        Console(soft_wrap=True).print(table)
+        # Piped output is not cut to a terminal's width: every column stays whole.
+        width = None if sys.stdout.isatty() else 400
+        Console(width=width).print(table)
 
 
 def info(message: str) -> None:

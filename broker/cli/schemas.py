@@ -1,0 +1,88 @@
+"""``action-broker schemas`` and ``action-broker registry``: the consortium's contract."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from broker.catalog import SchemaCatalog, catalog_problems
+from broker.cli.output import emit_rows, info, output_option
+from broker.errors import SchemaError
+from broker.registry import RegistryServer
+from schemas import SCHEMA_DIR
+
+schema_dir_option = click.option(
+    "--schemas",
+    "schema_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=SCHEMA_DIR,
+    show_default="the packaged schemas/",
+    help="Folder with manifest.json, common/ and events/.",
+)
+
+
+@click.group()
+def schemas() -> None:
+    """Inspect and check the Avro schemas (the consortium's contract)."""
+
+
+@schemas.command(name="list")
+@schema_dir_option
+@output_option
+def list_schemas(schema_dir: Path, output_format: str) -> None:
+    """Every schema version with its id and fingerprint."""
+    catalog = SchemaCatalog.load(schema_dir)
+    rows = [
+        {"type": sv.type_name, "version": sv.version, "id": sv.schema_id,
+         "fingerprint": f"{sv.fingerprint:016x}", "subject": sv.subject, "file": sv.file.name}
+        for sv in catalog
+    ]  # fmt: skip
+    emit_rows(rows, ["type", "version", "id", "fingerprint", "subject", "file"], output_format)
+
+
+@schemas.command()
+@schema_dir_option
+def check(schema_dir: Path) -> None:
+    """Validate the schemas: ids, fingerprints, docs, and full compatibility of each new
+    version with the previous one. Exit 0 when clean, 1 with every problem listed."""
+    try:
+        catalog = SchemaCatalog.load(schema_dir)
+    except SchemaError as exc:  # a catalog that does not load is a problem to report
+        click.echo(str(exc))
+        sys.exit(1)
+    problems = catalog_problems(catalog)
+    for problem in problems:
+        click.echo(problem)
+    count = sum(1 for _ in catalog)
+    if problems:
+        info(f"{len(problems)} problem(s) in {count} schema versions")
+        sys.exit(1)
+    info(f"{count} schema versions: ids fixed, fields documented, evolution fully compatible")
+
+
+@schemas.command()
+@click.argument("type_name")
+@click.option("--version", "version", type=int, help="Default: the latest.")
+@schema_dir_option
+def show(type_name: str, version: int | None, schema_dir: Path) -> None:
+    """Print one version's self-contained schema."""
+    sv = SchemaCatalog.load(schema_dir).get(type_name, version)
+    click.echo(json.dumps(sv.schema, indent=2))
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8081, show_default=True)
+@click.option("--access-log/--no-access-log", default=True, show_default=True)
+@schema_dir_option
+def registry(host: str, port: int, access_log: bool, schema_dir: Path) -> None:
+    """Serve the catalog as a read-only, Schema Registry-compatible HTTP endpoint."""
+    server = RegistryServer(SchemaCatalog.load(schema_dir), host, port, access_log=access_log)
+    info(f"schema registry (read-only) at {server.url}; Ctrl-C stops")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        info("stopped")
