@@ -121,3 +121,14 @@ class EventValidationError(ActionError):
         super().__init__(message)
         #: (field path, what is wrong) pairs, for callers that report them one by one
         self.problems = problems or []
+
+
+class PolicyError(ActionError):
+    """A policy folder (member registry, MOUs) is invalid; ``problems`` lists each one."""
+
+    reason = "policy.invalid"
+
+    def __init__(self, message: str, *, problems: list[str] | None = None):
+        self.problems = problems or []
+        listed = "".join(f"\n  - {p}" for p in self.problems)
+        super().__init__(message + listed)

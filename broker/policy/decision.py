@@ -1,0 +1,62 @@
+"""Decisions are values: what the engine decided for one record and one recipient, and why."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from broker.policy.model import Treatment
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDecision:
+    """How one optional field reaches the recipient, and which rules said so."""
+
+    path: str
+    treatment: Treatment
+    rule_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    delivered: bool
+    source: str
+    recipient: str
+    event_type: str
+    record_id: str
+    policy_version: str
+    rule_ids: tuple[str, ...]
+    reasons: tuple[str, ...]
+    fields: tuple[FieldDecision, ...] = ()
+    record: Mapping[str, Any] | None = None
+
+    @property
+    def decision_id(self) -> str:
+        """Deterministic: the same record, recipient and policy version give the same id,
+        so a consumer can drop a duplicate delivery."""
+        key = f"{self.record_id}\x1f{self.recipient}\x1f{self.policy_version}".encode()
+        return hashlib.sha256(key).hexdigest()[:32]
+
+    def treatment_of(self, path: str) -> Treatment | None:
+        for field in self.fields:
+            if field.path == path:
+                return field.treatment
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready summary (without the transformed record) for logs and ``explain``."""
+        return {
+            "decision_id": self.decision_id,
+            "delivered": self.delivered,
+            "source": self.source,
+            "recipient": self.recipient,
+            "event_type": self.event_type,
+            "record_id": self.record_id,
+            "policy_version": self.policy_version,
+            "rule_ids": list(self.rule_ids),
+            "reasons": list(self.reasons),
+            "fields": {f.path: {"treatment": f.treatment.value, "rules": list(f.rule_ids)}
+                       for f in self.fields},
+        }  # fmt: skip

@@ -1,0 +1,332 @@
+"""The MOU policy engine: compile once into plans, evaluate many. Pure code, no Kafka.
+
+A record from source S reaches recipient R only when a ``shares`` rule of S's MOU and an
+``accepts`` rule of R's MOU both match it (deny by default). Optional fields get the more
+restrictive of the two MOUs' treatments; required fields (the envelope: ids, times,
+categories, confidence, TLP) always travel as they are, except ``source_member`` when
+the source shares anonymously.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from broker.events import SharingPurpose, Tlp
+from broker.policy.decision import Decision, FieldDecision
+from broker.policy.model import (
+    TLP_ORDER,
+    AcceptRule,
+    Attribution,
+    HssCondition,
+    Member,
+    MemberRegistry,
+    Mou,
+    Parties,
+    ShareRule,
+    Treatment,
+    most_restrictive,
+)
+from broker.policy.treatments import (
+    MatchTokenKey,
+    RecipientKey,
+    encrypt,
+    generalize,
+    mask,
+    match_token,
+)
+
+#: The field that dates each event type: embargo and expiry count from it.
+TIME_FIELDS = {
+    "SellerIndicator": "published_at",
+    "EnforcementAction": "taken_at",
+    "Sighting": "observed_at",
+    "Retraction": "retracted_at",
+    "SeizureReport": "seized_on",
+}
+_RECORD_IDS = ("indicator_id", "action_id", "sighting_id", "retraction_id", "report_id")
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One (share rule, accept rule) pair that may carry records S -> R of one type."""
+
+    share: ShareRule
+    accept: AcceptRule
+    recipient_named: bool  # named in the share rule, not only through its sector
+    fields: tuple[FieldDecision, ...]
+
+
+def parties_include(parties: Parties, member: Member) -> bool:
+    return member.id in parties.members or member.sector in parties.sectors
+
+
+def record_id_of(record: Mapping[str, Any]) -> str:
+    for name in _RECORD_IDS:
+        if name in record:
+            return str(record[name])
+    return "?"
+
+
+class PolicySet:
+    """An immutable, versioned, compiled set of MOUs."""
+
+    def __init__(
+        self,
+        registry: MemberRegistry,
+        mous: Mapping[str, Mou],
+        optional_fields: Mapping[str, Mapping[str, str]],
+        version: str,
+    ) -> None:
+        self.registry = registry
+        self.members = {m.id: m for m in registry.members}
+        self.mous = dict(mous)
+        self.optional_fields = {t: dict(f) for t, f in optional_fields.items()}
+        self.version = version
+        self.encryption_keys = {
+            m.id: RecipientKey.from_base64(
+                m.encryption_keys[-1].kid, m.encryption_keys[-1].public_key
+            )
+            for m in registry.members
+            if m.encryption_keys
+        }
+        self.plans = self._compile()
+
+    # --- compile ----------------------------------------------------------------------
+
+    def _compile(self) -> dict[tuple[str, str, str], tuple[Candidate, ...]]:
+        plans: dict[tuple[str, str, str], tuple[Candidate, ...]] = {}
+        for source_id, mou in self.mous.items():
+            for recipient in self.registry.members:
+                if recipient.id == source_id:
+                    continue
+                recipient_mou = self.mous.get(recipient.id)
+                if recipient_mou is None:
+                    continue
+                source = self.members[source_id]
+                for event_type in self.optional_fields:
+                    candidates = tuple(
+                        self._candidate(share, accept, recipient, event_type)
+                        for share in mou.shares
+                        if event_type in share.event_types and parties_include(share.to, recipient)
+                        for accept in recipient_mou.accepts
+                        if event_type in accept.event_types
+                        and (accept.sources is None or parties_include(accept.sources, source))
+                    )
+                    if candidates:
+                        plans[(source_id, event_type, recipient.id)] = candidates
+        return plans
+
+    def _candidate(
+        self, share: ShareRule, accept: AcceptRule, recipient: Member, event_type: str
+    ) -> Candidate:
+        fields = []
+        for path in self.optional_fields[event_type]:
+            ours = _lookup(share.fields, path)
+            theirs = _lookup(accept.fields, path)
+            source_treatment = ours if ours is not None else share.default_fields
+            if theirs is None:
+                fields.append(FieldDecision(path, source_treatment, (share.id,)))
+                continue
+            combined = most_restrictive(source_treatment, theirs)
+            if combined == source_treatment and combined == theirs:
+                rules: tuple[str, ...] = (share.id, accept.id)
+            else:
+                rules = (share.id,) if combined == source_treatment else (accept.id,)
+            fields.append(FieldDecision(path, combined, rules))
+        return Candidate(share, accept, recipient.id in share.to.members, tuple(fields))
+
+    # --- evaluate ---------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        record: Mapping[str, Any],
+        event_type: str,
+        recipient: str,
+        *,
+        now: dt.datetime,
+        match_key: MatchTokenKey,
+    ) -> Decision:
+        """Decide whether and in which form ``record`` reaches ``recipient``."""
+        source = str(record.get("source_member", ""))
+        record_id = record_id_of(record)
+
+        def withheld(*reasons: str, rule_ids: tuple[str, ...] = ()) -> Decision:
+            return Decision(False, source, recipient, event_type, record_id, self.version,
+                            rule_ids, reasons)  # fmt: skip
+
+        if source not in self.members:
+            return withheld(f"source {source!r} is not a consortium member")
+        if recipient not in self.members:
+            return withheld(f"recipient {recipient!r} is not a consortium member")
+        if recipient == source:
+            return withheld("a member's own records are not echoed back to it")
+        candidates = self.plans.get((source, event_type, recipient))
+        if not candidates:
+            return withheld(
+                f"no rule allows {event_type} from {source} to {recipient}: {source}'s MOU must "
+                f"share it with {recipient} (or its sector) and {recipient}'s MOU must accept it"
+            )
+        reasons: list[str] = []
+        for candidate in candidates:
+            refusal = self._refusal(candidate, record, event_type, now)
+            if refusal is None:
+                return self._deliver(candidate, record, event_type, recipient, match_key)
+            reasons.append(f"{candidate.share.id} + {candidate.accept.id}: {refusal}")
+        considered = tuple(
+            sorted({c.share.id for c in candidates} | {c.accept.id for c in candidates})
+        )
+        return withheld(*reasons, rule_ids=considered)
+
+    def evaluate_all(
+        self,
+        record: Mapping[str, Any],
+        event_type: str,
+        *,
+        now: dt.datetime,
+        match_key: MatchTokenKey,
+    ) -> list[Decision]:
+        """One decision per other member of the consortium, in registry order."""
+        source = record.get("source_member")
+        return [
+            self.evaluate(record, event_type, m.id, now=now, match_key=match_key)
+            for m in self.registry.members
+            if m.id != source
+        ]
+
+    def _refusal(
+        self, candidate: Candidate, record: Mapping[str, Any], event_type: str, now: dt.datetime
+    ) -> str | None:
+        share, accept = candidate.share, candidate.accept
+        purpose = record.get("purpose")
+        if purpose is not None:
+            if SharingPurpose(purpose) not in share.purposes:
+                return f"purpose {purpose} is not among the share rule's purposes"
+            if SharingPurpose(purpose) not in accept.purposes:
+                return f"purpose {purpose} is not among the accept rule's purposes"
+        tlp = Tlp(record.get("tlp", Tlp.RED))
+        if tlp is Tlp.RED and not candidate.recipient_named:
+            return "TLP:RED goes only to recipients the share rule names"
+        if TLP_ORDER[tlp] > TLP_ORDER[share.max_tlp]:
+            return f"TLP:{tlp} is above the share rule's ceiling TLP:{share.max_tlp}"
+        if TLP_ORDER[tlp] > TLP_ORDER[accept.max_tlp]:
+            return f"TLP:{tlp} is above what the recipient accepts (TLP:{accept.max_tlp})"
+        when = share.when
+        confidence = record.get("confidence")
+        if confidence is not None and confidence < when.min_confidence:
+            return f"confidence {confidence} is below the minimum {when.min_confidence}"
+        if when.categories:
+            categories = set(record.get("product_categories") or [record.get("product_category")])
+            if not categories & {c.value for c in when.categories}:
+                return "no product category of the record is among the rule's categories"
+        hss = record.get("hss")
+        if hss is not None:
+            if when.hss is HssCondition.ONLY and not hss:
+                return "the rule shares only health/safety/security records"
+            if when.hss is HssCondition.NEVER and hss:
+                return "the rule does not share health/safety/security records"
+        dated = _as_datetime(record.get(TIME_FIELDS.get(event_type, "")))
+        if dated is not None:
+            if now < dated + dt.timedelta(minutes=when.embargo_minutes):
+                return f"embargoed for {when.embargo_minutes} minutes after {dated.isoformat()}"
+            if when.expire_after_days is not None and now >= dated + dt.timedelta(
+                days=when.expire_after_days
+            ):
+                return f"older than the rule's {when.expire_after_days}-day limit"
+        expires = _as_datetime(record.get("expires_at"))
+        if expires is not None and now >= expires:
+            return f"expired at {expires.isoformat()}"
+        return None
+
+    def _deliver(
+        self,
+        candidate: Candidate,
+        record: Mapping[str, Any],
+        event_type: str,
+        recipient: str,
+        match_key: MatchTokenKey,
+    ) -> Decision:
+        source = str(record["source_member"])
+        record_id = record_id_of(record)
+        out = _copy_record(record)
+        for field in candidate.fields:
+            container, leaf = _container(out, field.path)
+            if container is None or container.get(leaf) in (None, []):
+                continue
+            container[leaf] = self._treat(
+                field.treatment, field.path, container[leaf], recipient, record_id, match_key
+            )
+        if candidate.share.attribution is Attribution.ANONYMOUS:
+            out["source_member"] = f"anonymous-{self.members[source].sector.value}"
+        return Decision(
+            delivered=True,
+            source=source,
+            recipient=recipient,
+            event_type=event_type,
+            record_id=record_id,
+            policy_version=self.version,
+            rule_ids=(candidate.share.id, candidate.accept.id),
+            reasons=(f"shared by {candidate.share.id}, accepted by {candidate.accept.id}",),
+            fields=candidate.fields,
+            record=out,
+        )
+
+    def _treat(
+        self,
+        treatment: Treatment,
+        path: str,
+        value: Any,
+        recipient: str,
+        record_id: str,
+        match_key: MatchTokenKey,
+    ) -> Any:
+        if treatment is Treatment.KEEP:
+            return value
+        if treatment is Treatment.DROP:
+            return [] if isinstance(value, list) else None
+        if treatment is Treatment.GENERALIZE:
+            return generalize(path, value)
+        kind = path.rpartition(".")[2]
+
+        def one(item: str) -> str:
+            if treatment is Treatment.HASH:
+                return match_token(match_key, kind, item)
+            if treatment is Treatment.MASK:
+                return mask(item)
+            return encrypt(item, self.encryption_keys[recipient], f"{record_id}:{path}")
+
+        return [one(v) for v in value] if isinstance(value, list) else one(value)
+
+
+def _lookup(fields: Mapping[str, Treatment], path: str) -> Treatment | None:
+    """A field's treatment, or its parent record's (``seller`` covers ``seller.email``)."""
+    if path in fields:
+        return fields[path]
+    parent = path.partition(".")[0]
+    return fields.get(parent) if parent != path else None
+
+
+def _as_datetime(value: Any) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    return None
+
+
+def _copy_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy deep enough that treating a field never touches the caller's record."""
+    return {
+        k: dict(v) if isinstance(v, Mapping) else list(v) if isinstance(v, list) else v
+        for k, v in record.items()
+    }
+
+
+def _container(record: dict[str, Any], path: str) -> tuple[dict[str, Any] | None, str]:
+    head, _, leaf = path.partition(".")
+    if not leaf:
+        return record, head
+    inner = record.get(head)
+    return (inner, leaf) if isinstance(inner, dict) else (None, leaf)

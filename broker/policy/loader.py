@@ -1,0 +1,203 @@
+"""Load and validate a policy folder into a compiled :class:`PolicySet`.
+
+Layout::
+
+    <dir>/members.yaml        the member registry
+    <dir>/mou/<member>.yaml   one MOU per member (the file name is the member id)
+
+Every problem is collected, each naming the file, the path inside it, what was expected
+and what was found, so ``action-policy check`` can list them all at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from broker.catalog import SchemaCatalog
+from broker.errors import PolicyError
+from broker.policy.engine import PolicySet
+from broker.policy.model import AcceptRule, MemberRegistry, Mou, Parties, ShareRule, Treatment
+from broker.policy.treatments import GENERALIZERS
+
+M = TypeVar("M", bound=BaseModel)
+
+_TEXT_TREATMENTS = {Treatment.HASH, Treatment.MASK, Treatment.ENCRYPT}
+
+
+def optional_fields(schema: Mapping[str, Any]) -> dict[str, str]:
+    """Paths of the fields a policy may treat (those with a default, so they may be absent;
+    one level into nested records), with their kind: ``text``, ``text_list``, ``records``
+    or ``other``."""
+    found: dict[str, str] = {}
+
+    def kind_of(field: Mapping[str, Any]) -> str | None:
+        if "default" not in field:
+            return None  # required: part of the envelope, always delivered as it is
+        avro_type = field["type"]
+        if isinstance(avro_type, list) and "null" in avro_type:
+            rest = [t for t in avro_type if t != "null"]
+            return "text" if rest == ["string"] else "other"
+        if isinstance(avro_type, dict) and avro_type.get("type") == "array":
+            return "text_list" if avro_type["items"] == "string" else "records"
+        return None
+
+    for field in schema["fields"]:
+        kind = kind_of(field)
+        if kind:
+            found[field["name"]] = kind
+        elif isinstance(field["type"], dict) and field["type"].get("type") == "record":
+            for inner in field["type"]["fields"]:
+                inner_kind = kind_of(inner)
+                if inner_kind:
+                    found[f"{field['name']}.{inner['name']}"] = inner_kind
+    return found
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _model_problems(file: Path, exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "<top level>"
+        found = "" if err["type"] == "missing" else f" (found {_describe(err.get('input'))})"
+        problems.append(f"{file}: {where}: {err['msg']}{found}")
+    return problems
+
+
+def _read_yaml(file: Path, problems: list[str]) -> Any:
+    try:
+        return yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        problems.append(f"{file}: cannot read: {exc.strerror}")
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problems.append(f"{file}{where}: not valid YAML: {getattr(exc, 'problem', exc)}")
+    return None
+
+
+def _parse(model: type[M], file: Path, problems: list[str]) -> M | None:
+    data = _read_yaml(file, problems)
+    if data is None:
+        if not any(p.startswith(str(file)) for p in problems):
+            problems.append(f"{file}: empty file, expected a {model.__name__}")
+        return None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_model_problems(file, exc))
+        return None
+
+
+def policy_version(directory: Path) -> str:
+    """Content hash of every policy file: equal folders give equal versions."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.rglob("*.yaml")):
+        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return "pv-" + digest.hexdigest()[:16]
+
+
+def _check_mou(
+    file: Path,
+    mou: Mou,
+    registry: MemberRegistry,
+    fields_by_type: Mapping[str, Mapping[str, str]],
+) -> list[str]:
+    problems: list[str] = []
+    members = {m.id: m for m in registry.members}
+    if file.stem != mou.member:
+        problems.append(
+            f"{file}: member: the file of {mou.member!r} must be named {mou.member}.yaml"
+        )
+    if mou.member not in members:
+        problems.append(f"{file}: member: {mou.member!r} is not in members.yaml")
+    seen: set[str] = set()
+    rules: list[tuple[str, int, ShareRule | AcceptRule, Parties | None]] = [
+        ("shares", i, rule, rule.to) for i, rule in enumerate(mou.shares)
+    ]
+    rules += [("accepts", i, rule, rule.sources) for i, rule in enumerate(mou.accepts)]
+    for section, i, rule, parties in rules:
+        where = f"{file}: {section}.{i} ({rule.id})"
+        if rule.id in seen:
+            problems.append(f"{where}: rule id {rule.id!r} is used twice in this MOU")
+        seen.add(rule.id)
+        for named in parties.members if parties else ():
+            if named not in members:
+                problems.append(f"{where}: names unknown member {named!r}")
+        treatable: dict[str, str] = {}
+        for event_type in rule.event_types:
+            if event_type not in fields_by_type:
+                known = ", ".join(sorted(fields_by_type))
+                problems.append(f"{where}: unknown event type {event_type!r} (known: {known})")
+            treatable.update(fields_by_type.get(event_type, {}))
+        parents = {p.partition(".")[0] for p in treatable}
+        for path, treatment in rule.fields.items():
+            kind = treatable.get(path)
+            if kind is None and path not in parents:
+                problems.append(
+                    f"{where}: fields.{path}: not an optional field of "
+                    f"{', '.join(rule.event_types)} (optional: {', '.join(sorted(treatable))})"
+                )
+                continue
+            problems += _applicability(where, path, kind, treatment)
+    return problems
+
+
+def _applicability(where: str, path: str, kind: str | None, treatment: Treatment) -> list[str]:
+    if treatment in _TEXT_TREATMENTS and kind not in ("text", "text_list"):
+        return [f"{where}: fields.{path}: {treatment.value} applies to text fields; "
+                f"{path} is {kind or 'a record'} (use keep, drop or generalize)"]  # fmt: skip
+    if treatment is Treatment.GENERALIZE and path not in GENERALIZERS:
+        return [f"{where}: fields.{path}: no general form is defined for {path} "
+                f"(generalize applies to {', '.join(sorted(GENERALIZERS))})"]  # fmt: skip
+    return []
+
+
+def load_policies(directory: Path, catalog: SchemaCatalog | None = None) -> PolicySet:
+    """Validate and compile a policy folder; raises PolicyError listing every problem."""
+    catalog = catalog or SchemaCatalog.load()
+    problems: list[str] = []
+    if not directory.is_dir():
+        raise PolicyError(f"{directory}: not a folder of policies")
+    registry = _parse(MemberRegistry, directory / "members.yaml", problems)
+    fields_by_type = {t: optional_fields(catalog.latest(t).schema) for t in catalog.type_names}
+    mous: dict[str, Mou] = {}
+    for file in sorted((directory / "mou").glob("*.yaml")):
+        mou = _parse(Mou, file, problems)
+        if mou is None:
+            continue
+        if registry is not None:
+            problems += _check_mou(file, mou, registry, fields_by_type)
+        mous[mou.member] = mou
+    if registry is None:
+        raise PolicyError(f"{len(problems)} problem(s) in {directory}", problems=problems)
+    policy_set = None
+    if not problems:
+        policy_set = PolicySet(registry, mous, fields_by_type, policy_version(directory))
+        problems += _missing_encryption_keys(policy_set)
+    if problems or policy_set is None:
+        raise PolicyError(f"{len(problems)} problem(s) in {directory}", problems=problems)
+    return policy_set
+
+
+def _missing_encryption_keys(policy_set: PolicySet) -> list[str]:
+    problems = set()
+    for (_, _, recipient), candidates in policy_set.plans.items():
+        for candidate in candidates:
+            encrypted = [f.path for f in candidate.fields if f.treatment is Treatment.ENCRYPT]
+            if encrypted and recipient not in policy_set.encryption_keys:
+                problems.add(
+                    f"members.yaml: {recipient}: rule {candidate.share.id} encrypts "
+                    f"{', '.join(encrypted)} to it, but it has no encryption key"
+                )
+    return sorted(problems)

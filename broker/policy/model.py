@@ -1,0 +1,167 @@
+"""The policy files as typed models: the member registry and one MOU per member.
+
+These models are the single source of the policy files' JSON Schema
+(``policies/schema/*.schema.json``, written by ``action-policy schema``), so editors
+validate MOUs as they are typed. Semantics (what a rule means, how two MOUs combine) are
+in :mod:`broker.policy.engine` and docs/policy.md.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from broker.events import MEMBER_ID_PATTERN, ProductCategory, SharingPurpose, Tlp
+
+RuleId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,79}$")]
+MemberId = Annotated[str, Field(pattern=MEMBER_ID_PATTERN)]
+KeyId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,80}$")]
+PublicKey = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9_-]{43}=?$", description="raw 32-byte key, base64url")
+]
+
+#: TLP 2.0 levels in order of restriction.
+TLP_ORDER: dict[Tlp, int] = {
+    Tlp.CLEAR: 0,
+    Tlp.GREEN: 1,
+    Tlp.AMBER: 2,
+    Tlp.AMBER_STRICT: 3,
+    Tlp.RED: 4,
+}
+
+
+class Sector(StrEnum):
+    PLATFORM = "platform"
+    PAYMENT = "payment"
+    INTERMEDIARY = "intermediary"
+    RIGHTS_HOLDER = "rights_holder"
+    GOVERNMENT = "government"
+
+
+class Treatment(StrEnum):
+    """How a field reaches a recipient; members of the ladder below, least to most restrictive."""
+
+    KEEP = "keep"
+    ENCRYPT = "encrypt"
+    GENERALIZE = "generalize"
+    MASK = "mask"
+    HASH = "hash"
+    DROP = "drop"
+
+
+class _Restriction(IntEnum):
+    # keep < encrypt (only the recipient reads it) < generalize (coarse value) < mask
+    # (a few characters) < hash (equality only) < drop (nothing). When two MOUs speak to
+    # one field, the higher rung wins.
+    KEEP = 0
+    ENCRYPT = 1
+    GENERALIZE = 2
+    MASK = 3
+    HASH = 4
+    DROP = 5
+
+
+def most_restrictive(a: Treatment, b: Treatment) -> Treatment:
+    return a if _Restriction[a.name] >= _Restriction[b.name] else b
+
+
+class Attribution(StrEnum):
+    NAMED = "named"
+    ANONYMOUS = "anonymous"
+
+
+class HssCondition(StrEnum):
+    ANY = "any"
+    ONLY = "only"
+    NEVER = "never"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MemberKey(_Strict):
+    kid: KeyId
+    public_key: PublicKey
+
+
+class Member(_Strict):
+    id: MemberId
+    name: str = Field(min_length=1, max_length=200)
+    sector: Sector
+    principal: str = Field(pattern=r"^User:[A-Za-z0-9._-]+$", description="Kafka principal")
+    signing_keys: tuple[MemberKey, ...] = Field(default=(), description="Ed25519, newest last")
+    encryption_keys: tuple[MemberKey, ...] = Field(default=(), description="X25519, newest last")
+
+
+class MemberRegistry(_Strict):
+    """``policies/members.yaml``: who is in the consortium."""
+
+    members: tuple[Member, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> MemberRegistry:
+        seen: set[str] = set()
+        for member in self.members:
+            if member.id in seen:
+                raise ValueError(f"member id {member.id!r} appears twice")
+            seen.add(member.id)
+        return self
+
+
+class Parties(_Strict):
+    """Named members and/or whole sectors; an empty list of both means nobody."""
+
+    sectors: tuple[Sector, ...] = ()
+    members: tuple[MemberId, ...] = ()
+
+
+class Conditions(_Strict):
+    min_confidence: int = Field(default=0, ge=0, le=100)
+    categories: tuple[ProductCategory, ...] = Field(
+        default=(), description="share only records with one of these; empty means any"
+    )
+    hss: HssCondition = HssCondition.ANY
+    embargo_minutes: int = Field(default=0, ge=0, description="hold this long after publication")
+    expire_after_days: int | None = Field(default=None, ge=1, description="stop sharing after")
+
+
+FieldPath = Annotated[str, Field(pattern=r"^[a-z_]+(\.[a-z_]+)?$")]
+
+
+class ShareRule(_Strict):
+    """What the member lets go out: a rule in its MOU's ``shares`` list."""
+
+    id: RuleId
+    event_types: tuple[str, ...] = Field(min_length=1)
+    purposes: tuple[SharingPurpose, ...] = Field(min_length=1)
+    to: Parties
+    max_tlp: Tlp = Field(default=Tlp.AMBER, description="records marked higher are not shared")
+    when: Conditions = Conditions()
+    fields: dict[FieldPath, Treatment] = Field(default_factory=dict)
+    default_fields: Treatment = Field(
+        default=Treatment.DROP, description="treatment of optional fields not listed"
+    )
+    attribution: Attribution = Attribution.NAMED
+
+
+class AcceptRule(_Strict):
+    """What the member is willing to receive: a rule in its MOU's ``accepts`` list."""
+
+    id: RuleId
+    event_types: tuple[str, ...] = Field(min_length=1)
+    purposes: tuple[SharingPurpose, ...] = Field(min_length=1)
+    sources: Parties | None = Field(default=None, description="omit to accept from any member")
+    max_tlp: Tlp = Tlp.RED
+    fields: dict[FieldPath, Treatment] = Field(default_factory=dict)
+
+
+class Mou(_Strict):
+    """``policies/mou/<member>.yaml``: one member's sharing rules."""
+
+    member: MemberId
+    version: str = Field(min_length=1, max_length=40, description="the MOU's own revision label")
+    shares: tuple[ShareRule, ...] = ()
+    accepts: tuple[AcceptRule, ...] = ()

@@ -1,0 +1,110 @@
+"""Field treatments: how a value is changed before it reaches a recipient. Pure functions.
+
+* hash: a match token, HMAC-SHA-256 over the field kind and the normalized value with the
+  consortium's secret; the key version is part of the token (``mt1.k<version>.<mac>``), so
+  members can see "the same seller" without the raw value and tokens survive rotation.
+* mask: all but the last four characters replaced by ``*``.
+* generalize: a coarser value (address -> country, IP -> network, phone -> country code,
+  URL -> registrable domain, e-mail -> its domain).
+* encrypt: HPKE (X25519, HKDF-SHA-256, AES-128-GCM) to the recipient's public key, bound
+  to the record id and field path: ``hpke1.<kid>.<base64url ciphertext>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+import phonenumbers
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
+
+from broker.normalize import registrable_domain
+
+MATCH_TOKEN_PREFIX = "mt1"  # noqa: S105 - a format tag, not a secret
+ENCRYPTED_PREFIX = "hpke1"
+HPKE_SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.AES_128_GCM)
+MASK_KEEP_LAST = 4
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True)
+class MatchTokenKey:
+    """The consortium's HMAC secret for match tokens, with its version."""
+
+    version: int
+    secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RecipientKey:
+    """A recipient's current X25519 encryption key."""
+
+    kid: str
+    public_key: X25519PublicKey = field(repr=False)
+
+    @classmethod
+    def from_base64(cls, kid: str, value: str) -> RecipientKey:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        return cls(kid, X25519PublicKey.from_public_bytes(raw))
+
+
+def match_token(key: MatchTokenKey, kind: str, normalized: str) -> str:
+    """Keyed hash of one normalized identifier; ``kind`` separates e-mails from phones."""
+    mac = hmac.new(key.secret, f"{kind}\x1f{normalized}".encode(), hashlib.sha256).digest()
+    return f"{MATCH_TOKEN_PREFIX}.k{key.version}.{_b64(mac)}"
+
+
+def mask(value: str) -> str:
+    if len(value) <= MASK_KEEP_LAST:
+        return "*" * len(value)
+    return "*" * (len(value) - MASK_KEEP_LAST) + value[-MASK_KEEP_LAST:]
+
+
+def encrypt(value: str, key: RecipientKey, context: str) -> str:
+    ciphertext = HPKE_SUITE.encrypt(value.encode(), key.public_key, info=context.encode())
+    return f"{ENCRYPTED_PREFIX}.{key.kid}.{_b64(ciphertext)}"
+
+
+def _generalize_ip(value: str) -> str:
+    address = ipaddress.ip_address(value)
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+def _generalize_phone(value: str) -> str:
+    return f"+{phonenumbers.parse(value).country_code}"
+
+
+def _generalize_address(value: dict[str, Any]) -> dict[str, Any]:
+    return {"lines": [], "city": None, "region": None, "postal_code": None,
+            "country": value.get("country")}  # fmt: skip
+
+
+#: Fields that have a coarser form, and how to compute it (element-wise for lists).
+GENERALIZERS: dict[str, Any] = {
+    "seller.addresses": _generalize_address,
+    "seller.ip_addresses": _generalize_ip,
+    "seller.phone": _generalize_phone,
+    "seller.store_url": lambda url: f"https://{registrable_domain(url)}/",
+    "seller.email": lambda email: "@" + email.rpartition("@")[2],
+}
+
+
+def generalize(path: str, value: Any) -> Any:
+    fn = GENERALIZERS[path]
+    if isinstance(value, list):
+        out: list[Any] = []
+        for item in value:
+            coarse = fn(item)
+            if coarse not in out:
+                out.append(coarse)
+        return out
+    return fn(value)

@@ -1,0 +1,287 @@
+"""The policy engine on the example consortium: rule kinds, treatments, deny by default."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from broker.errors import PolicyError
+from broker.events import SellerIndicator
+from broker.policy.demo_keys import demo_encryption_key
+from broker.policy.engine import PolicySet
+from broker.policy.loader import load_policies
+from broker.policy.model import Treatment
+from broker.policy.treatments import MatchTokenKey, match_token
+from policies import POLICY_DIR
+from tests.strategies import seller_indicators
+
+POLICIES = load_policies(POLICY_DIR)
+KEY = MatchTokenKey(version=3, secret=b"k" * 32)
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+
+
+def indicator(source: str = "platform-a", **changes: Any) -> dict[str, Any]:
+    seller = {
+        "account_id": "S-1",
+        "display_name": "cheap kicks",
+        "email": "sales@cheap-kicks.example",
+        "phone": "+8613800138000",
+        "country": "CN",
+        "addresses": [{"lines": ["1 Factory Rd"], "city": "Putian", "country": "CN"}],
+        "payment_accounts": ["acct_123456"],
+        "ip_addresses": ["203.0.113.9"],
+    }
+    record = {
+        "indicator_id": str(uuid.uuid4()),
+        "source_member": source,
+        "observed_at": NOW - dt.timedelta(hours=5),
+        "published_at": NOW - dt.timedelta(hours=4),
+        "seller": {**seller, **changes.pop("seller", {})},
+        "product_categories": ["FOOTWEAR"],
+        "confidence": 90,
+        "hss": False,
+        "tlp": "AMBER",
+        "purpose": "IPR_ENFORCEMENT",
+        **changes,
+    }
+    return SellerIndicator.parse(record).to_avro()
+
+
+def decide(record: dict[str, Any], recipient: str, now: dt.datetime = NOW) -> Any:
+    return POLICIES.evaluate(record, "SellerIndicator", recipient, now=now, match_key=KEY)
+
+
+def test_policy_version_is_a_content_hash(tmp_path: Path) -> None:
+    copy = tmp_path / "p"
+    shutil.copytree(POLICY_DIR, copy, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    assert load_policies(copy).version == POLICIES.version
+    mou = copy / "mou" / "platform-c.yaml"
+    mou.write_text(mou.read_text().replace("min_confidence: 50", "min_confidence: 55"))
+    assert load_policies(copy).version != POLICIES.version
+
+
+def test_no_rule_means_no_delivery() -> None:
+    decision = decide(indicator(), "brand-owner")
+    assert not decision.delivered
+    assert decision.record is None
+    assert "no rule allows SellerIndicator from platform-a to brand-owner" in decision.reasons[0]
+
+
+def test_recipient_must_accept_too() -> None:
+    # platform-c accepts only TLP:GREEN and below.
+    decision = decide(indicator(), "platform-c")
+    assert not decision.delivered
+    assert "above what the recipient accepts" in decision.reasons[0]
+    assert decide(indicator(tlp="GREEN"), "platform-c").delivered
+
+
+def test_hash_gives_match_tokens_and_keeps_correlation() -> None:
+    decision = decide(indicator(), "platform-b")
+    assert decision.delivered
+    seller = decision.record["seller"]
+    assert seller["email"] == match_token(KEY, "email", "sales@cheap-kicks.example")
+    assert seller["email"].startswith("mt1.k3.")
+    other = decide(indicator(source="platform-c", tlp="GREEN"), "platform-a")
+    assert other.record["seller"]["email"] != seller["email"], "platform-c masks instead"
+
+
+def test_mask_generalize_and_most_restrictive_wins() -> None:
+    carrier = decide(indicator(hss=True, purpose="HEALTH_SAFETY"), "express-carrier")
+    assert carrier.delivered
+    assert carrier.record["seller"]["phone"] == "**********8000"
+    platform_b = decide(indicator(), "platform-b")
+    # platform-a generalizes addresses for platforms; platform-b's MOU drops them: drop wins.
+    assert platform_b.treatment_of("seller.addresses") is Treatment.DROP
+    assert platform_b.record["seller"]["addresses"] == []
+    assert platform_b.record["seller"]["ip_addresses"] == ["203.0.113.0/24"]
+
+
+def test_encrypt_is_readable_only_by_the_recipient() -> None:
+    record = indicator(source="payments-x", purpose="FRAUD_PREVENTION")
+    decision = decide(record, "platform-a")
+    assert decision.delivered
+    (token,) = decision.record["seller"]["payment_accounts"]
+    prefix, kid, body = token.split(".", 2)
+    assert (prefix, kid) == ("hpke1", "platform-a-enc-2026")
+    ciphertext = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    suite = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.AES_128_GCM)
+    context = f"{record['indicator_id']}:seller.payment_accounts".encode()
+    plain = suite.decrypt(ciphertext, demo_encryption_key("platform-a"), info=context)
+    assert plain == b"acct_123456"
+    with pytest.raises(Exception):  # noqa: B017, PT011 - any failure: wrong key cannot decrypt
+        suite.decrypt(ciphertext, demo_encryption_key("platform-b"), info=context)
+
+
+def test_conditions_confidence_hss_embargo_expiry() -> None:
+    assert "below the minimum 70" in decide(indicator(confidence=60), "platform-b").reasons[0]
+    carrier_plain = decide(indicator(purpose="HEALTH_SAFETY"), "express-carrier")
+    assert "only health/safety/security" in carrier_plain.reasons[0]
+    fresh = indicator(source="platform-b", published_at=NOW - dt.timedelta(minutes=10),
+                      observed_at=NOW - dt.timedelta(minutes=20), tlp="GREEN")  # fmt: skip
+    assert "embargoed for 60 minutes" in decide(fresh, "platform-a").reasons[0]
+    assert decide(fresh, "platform-a", NOW + dt.timedelta(hours=1)).delivered
+    assert "180-day limit" in decide(fresh, "platform-a", NOW + dt.timedelta(days=181)).reasons[0]
+
+
+def test_red_goes_only_to_named_recipients() -> None:
+    red = indicator(source="payments-x", tlp="RED", purpose="FRAUD_PREVENTION")
+    assert decide(red, "ipr-center").delivered, "payments-x names ipr-center"
+    to_sector = decide(indicator(tlp="RED", purpose="IPR_ENFORCEMENT"), "ipr-center")
+    assert not to_sector.delivered
+    assert "TLP:RED goes only to recipients the share rule names" in to_sector.reasons[0]
+
+
+def test_anonymous_attribution() -> None:
+    decision = decide(indicator(source="platform-b", tlp="GREEN"), "platform-a")
+    assert decision.delivered
+    assert decision.record["source_member"] == "anonymous-platform"
+    assert decision.source == "platform-b", "the decision itself still records the source"
+
+
+def test_decision_ids_are_deterministic_per_recipient_and_version() -> None:
+    record = indicator()
+    a, b = decide(record, "platform-b"), decide(record, "platform-b")
+    assert a.decision_id == b.decision_id
+    assert decide(record, "ipr-center").decision_id != a.decision_id
+    assert json.loads(json.dumps(a.to_json()))["fields"]["seller.email"]["treatment"] == "hash"
+
+
+def test_caller_record_is_never_modified() -> None:
+    record = indicator()
+    before = json.dumps(record, default=str, sort_keys=True)
+    decide(record, "platform-b")
+    assert json.dumps(record, default=str, sort_keys=True) == before
+
+
+# --- properties over generated records ---------------------------------------------------
+
+MEMBERS = [m.id for m in POLICIES.registry.members]
+
+
+def _clear_values(record: dict[str, Any]) -> dict[str, set[str]]:
+    seller = record["seller"]
+    out: dict[str, set[str]] = {}
+    for name, value in seller.items():
+        if isinstance(value, str):
+            out[f"seller.{name}"] = {value}
+        elif isinstance(value, list) and value and isinstance(value[0], str):
+            out[f"seller.{name}"] = set(value)
+    return out
+
+
+@given(
+    event=seller_indicators(), source=st.sampled_from(MEMBERS), recipient=st.sampled_from(MEMBERS)
+)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_properties_of_every_decision(event: SellerIndicator, source: str, recipient: str) -> None:
+    record = event.model_copy(update={"source_member": source}).to_avro()
+    decision = decide(record, recipient, now=dt.datetime.now(dt.UTC))
+    again = decide(record, recipient, now=dt.datetime.now(dt.UTC))
+    assert (decision.delivered, decision.rule_ids, decision.fields) == (
+        again.delivered, again.rule_ids, again.fields,
+    ), "deterministic"  # fmt: skip
+    if not decision.delivered:
+        assert decision.record is None, "withheld means nothing delivered"
+        return
+    # Deny by default: an allowing share rule of the source and accept rule of the recipient.
+    share_id, accept_id = decision.rule_ids
+    assert any(r.id == share_id for r in POLICIES.mous[source].shares)
+    assert any(r.id == accept_id for r in POLICIES.mous[recipient].accepts)
+    # A field whose treatment is drop/hash/mask/encrypt never appears in clear.
+    delivered = json.dumps(decision.record, default=str)
+    for path, values in _clear_values(record).items():
+        treatment = decision.treatment_of(path)
+        if treatment in (Treatment.DROP, Treatment.HASH, Treatment.MASK, Treatment.ENCRYPT):
+            for value in values:
+                if len(value) >= 6:  # short values can occur inside tokens by chance
+                    assert json.dumps(value)[1:-1] not in delivered, (path, treatment)
+
+
+def test_members_without_an_mou_neither_send_nor_receive(tmp_path: Path) -> None:
+    copy = tmp_path / "p"
+    shutil.copytree(POLICY_DIR, copy, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    (copy / "mou" / "platform-b.yaml").unlink()
+    reduced: PolicySet = load_policies(copy)
+    decision = reduced.evaluate(
+        indicator(), "SellerIndicator", "platform-b", now=NOW, match_key=KEY
+    )
+    assert not decision.delivered
+
+
+def test_invalid_folder_lists_every_problem(tmp_path: Path) -> None:
+    copy = tmp_path / "p"
+    shutil.copytree(POLICY_DIR, copy, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    mou = copy / "mou" / "platform-a.yaml"
+    text = mou.read_text()
+    text = text.replace("seller.addresses: generalize", "seller.addresses: hash", 1)
+    text = text.replace("to: {sectors: [payment]}", "to: {sectors: [banks]}")
+    text = text.replace("seller.phone: mask", "seller.shoe_size: keep")
+    mou.write_text(text)
+    (copy / "mou" / "payments-y.yaml").write_text("member: payments-y\nversion: 1\naccepts: [\n")
+    with pytest.raises(PolicyError) as info:
+        load_policies(copy)
+    problems = "\n".join(info.value.problems)
+    assert "platform-a.yaml: shares.2.to.sectors.0: Input should be" in problems
+    assert "found 'banks'" in problems
+    assert "payments-y.yaml:4:1: not valid YAML" in problems
+    assert len(info.value.problems) >= 2
+
+
+def test_semantic_problems_name_file_rule_and_field(tmp_path: Path) -> None:
+    copy = tmp_path / "p"
+    shutil.copytree(POLICY_DIR, copy, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    mou = copy / "mou" / "platform-a.yaml"
+    text = mou.read_text()
+    text = text.replace("seller.addresses: generalize", "seller.addresses: hash", 1)
+    text = text.replace("seller.phone: mask", "seller.shoe_size: keep")
+    text = text.replace("to: {sectors: [payment]}", "to: {members: [payments-z]}")
+    mou.write_text(text)
+    with pytest.raises(PolicyError) as info:
+        load_policies(copy)
+    problems = info.value.problems
+    assert any(
+        "shares.1 (pa.to-platforms): fields.seller.addresses: hash applies to text fields" in p
+        for p in problems
+    ), problems
+    assert any("fields.seller.shoe_size: not an optional field" in p for p in problems)
+    assert any("names unknown member 'payments-z'" in p for p in problems)
+
+
+def test_cli_check_and_explain(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from broker.cli.policy import cli
+
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["check", str(POLICY_DIR)])
+    assert ok.exit_code == 0, ok.output
+    record_file = tmp_path / "r.json"
+    record = {"type": "SellerIndicator", **indicator()}
+    record_file.write_text(json.dumps(record, default=str))
+    at = ["--at", "2026-11-22 12:00:00", "--record", str(record_file)]
+    delivered = runner.invoke(cli, ["explain", *at, "--recipient", "platform-b"])
+    assert delivered.exit_code == 0, delivered.output
+    assert "DELIVERED" in delivered.output
+    assert "seller.email" in delivered.output
+    withheld = runner.invoke(cli, ["explain", *at, "--json", "--recipient", "brand-owner"])
+    assert withheld.exit_code == 4
+    assert json.loads(withheld.output)["delivered"] is False
+
+
+def test_json_schemas_are_current() -> None:
+    from broker.policy.model import MemberRegistry, Mou
+
+    for name, model in (("members", MemberRegistry), ("mou", Mou)):
+        shipped = json.loads((POLICY_DIR / "schema" / f"{name}.schema.json").read_text())
+        shipped.pop("$schema")
+        assert shipped == model.model_json_schema(), f"run: action-policy schema ({name})"
