@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import click
 
 from broker import __version__
 from broker.cli.kafka import kafka
+from broker.cli.output import run_command_line
 from broker.cli.schemas import registry, schemas
-from broker.errors import ActionError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,17 +32,4 @@ cli.add_command(registry)
 
 
 def main() -> None:
-    """Console-script entry point: ActionErrors become one message and an exit code."""
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except ActionError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+    run_command_line(cli)

@@ -45,3 +45,22 @@ def emit_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], fmt: st
 def info(message: str) -> None:
     """Progress and notices go to stderr so stdout stays parseable."""
     click.echo(message, err=True)
+
+
+def run_command_line(group: click.Group) -> None:
+    """Console-script entry: ActionErrors become one ``error:`` line and their exit code."""
+    from broker.errors import ActionError
+
+    try:
+        group.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except ActionError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from broker.cli.output import info
+from broker.cli.output import info, run_command_line
 from broker.errors import ActionError, PolicyError
 from broker.events import EVENT_TYPES
 from broker.policy.decision import Decision
@@ -116,15 +116,4 @@ def schema(out_dir: Path) -> None:
 
 
 def main() -> None:
-    try:
-        cli.main(standalone_mode=False)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except ActionError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    run_command_line(cli)

@@ -61,9 +61,16 @@ def decide(record: dict[str, Any], recipient: str, now: dt.datetime = NOW) -> An
     return POLICIES.evaluate(record, "SellerIndicator", recipient, now=now, match_key=KEY)
 
 
-def test_policy_version_is_a_content_hash(tmp_path: Path) -> None:
-    copy = tmp_path / "p"
+@pytest.fixture
+def policy_copy(tmp_path: Path) -> Path:
+    """A writable copy of the example consortium's policy folder."""
+    copy = tmp_path / "policies"
     shutil.copytree(POLICY_DIR, copy, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    return copy
+
+
+def test_policy_version_is_a_content_hash(policy_copy: Path) -> None:
+    copy = policy_copy
     assert load_policies(copy).version == POLICIES.version
     mou = copy / "mou" / "platform-c.yaml"
     mou.write_text(mou.read_text().replace("min_confidence: 50", "min_confidence: 55"))
@@ -207,9 +214,8 @@ def test_properties_of_every_decision(event: SellerIndicator, source: str, recip
                     assert json.dumps(value)[1:-1] not in delivered, (path, treatment)
 
 
-def test_members_without_an_mou_neither_send_nor_receive(tmp_path: Path) -> None:
-    copy = tmp_path / "p"
-    shutil.copytree(POLICY_DIR, copy, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+def test_members_without_an_mou_neither_send_nor_receive(policy_copy: Path) -> None:
+    copy = policy_copy
     (copy / "mou" / "platform-b.yaml").unlink()
     reduced: PolicySet = load_policies(copy)
     decision = reduced.evaluate(
@@ -218,9 +224,8 @@ def test_members_without_an_mou_neither_send_nor_receive(tmp_path: Path) -> None
     assert not decision.delivered
 
 
-def test_invalid_folder_lists_every_problem(tmp_path: Path) -> None:
-    copy = tmp_path / "p"
-    shutil.copytree(POLICY_DIR, copy, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+def test_invalid_folder_lists_every_problem(policy_copy: Path) -> None:
+    copy = policy_copy
     mou = copy / "mou" / "platform-a.yaml"
     text = mou.read_text()
     text = text.replace("seller.addresses: generalize", "seller.addresses: hash", 1)
@@ -237,9 +242,8 @@ def test_invalid_folder_lists_every_problem(tmp_path: Path) -> None:
     assert len(info.value.problems) >= 2
 
 
-def test_semantic_problems_name_file_rule_and_field(tmp_path: Path) -> None:
-    copy = tmp_path / "p"
-    shutil.copytree(POLICY_DIR, copy, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+def test_semantic_problems_name_file_rule_and_field(policy_copy: Path) -> None:
+    copy = policy_copy
     mou = copy / "mou" / "platform-a.yaml"
     text = mou.read_text()
     text = text.replace("seller.addresses: generalize", "seller.addresses: hash", 1)
