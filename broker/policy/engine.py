@@ -57,6 +57,7 @@ class Candidate:
     accept: AcceptRule
     recipient_named: bool  # named in the share rule, not only through its sector
     fields: tuple[FieldDecision, ...]
+    changed_fields: tuple[FieldDecision, ...]  # the fields whose treatment is not keep
 
 
 def parties_include(parties: Parties, member: Member) -> bool:
@@ -136,7 +137,8 @@ class PolicySet:
             else:
                 rules = (share.id,) if combined == source_treatment else (accept.id,)
             fields.append(FieldDecision(path, combined, rules))
-        return Candidate(share, accept, recipient.id in share.to.members, tuple(fields))
+        changed = tuple(f for f in fields if f.treatment is not Treatment.KEEP)
+        return Candidate(share, accept, recipient.id in share.to.members, tuple(fields), changed)
 
     # --- evaluate ---------------------------------------------------------------------
 
@@ -148,6 +150,7 @@ class PolicySet:
         *,
         now: dt.datetime,
         match_key: MatchTokenKey,
+        _memo: dict[tuple[str, Treatment], Any] | None = None,
     ) -> Decision:
         """Decide whether and in which form ``record`` reaches ``recipient``."""
         source = str(record.get("source_member", ""))
@@ -173,7 +176,8 @@ class PolicySet:
         for candidate in candidates:
             refusal = self._refusal(candidate, record, event_type, now)
             if refusal is None:
-                return self._deliver(candidate, record, event_type, recipient, match_key)
+                memo = {} if _memo is None else _memo
+                return self._deliver(candidate, record, event_type, recipient, match_key, memo)
             reasons.append(f"{candidate.share.id} + {candidate.accept.id}: {refusal}")
         considered = tuple(
             sorted({c.share.id for c in candidates} | {c.accept.id for c in candidates})
@@ -188,10 +192,15 @@ class PolicySet:
         now: dt.datetime,
         match_key: MatchTokenKey,
     ) -> list[Decision]:
-        """One decision per other member of the consortium, in registry order."""
+        """One decision per other member of the consortium, in registry order.
+
+        Hashed, masked and generalized values are the same for every recipient, so they
+        are computed once per record; encryption is per recipient by nature.
+        """
         source = record.get("source_member")
+        memo: dict[tuple[str, Treatment], Any] = {}
         return [
-            self.evaluate(record, event_type, m.id, now=now, match_key=match_key)
+            self.evaluate(record, event_type, m.id, now=now, match_key=match_key, _memo=memo)
             for m in self.registry.members
             if m.id != source
         ]
@@ -247,17 +256,23 @@ class PolicySet:
         event_type: str,
         recipient: str,
         match_key: MatchTokenKey,
+        memo: dict[tuple[str, Treatment], Any],
     ) -> Decision:
         source = str(record["source_member"])
         record_id = record_id_of(record)
         out = _copy_record(record)
-        for field in candidate.fields:
+        for field in candidate.changed_fields:
             container, leaf = _container(out, field.path)
             if container is None or container.get(leaf) in (None, []):
                 continue
-            container[leaf] = self._treat(
-                field.treatment, field.path, container[leaf], recipient, record_id, match_key
-            )
+            if field.treatment is Treatment.ENCRYPT:
+                treated = self._treat(field, container[leaf], recipient, record_id, match_key)
+            else:
+                key = (field.path, field.treatment)
+                if key not in memo:
+                    memo[key] = self._treat(field, container[leaf], recipient, record_id, match_key)
+                treated = memo[key]
+            container[leaf] = list(treated) if isinstance(treated, list) else treated
         if candidate.share.attribution is Attribution.ANONYMOUS:
             out["source_member"] = f"anonymous-{self.members[source].sector.value}"
         return Decision(
@@ -275,13 +290,13 @@ class PolicySet:
 
     def _treat(
         self,
-        treatment: Treatment,
-        path: str,
+        field: FieldDecision,
         value: Any,
         recipient: str,
         record_id: str,
         match_key: MatchTokenKey,
     ) -> Any:
+        treatment, path = field.treatment, field.path
         if treatment is Treatment.KEEP:
             return value
         if treatment is Treatment.DROP:
