@@ -289,3 +289,20 @@ def test_json_schemas_are_current() -> None:
         shipped = json.loads((POLICY_DIR / "schema" / f"{name}.schema.json").read_text())
         shipped.pop("$schema")
         assert shipped == model.model_json_schema(), f"run: action-policy schema ({name})"
+
+
+def test_evaluate_all_matches_one_by_one_evaluation() -> None:
+    record = indicator(tlp="GREEN", hss=True, purpose="HEALTH_SAFETY")
+    together = POLICIES.evaluate_all(record, "SellerIndicator", now=NOW, match_key=KEY)
+    assert [d.recipient for d in together] == [m for m in MEMBERS if m != "platform-a"]
+    assert sum(d.delivered for d in together) >= 3
+    for decision in together:
+        alone = decide(record, decision.recipient)
+        assert (alone.delivered, alone.rule_ids, alone.fields) == (
+            decision.delivered, decision.rule_ids, decision.fields,
+        )  # fmt: skip
+        assert alone.record == decision.record
+    first = next(d for d in together if d.delivered and d.record["seller"]["ip_addresses"])
+    first.record["seller"]["ip_addresses"].append("mutated")  # type: ignore[index]
+    others = [d for d in together if d.delivered and d is not first]
+    assert all("mutated" not in d.record["seller"]["ip_addresses"] for d in others)
