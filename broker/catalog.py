@@ -22,12 +22,12 @@ from fastavro import parse_schema
 from fastavro.schema import fingerprint as avro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
+from broker.avro_names import PRIMITIVE_TYPES, full_name, namespace_of, qualify
 from broker.errors import SchemaError, UnknownSchemaError
 from schemas import SCHEMA_DIR
 
 MANIFEST = "manifest.json"
-_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
-_ZERO_BYTE_PRIMITIVES = frozenset({"null"})
+_ZERO_BYTEPRIMITIVE_TYPES = frozenset({"null"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,23 +61,15 @@ def crc64_fingerprint(schema: Mapping[str, Any]) -> int:
     return int(avro_fingerprint(canonical, "CRC-64-AVRO"), 16)
 
 
-def _full_name(schema: Mapping[str, Any], namespace: str | None) -> str:
-    name = str(schema["name"])
-    if "." in name:
-        return name
-    ns = schema.get("namespace", namespace)
-    return f"{ns}.{name}" if ns else name
-
-
 def inline_named_types(
     node: Any, named: Mapping[str, Mapping[str, Any]], namespace: str | None, defined: set[str]
 ) -> Any:
     """Replace references to shared named types by their definition, the first time each
     appears, so that the result is a self-contained Avro schema."""
     if isinstance(node, str):
-        if node in _PRIMITIVES:
+        if node in PRIMITIVE_TYPES:
             return node
-        full = node if "." in node else (f"{namespace}.{node}" if namespace else node)
+        full = qualify(node, namespace)
         if full in defined:
             return full
         if full not in named:
@@ -89,10 +81,10 @@ def inline_named_types(
         return node
     kind = node.get("type")
     if kind in ("record", "error", "enum", "fixed"):
-        full = _full_name(node, namespace)
+        full = full_name(node, namespace)
         defined.add(full)
         if kind in ("record", "error"):
-            inner_ns = full.rpartition(".")[0] or None
+            inner_ns = namespace_of(full)
             node = dict(node)
             node["fields"] = [
                 {**f, "type": inline_named_types(f["type"], named, inner_ns, defined)}
@@ -103,7 +95,7 @@ def inline_named_types(
         return {**node, "items": inline_named_types(node["items"], named, namespace, defined)}
     if kind == "map":
         return {**node, "values": inline_named_types(node["values"], named, namespace, defined)}
-    if isinstance(kind, (dict, list)) or (isinstance(kind, str) and kind not in _PRIMITIVES):
+    if isinstance(kind, (dict, list)) or (isinstance(kind, str) and kind not in PRIMITIVE_TYPES):
         return {**node, "type": inline_named_types(kind, named, namespace, defined)}
     return node
 
@@ -112,16 +104,16 @@ def min_encoded_size(node: Any, named: dict[str, Any] | None = None) -> int:
     """Fewest bytes a value of this (self-contained) schema can encode in."""
     named = {} if named is None else named
     if isinstance(node, str):
-        if node in _ZERO_BYTE_PRIMITIVES:
+        if node in _ZERO_BYTEPRIMITIVE_TYPES:
             return 0
-        if node in _PRIMITIVES:
+        if node in PRIMITIVE_TYPES:
             return {"float": 4, "double": 8}.get(node, 1)
         return int(named.get(node, 1))  # a (recursive) reference: at least its union tag
     if isinstance(node, list):
         return 1  # the union branch index
     kind = node.get("type")
     if kind in ("record", "error"):
-        full = _full_name(node, None)
+        full = full_name(node, None)
         named.setdefault(full, 1)  # guard against recursion while measuring
         size = sum(min_encoded_size(f["type"], named) for f in node["fields"])
         named[full] = size
@@ -201,7 +193,7 @@ class SchemaCatalog:
         named: dict[str, Mapping[str, Any]] = {}
         for path in sorted((directory / "common").glob("*.avsc")):
             schema = _read_json(path)
-            full = _full_name(schema, None)
+            full = full_name(schema, None)
             if path.stem != full:
                 raise SchemaError(f"{path}: defines {full}; the file must be named {full}.avsc")
             named[full] = schema
@@ -302,7 +294,7 @@ def _load_version(
         )
     return SchemaVersion(
         type_name=type_name,
-        full_name=_full_name(raw, None),
+        full_name=full_name(raw, None),
         version=version,
         schema_id=schema_id,
         fingerprint=fp,

@@ -74,9 +74,6 @@ class AvroCodec:
         self._reader = {name: catalog.get(name, chosen.get(name)) for name in catalog.type_names}
         self._confluent_headers = {sv.schema_id: confluent_header(sv.schema_id) for sv in catalog}
 
-    def reader_version(self, type_name: str) -> SchemaVersion:
-        return self._reader[type_name] if type_name in self._reader else self.catalog.get(type_name)
-
     # --- encoding ---------------------------------------------------------------------
 
     def encode(

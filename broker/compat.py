@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.avro_names import PRIMITIVE_TYPES, full_name, namespace_of, qualify
+
 _PROMOTIONS: dict[str, frozenset[str]] = {
     "int": frozenset({"long", "float", "double"}),
     "long": frozenset({"float", "double"}),
@@ -46,13 +48,13 @@ class _Resolver:
         if isinstance(node, dict) and isinstance(node.get("type"), (dict, list)):
             return self._deref(node["type"], named, ns)
         if isinstance(node, dict) and node.get("type") in ("record", "error", "enum", "fixed"):
-            full = _full_name(node, ns)
+            full = full_name(node, ns)
             named.setdefault(full, node)
-            return node, full.rpartition(".")[0] or None
-        if isinstance(node, str) and node not in _PRIMITIVE_TYPES:
-            full = node if "." in node else (f"{ns}.{node}" if ns else node)
+            return node, namespace_of(full)
+        if isinstance(node, str) and node not in PRIMITIVE_TYPES:
+            full = qualify(node, ns)
             if full in named:
-                return named[full], full.rpartition(".")[0] or None
+                return named[full], namespace_of(full)
         return node, ns
 
     def match(self, reader: Any, writer: Any, path: str, rns: str | None, wns: str | None) -> bool:
@@ -72,14 +74,14 @@ class _Resolver:
                     return True
             return self._fail(f"{path}: writer type {_kind(writer)} is in no branch of the union")
         rkind, wkind = _kind(reader), _kind(writer)
-        if rkind in _PRIMITIVE_TYPES or wkind in _PRIMITIVE_TYPES:
+        if rkind in PRIMITIVE_TYPES or wkind in PRIMITIVE_TYPES:
             if rkind == wkind or rkind in _PROMOTIONS.get(wkind, frozenset()):
                 return True
             return self._fail(f"{path}: writer's {wkind} cannot be read as {rkind}")
         if rkind != wkind:
             return self._fail(f"{path}: writer's {wkind} cannot be read as {rkind}")
         if rkind in ("record", "error", "enum", "fixed"):
-            rname, wname = _full_name(reader, rns), _full_name(writer, wns)
+            rname, wname = full_name(reader, rns), full_name(writer, wns)
             if rname != wname and wname not in _aliases(reader, rns):
                 return self._fail(f"{path}: writer's {wname} is not the reader's {rname}")
         if rkind == "array":
@@ -102,7 +104,7 @@ class _Resolver:
     def _match_record(
         self, reader: Any, writer: Any, path: str, rns: str | None, wns: str | None
     ) -> bool:
-        key = (_full_name(reader, rns), _full_name(writer, wns))
+        key = (full_name(reader, rns), full_name(writer, wns))
         if key in self._seen:  # recursive types: already being checked
             return True
         self._seen.add(key)
@@ -124,11 +126,6 @@ class _Resolver:
         return False
 
 
-_PRIMITIVE_TYPES = frozenset(
-    {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
-)
-
-
 def _kind(node: Any) -> str:
     if isinstance(node, str):
         return node
@@ -138,17 +135,9 @@ def _kind(node: Any) -> str:
     return kind if isinstance(kind, str) else _kind(kind)
 
 
-def _full_name(node: Any, ns: str | None) -> str:
-    name = str(node["name"])
-    if "." in name:
-        return name
-    space = node.get("namespace", ns)
-    return f"{space}.{name}" if space else name
-
-
 def _aliases(node: Any, ns: str | None) -> set[str]:
     space = node.get("namespace", ns)
-    return {a if "." in a or not space else f"{space}.{a}" for a in node.get("aliases", [])}
+    return {qualify(alias, space) for alias in node.get("aliases", [])}
 
 
 def check_can_read(reader: Any, writer: Any, direction: str = "read") -> CompatibilityResult:
