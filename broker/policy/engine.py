@@ -94,6 +94,11 @@ class PolicySet:
             if m.encryption_keys
         }
         self.plans = self._compile()
+        # Rule ids named by a withheld decision that had candidates: fixed per plan.
+        self._considered = {
+            key: tuple(sorted({c.share.id for c in cands} | {c.accept.id for c in cands}))
+            for key, cands in self.plans.items()
+        }
 
     # --- compile ----------------------------------------------------------------------
 
@@ -166,7 +171,8 @@ class PolicySet:
             return withheld(f"recipient {recipient!r} is not a consortium member")
         if recipient == source:
             return withheld("a member's own records are not echoed back to it")
-        candidates = self.plans.get((source, event_type, recipient))
+        plan_key = (source, event_type, recipient)
+        candidates = self.plans.get(plan_key)
         if not candidates:
             return withheld(
                 f"no rule allows {event_type} from {source} to {recipient}: {source}'s MOU must "
@@ -177,12 +183,11 @@ class PolicySet:
             refusal = self._refusal(candidate, record, event_type, now)
             if refusal is None:
                 memo = {} if _memo is None else _memo
-                return self._deliver(candidate, record, event_type, recipient, match_key, memo)
+                return self._deliver(
+                    candidate, record, event_type, source, recipient, record_id, match_key, memo
+                )
             reasons.append(f"{candidate.share.id} + {candidate.accept.id}: {refusal}")
-        considered = tuple(
-            sorted({c.share.id for c in candidates} | {c.accept.id for c in candidates})
-        )
-        return withheld(*reasons, rule_ids=considered)
+        return withheld(*reasons, rule_ids=self._considered[plan_key])
 
     def evaluate_all(
         self,
@@ -254,13 +259,13 @@ class PolicySet:
         candidate: Candidate,
         record: Mapping[str, Any],
         event_type: str,
+        source: str,
         recipient: str,
+        record_id: str,
         match_key: MatchTokenKey,
         memo: dict[tuple[str, Treatment], Any],
     ) -> Decision:
-        source = str(record["source_member"])
-        record_id = record_id_of(record)
-        out = _copy_record(record)
+        out = {k: _copy(v) for k, v in record.items()}
         for field in candidate.changed_fields:
             container, leaf = _container(out, field.path)
             if container is None or container.get(leaf) in (None, []):
@@ -272,7 +277,7 @@ class PolicySet:
                 if key not in memo:
                     memo[key] = self._treat(field, container[leaf], recipient, record_id, match_key)
                 treated = memo[key]
-            container[leaf] = list(treated) if isinstance(treated, list) else treated
+            container[leaf] = _copy(treated)
         if candidate.share.attribution is Attribution.ANONYMOUS:
             out["source_member"] = f"anonymous-{self.members[source].sector.value}"
         return Decision(
@@ -331,12 +336,19 @@ def _as_datetime(value: Any) -> dt.datetime | None:
     return None
 
 
-def _copy_record(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Copy deep enough that treating a field never touches the caller's record."""
-    return {
-        k: dict(v) if isinstance(v, Mapping) else list(v) if isinstance(v, list) else v
-        for k, v in record.items()
-    }
+_CONTAINERS = (dict, list)
+
+
+def _copy(value: Any) -> Any:
+    """A copy of every dict and list inside ``value``: each delivered record is its own, so
+    no recipient's record shares a mutable part with the caller's or another recipient's.
+    (Exact type checks: decoded records hold plain dicts and lists, and this is per delivery.)"""
+    kind = type(value)
+    if kind is dict:
+        return {k: _copy(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
+    if kind is list:
+        return [_copy(v) if type(v) in _CONTAINERS else v for v in value]
+    return value
 
 
 def _container(record: dict[str, Any], path: str) -> tuple[dict[str, Any] | None, str]:

@@ -306,3 +306,7 @@ def test_evaluate_all_matches_one_by_one_evaluation() -> None:
     first.record["seller"]["ip_addresses"].append("mutated")  # type: ignore[index]
     others = [d for d in together if d.delivered and d is not first]
     assert all("mutated" not in d.record["seller"]["ip_addresses"] for d in others)
+    assert "mutated" not in record["seller"]["ip_addresses"]
+    kept = next(d for d in together if d.treatment_of("seller.addresses") is Treatment.KEEP)
+    kept.record["seller"]["addresses"][0]["city"] = "mutated"  # type: ignore[index]
+    assert record["seller"]["addresses"][0]["city"] != "mutated", "keep copies, never aliases"
