@@ -350,3 +350,16 @@ def parse_event(type_name: str, data: Any) -> Event:
         known = ", ".join(sorted(EVENT_TYPES))
         raise EventValidationError(f"unknown event type {type_name!r} (known: {known})") from None
     return model.parse(data)
+
+
+def parse_typed_event(data: Any) -> tuple[str, Event]:
+    """A JSON object naming its event type under ``"type"``, the way the CLIs, policy test
+    cases and impact previews write records."""
+    if not isinstance(data, dict):
+        raise EventValidationError(f"a record must be a JSON object, found {type(data).__name__}")
+    body = dict(data)
+    type_name = body.pop("type", None)
+    if not isinstance(type_name, str):
+        known = ", ".join(sorted(EVENT_TYPES))
+        raise EventValidationError(f'the record needs a "type" key naming its event type ({known})')
+    return type_name, parse_event(type_name, body)

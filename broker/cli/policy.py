@@ -9,18 +9,32 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import BaseModel
+from rich.progress import track
 
-from broker.cli.output import info, run_command_line
-from broker.errors import ActionError, PolicyError
-from broker.events import EVENT_TYPES
+from broker.cli.output import emit_rows, info, output_option, run_command_line
+from broker.errors import ActionError, EventValidationError, PolicyError
+from broker.events import parse_typed_event
 from broker.policy.decision import Decision
+from broker.policy.impact import Change, policy_impact
 from broker.policy.loader import load_policies
 from broker.policy.model import MemberRegistry, Mou
-from broker.policy.treatments import MatchTokenKey
+from broker.policy.testing import (
+    OFFLINE_MATCH_KEY,
+    PolicyTestFile,
+    case_files,
+    load_case_files,
+    run_cases,
+)
 from policies import POLICY_DIR
 
-# Explanations never need the real consortium secret: a token's shape is what is explained.
-_EXPLAIN_KEY = MatchTokenKey(version=0, secret=b"action-policy explain: not the consortium secret")
+_policies_option = click.option(
+    "--policies", "directory", type=click.Path(file_okay=False, path_type=Path),
+    default=POLICY_DIR, show_default="the example consortium",
+)  # fmt: skip
+_at_option = click.option(
+    "--at", "at", type=click.DateTime(), help="Evaluate as of this UTC time (default: now)."
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,14 +64,34 @@ def _read_record(path: Path) -> tuple[str, dict[str, Any]]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ActionError(f"{path}: cannot read a JSON record: {exc}") from exc
-    event_type = data.pop("type", None) if isinstance(data, dict) else None
-    if event_type not in EVENT_TYPES:
-        raise ActionError(
-            f'{path}: the record needs a "type" key naming its event type '
-            f"({', '.join(sorted(EVENT_TYPES))})"
-        )
-    event = EVENT_TYPES[event_type].parse(data)
+    event_type, event = parse_typed_event(data)
     return event_type, event.to_avro()
+
+
+def _read_records(path: Path) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+    """The records of a JSON Lines file, and a problem line for each line that is not one."""
+    records, problems = [], []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ActionError(f"{path}: cannot read: {exc.strerror}") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            event_type, event = parse_typed_event(json.loads(line))
+        except json.JSONDecodeError as exc:
+            problems.append(f"{path}:{number}: not JSON: {exc.msg}")
+            continue
+        except EventValidationError as exc:
+            problems.append(f"{path}:{number}: {exc.message}")
+            continue
+        records.append((event_type, event.to_avro()))
+    return records, problems
+
+
+def _evaluation_time(at: dt.datetime | None) -> dt.datetime:
+    return at.replace(tzinfo=dt.UTC) if at else dt.datetime.now(dt.UTC)
 
 
 def _render(decision: Decision) -> str:
@@ -78,13 +112,12 @@ def _render(decision: Decision) -> str:
 
 
 @cli.command()
-@click.option("--policies", "directory", type=click.Path(file_okay=False, path_type=Path),
-              default=POLICY_DIR, show_default="the example consortium")  # fmt: skip
+@_policies_option
 @click.option("--record", "record_file", required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help='JSON event with a "type" key naming its event type.')  # fmt: skip
 @click.option("--recipient", required=True, help="Member id of the recipient.")
-@click.option("--at", "at", type=click.DateTime(), help="Evaluate as of this UTC time.")
+@_at_option
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 def explain(directory: Path, record_file: Path, recipient: str, at: dt.datetime | None,
             as_json: bool) -> None:  # fmt: skip
@@ -92,8 +125,9 @@ def explain(directory: Path, record_file: Path, recipient: str, at: dt.datetime 
     Exit 0 when delivered, 4 when withheld."""
     policy_set = load_policies(directory)
     event_type, record = _read_record(record_file)
-    now = at.replace(tzinfo=dt.UTC) if at else dt.datetime.now(dt.UTC)
-    decision = policy_set.evaluate(record, event_type, recipient, now=now, match_key=_EXPLAIN_KEY)
+    decision = policy_set.evaluate(
+        record, event_type, recipient, now=_evaluation_time(at), match_key=OFFLINE_MATCH_KEY
+    )
     if as_json:
         click.echo(json.dumps({**decision.to_json(), "record": decision.record}, default=str))
     else:
@@ -101,13 +135,96 @@ def explain(directory: Path, record_file: Path, recipient: str, at: dt.datetime 
     sys.exit(0 if decision.delivered else 4)
 
 
+#: The policy file kinds, as named in policies/schema/<name>.schema.json.
+SCHEMA_MODELS: tuple[tuple[str, type[BaseModel]], ...] = (
+    ("members", MemberRegistry), ("mou", Mou), ("policy-tests", PolicyTestFile),
+)  # fmt: skip
+
+_DIFF_COLUMNS = ("record_id", "event_type", "source", "recipient", "aspect", "path",
+                 "before", "after", "why")  # fmt: skip
+
+
+@cli.command()
+@click.argument("old_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("new_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--records", "records_file", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help='JSON Lines, one event per line with a "type" key.')  # fmt: skip
+@_at_option
+@output_option
+@click.option("--exit-code", is_flag=True, help="Exit 4 when anything would change.")
+def diff(old_dir: Path, new_dir: Path, records_file: Path, at: dt.datetime | None,
+         output_format: str, exit_code: bool) -> None:  # fmt: skip
+    """Impact preview: which recipients and fields would change from OLD_DIR's policies to
+    NEW_DIR's for the sample records. Exit 1 when a record line is unreadable (each is
+    listed), 4 with --exit-code when anything changes, else 0."""
+    old, new = load_policies(old_dir), load_policies(new_dir)
+    records, problems = _read_records(records_file)
+    for problem in problems:
+        info(problem)
+    changes: list[Change] = []
+    compared = 0
+    impact = policy_impact(old, new, records, now=_evaluation_time(at),
+                           match_key=OFFLINE_MATCH_KEY)  # fmt: skip
+    quiet = not sys.stderr.isatty()
+    for count, found in track(impact, total=len(records), description="comparing",
+                              disable=quiet, transient=True):  # fmt: skip
+        compared += count
+        changes += found
+    emit_rows([c.to_row() for c in changes], _DIFF_COLUMNS, output_format)
+    by_aspect = {a: sum(c.aspect == a for c in changes) for a in ("delivery", "field")}
+    newly = sum(c.aspect == "delivery" and c.after == "delivered" for c in changes)
+    info(
+        f"{old.version} -> {new.version}: {len(records)} records, {compared} recipient "
+        f"decisions; {newly} newly delivered, {by_aspect['delivery'] - newly} newly withheld, "
+        f"{by_aspect['field']} field treatment changes"
+        + (f"; {len(problems)} unreadable line(s)" if problems else "")
+    )
+    if problems:
+        sys.exit(1)
+    if exit_code and changes:
+        sys.exit(4)
+
+
+_TEST_COLUMNS = ("result", "file", "case", "recipient", "detail")
+
+
+@cli.command("test")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--cases", "cases_path", type=click.Path(exists=True, path_type=Path),
+              help="A test file or folder (default: DIRECTORY/tests).")  # fmt: skip
+@output_option
+@click.option("-v", "--verbose", is_flag=True, help="List passing cases too.")
+def test_command(directory: Path, cases_path: Path | None, output_format: str,
+                 verbose: bool) -> None:  # fmt: skip
+    """Run the policy test cases kept beside the MOUs against DIRECTORY's policies.
+    Exit 0 when every case passes, 4 when any fails, 1 when the policies or cases are
+    invalid."""
+    policy_set = load_policies(directory)
+    files = load_case_files(case_files(cases_path or directory / "tests"))
+    results = run_cases(policy_set, files)
+    rows = [
+        {"result": "PASS" if r.passed else "FAIL", "file": r.file, "case": r.name,
+         "recipient": r.recipient, "detail": "; ".join(r.failures)}
+        for r in results
+        if verbose or not r.passed or output_format != "table"
+    ]  # fmt: skip
+    if rows:
+        emit_rows(rows, _TEST_COLUMNS, output_format)
+    failed = sum(not r.passed for r in results)
+    info(f"{policy_set.version}: {len(results)} cases, {len(results) - failed} passed, "
+         f"{failed} failed")  # fmt: skip
+    if failed:
+        sys.exit(4)
+
+
 @cli.command()
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path),
                 default=POLICY_DIR / "schema")  # fmt: skip
 def schema(out_dir: Path) -> None:
-    """Write the JSON Schemas of members.yaml and MOU files (for editors)."""
+    """Write the JSON Schemas of members.yaml, MOU and test-case files (for editors)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, model in (("members", MemberRegistry), ("mou", Mou)):
+    for name, model in SCHEMA_MODELS:
         path = out_dir / f"{name}.schema.json"
         document = {"$schema": "https://json-schema.org/draft/2020-12/schema",
                     **model.model_json_schema()}  # fmt: skip

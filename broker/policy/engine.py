@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker.events import SharingPurpose, Tlp
+from broker.events import Tlp
 from broker.policy.decision import Decision, FieldDecision
 from broker.policy.model import (
     TLP_ORDER,
@@ -214,19 +214,28 @@ class PolicySet:
         self, candidate: Candidate, record: Mapping[str, Any], event_type: str, now: dt.datetime
     ) -> str | None:
         share, accept = candidate.share, candidate.accept
+        # Records hold enum symbols as text; StrEnum members compare and hash as that text,
+        # so no conversion is needed on this hot path.
         purpose = record.get("purpose")
         if purpose is not None:
-            if SharingPurpose(purpose) not in share.purposes:
+            if purpose not in share.purposes:
                 return f"purpose {purpose} is not among the share rule's purposes"
-            if SharingPurpose(purpose) not in accept.purposes:
+            if purpose not in accept.purposes:
                 return f"purpose {purpose} is not among the accept rule's purposes"
-        tlp = Tlp(record.get("tlp", Tlp.RED))
-        if tlp is Tlp.RED and not candidate.recipient_named:
+        tlp = record.get("tlp", Tlp.RED)
+        if tlp not in TLP_ORDER:
+            return f"unknown TLP marking {tlp!r}"
+        if tlp == Tlp.RED and not candidate.recipient_named:
             return "TLP:RED goes only to recipients the share rule names"
         if TLP_ORDER[tlp] > TLP_ORDER[share.max_tlp]:
             return f"TLP:{tlp} is above the share rule's ceiling TLP:{share.max_tlp}"
         if TLP_ORDER[tlp] > TLP_ORDER[accept.max_tlp]:
             return f"TLP:{tlp} is above what the recipient accepts (TLP:{accept.max_tlp})"
+        if accept.shares_with_clients and TLP_ORDER[tlp] >= TLP_ORDER[Tlp.AMBER_STRICT]:
+            return (
+                f"TLP:{tlp} stays inside the recipient organisation, and this accept rule "
+                "passes records on to the recipient's clients"
+            )
         when = share.when
         confidence = record.get("confidence")
         if confidence is not None and confidence < when.min_confidence:

@@ -85,7 +85,8 @@ def _read_yaml(file: Path, problems: list[str]) -> Any:
     return None
 
 
-def _parse(model: type[M], file: Path, problems: list[str]) -> M | None:
+def parse_policy_file(model: type[M], file: Path, problems: list[str]) -> M | None:
+    """Read a YAML file as ``model``; on failure append its problems and return None."""
     data = _read_yaml(file, problems)
     if data is None:
         if not any(p.startswith(str(file)) for p in problems):
@@ -99,9 +100,10 @@ def _parse(model: type[M], file: Path, problems: list[str]) -> M | None:
 
 
 def policy_version(directory: Path) -> str:
-    """Content hash of every policy file: equal folders give equal versions."""
+    """Content hash of the member registry and the MOUs: equal folders give equal versions.
+    (Test cases and schemas beside them do not change what is decided, so they do not count.)"""
     digest = hashlib.sha256()
-    for path in sorted(directory.rglob("*.yaml")):
+    for path in sorted([directory / "members.yaml", *(directory / "mou").glob("*.yaml")]):
         digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return "pv-" + digest.hexdigest()[:16]
@@ -169,11 +171,11 @@ def load_policies(directory: Path, catalog: SchemaCatalog | None = None) -> Poli
     problems: list[str] = []
     if not directory.is_dir():
         raise PolicyError(f"{directory}: not a folder of policies")
-    registry = _parse(MemberRegistry, directory / "members.yaml", problems)
+    registry = parse_policy_file(MemberRegistry, directory / "members.yaml", problems)
     fields_by_type = {t: optional_fields(catalog.latest(t).schema) for t in catalog.type_names}
     mous: dict[str, Mou] = {}
     for file in sorted((directory / "mou").glob("*.yaml")):
-        mou = _parse(Mou, file, problems)
+        mou = parse_policy_file(Mou, file, problems)
         if mou is None:
             continue
         if registry is not None:

@@ -155,6 +155,13 @@ class AcceptRule(_Strict):
     purposes: tuple[SharingPurpose, ...] = Field(min_length=1)
     sources: Parties | None = Field(default=None, description="omit to accept from any member")
     max_tlp: Tlp = Tlp.RED
+    shares_with_clients: bool = Field(
+        default=False,
+        description=(
+            "the member passes what this rule admits on to its clients or partners; "
+            "TLP:AMBER allows that, so AMBER+STRICT and RED records are refused here"
+        ),
+    )
     fields: dict[FieldPath, Treatment] = Field(default_factory=dict)
 
 

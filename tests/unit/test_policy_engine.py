@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -61,14 +60,6 @@ def decide(record: dict[str, Any], recipient: str, now: dt.datetime = NOW) -> An
     return POLICIES.evaluate(record, "SellerIndicator", recipient, now=now, match_key=KEY)
 
 
-@pytest.fixture
-def policy_copy(tmp_path: Path) -> Path:
-    """A writable copy of the example consortium's policy folder."""
-    copy = tmp_path / "policies"
-    shutil.copytree(POLICY_DIR, copy, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    return copy
-
-
 def test_policy_version_is_a_content_hash(policy_copy: Path) -> None:
     copy = policy_copy
     assert load_policies(copy).version == POLICIES.version
@@ -103,7 +94,8 @@ def test_hash_gives_match_tokens_and_keeps_correlation() -> None:
 
 
 def test_mask_generalize_and_most_restrictive_wins() -> None:
-    carrier = decide(indicator(hss=True, purpose="HEALTH_SAFETY"), "express-carrier")
+    toys = {"product_categories": ["TOYS"], "purpose": "HEALTH_SAFETY"}
+    carrier = decide(indicator(hss=True, **toys), "express-carrier")
     assert carrier.delivered
     assert carrier.record["seller"]["phone"] == "**********8000"
     platform_b = decide(indicator(), "platform-b")
@@ -131,7 +123,8 @@ def test_encrypt_is_readable_only_by_the_recipient() -> None:
 
 def test_conditions_confidence_hss_embargo_expiry() -> None:
     assert "below the minimum 70" in decide(indicator(confidence=60), "platform-b").reasons[0]
-    carrier_plain = decide(indicator(purpose="HEALTH_SAFETY"), "express-carrier")
+    toys = {"product_categories": ["TOYS"], "purpose": "HEALTH_SAFETY"}
+    carrier_plain = decide(indicator(**toys), "express-carrier")
     assert "only health/safety/security" in carrier_plain.reasons[0]
     fresh = indicator(source="platform-b", published_at=NOW - dt.timedelta(minutes=10),
                       observed_at=NOW - dt.timedelta(minutes=20), tlp="GREEN")  # fmt: skip
@@ -203,7 +196,11 @@ def test_properties_of_every_decision(event: SellerIndicator, source: str, recip
     # Deny by default: an allowing share rule of the source and accept rule of the recipient.
     share_id, accept_id = decision.rule_ids
     assert any(r.id == share_id for r in POLICIES.mous[source].shares)
-    assert any(r.id == accept_id for r in POLICIES.mous[recipient].accepts)
+    accept = next(r for r in POLICIES.mous[recipient].accepts if r.id == accept_id)
+    # The TLP marking travels unchanged, and AMBER+STRICT/RED never go to a rule whose
+    # member passes records on to its clients.
+    assert decision.record["tlp"] == record["tlp"]
+    assert not (accept.shares_with_clients and record["tlp"] in ("AMBER_STRICT", "RED"))
     # A field whose treatment is drop/hash/mask/encrypt never appears in clear.
     delivered = json.dumps(decision.record, default=str)
     for path, values in _clear_values(record).items():
@@ -283,9 +280,9 @@ def test_cli_check_and_explain(tmp_path: Path) -> None:
 
 
 def test_json_schemas_are_current() -> None:
-    from broker.policy.model import MemberRegistry, Mou
+    from broker.cli.policy import SCHEMA_MODELS
 
-    for name, model in (("members", MemberRegistry), ("mou", Mou)):
+    for name, model in SCHEMA_MODELS:
         shipped = json.loads((POLICY_DIR / "schema" / f"{name}.schema.json").read_text())
         shipped.pop("$schema")
         assert shipped == model.model_json_schema(), f"run: action-policy schema ({name})"
@@ -310,3 +307,27 @@ def test_evaluate_all_matches_one_by_one_evaluation() -> None:
     kept = next(d for d in together if d.treatment_of("seller.addresses") is Treatment.KEEP)
     kept.record["seller"]["addresses"][0]["city"] = "mutated"  # type: ignore[index]
     assert record["seller"]["addresses"][0]["city"] != "mutated", "keep copies, never aliases"
+
+
+def test_amber_strict_never_reaches_a_rule_that_shares_with_clients(policy_copy: Path) -> None:
+    mou = policy_copy / "mou" / "brand-owner.yaml"
+    text = mou.read_text()
+    mou.write_text(text[: text.index("  # AMBER+STRICT and RED stay")])
+    reduced = load_policies(policy_copy)
+    seizure = {
+        "report_id": str(uuid.uuid4()), "source_member": "ipr-center",
+        "seized_on": dt.date(2026, 11, 18), "product_category": "TOYS", "origin_economy": "CN",
+        "transport_mode": "MAIL", "msrp_usd_cents": 5000, "quantity": 3, "hss": True,
+        "de_minimis": True, "rights_holder": "brand-owner", "tlp": "AMBER",
+        "purpose": "HEALTH_SAFETY",
+    }  # fmt: skip
+
+    def decide_tlp(tlp: str) -> Any:
+        record = {**seizure, "tlp": tlp}
+        return reduced.evaluate(record, "SeizureReport", "brand-owner", now=NOW, match_key=KEY)
+
+    assert decide_tlp("AMBER").delivered
+    for tlp in ("AMBER_STRICT", "RED"):
+        decision = decide_tlp(tlp)
+        assert not decision.delivered, tlp
+        assert "stays inside the recipient organisation" in decision.reasons[0]
