@@ -132,3 +132,23 @@ class PolicyError(ActionError):
         self.problems = problems or []
         listed = "".join(f"\n  - {p}" for p in self.problems)
         super().__init__(message + listed)
+
+
+class ProvenanceError(ActionError):
+    """A record's signature is missing, made with an unknown key or another member's key,
+    or does not verify. ``reason`` is the dead-letter reason code."""
+
+    reason = "signature.invalid"
+
+    def __init__(self, message: str, *, reason: str | None = None):
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class RouterError(ActionError):
+    """The router cannot start or continue (Kafka unreachable, transactions stuck)."""
+
+
+class TransactionTimeoutError(RouterError):
+    """A transactional call did not finish within its deadline; the producer is replaced."""

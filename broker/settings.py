@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from broker.errors import ConfigError
+from policies import POLICY_DIR
 
 #: The Apache Kafka release the project develops and tests against (see deploy/kafka/pom.xml).
 KAFKA_VERSION = "4.4.0"
@@ -78,6 +79,37 @@ class Settings(BaseSettings):
     )
     kafka_heap: str = Field(default="512m", pattern=r"^\d+[kmgKMG]$", description="broker -Xmx")
     kafka_start_timeout_s: float = Field(default=90.0, gt=0)
+
+    # --- the router (action-broker run) --------------------------------------------------
+    policy_dir: Path = Field(default=POLICY_DIR, description="the policy folder in force")
+    router_group: str = Field(default="action-router", description="consumer group id")
+    router_instance: str = Field(
+        default="0",
+        pattern=r"^[A-Za-z0-9_-]{1,40}$",
+        description="stable per instance: its transactional id is <group>.<instance>, so a "
+        "restarted instance fences its predecessor at once",
+    )
+    router_batch_records: int = Field(default=500, ge=1, le=10_000, description="per transaction")
+    router_transaction_deadline_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="bound on each transactional call; over it, the producer is replaced",
+    )
+    router_transaction_timeout_ms: int = Field(default=60_000, ge=1_000)
+    router_max_record_bytes: int = Field(default=1_048_576, ge=1_024)
+    router_abort_ratio: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="FAULT INJECTION for tests: abort this share of transactions at random",
+    )
+    metrics_host: str = Field(default="127.0.0.1")
+    metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 picks a free port")
+    match_secret: SecretStr | None = Field(
+        default=None,
+        description="the consortium's match-token HMAC secret; unset uses the demo secret",
+    )
+    match_key_version: int = Field(default=1, ge=0)
 
     @classmethod
     def settings_customise_sources(

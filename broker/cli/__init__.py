@@ -10,6 +10,7 @@ import click
 from broker import __version__
 from broker.cli.kafka import kafka
 from broker.cli.output import run_command_line
+from broker.cli.router import provision, run
 from broker.cli.schemas import registry, schemas
 
 
@@ -29,6 +30,8 @@ def cli(config: Path | None) -> None:
 cli.add_command(kafka)
 cli.add_command(schemas)
 cli.add_command(registry)
+cli.add_command(provision)
+cli.add_command(run)
 
 
 def main() -> None:

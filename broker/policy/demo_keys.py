@@ -32,3 +32,8 @@ def demo_encryption_key(member: str) -> X25519PrivateKey:
 def public_b64(key: Ed25519PrivateKey | X25519PrivateKey) -> str:
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return base64.urlsafe_b64encode(raw).decode()
+
+
+def demo_match_secret() -> bytes:
+    """The example consortium's match-token secret (public: demo and tests only)."""
+    return _seed("consortium", "match-token")

@@ -1,0 +1,108 @@
+"""``action-broker provision`` and ``action-broker run``: the consortium's topics and router."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from broker.cli.output import emit_rows, info, output_option
+from broker.errors import ClusterNotRunningError
+from broker.localkafka import LocalCluster
+from broker.policy.loader import load_policies
+from broker.settings import Settings, load_settings
+
+bootstrap_option = click.option(
+    "--bootstrap-server", "bootstrap",
+    help="host:port of Kafka (default: ACTION_KAFKA_BOOTSTRAP, else the local cluster).",
+)  # fmt: skip
+policies_option = click.option(
+    "--policies", "policy_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Policy folder (default: ACTION_POLICY_DIR, else the example consortium).",
+)  # fmt: skip
+
+
+def resolve_bootstrap(explicit: str | None, settings: Settings) -> str:
+    if explicit:
+        return explicit
+    if settings.kafka_bootstrap:
+        return settings.kafka_bootstrap
+    local = LocalCluster(settings.cache_dir / "clusters" / "default", settings)
+    if not local.exists():
+        raise ClusterNotRunningError(
+            "no Kafka to talk to",
+            hint="pass --bootstrap-server, set ACTION_KAFKA_BOOTSTRAP, or start the local "
+            "cluster with `action-broker kafka up`",
+        )
+    return local.state().bootstrap
+
+
+@click.command()
+@bootstrap_option
+@policies_option
+@click.option("--partitions", type=click.IntRange(1, 1000), default=3, show_default=True,
+              help="Partitions of each new topic.")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="List what would be created, change nothing.")
+@output_option
+def provision(bootstrap: str | None, policy_dir: Path | None, partitions: int, dry_run: bool,
+              output_format: str) -> None:  # fmt: skip
+    """Create the inbound, feed, audit, dead-letter and ledger topics for every member in
+    the registry (idempotent: existing topics are reported, not changed). Replication is
+    3 with min.insync.replicas 2 on a cluster of 3 or more brokers, else 1."""
+    settings = load_settings()
+    registry = load_policies(policy_dir or settings.policy_dir).registry
+    from broker.provision import provision_topics
+
+    outcomes = provision_topics(resolve_bootstrap(bootstrap, settings), registry,
+                                partitions=partitions, dry_run=dry_run)  # fmt: skip
+    emit_rows([o.to_row() for o in outcomes], ["topic", "action", "partitions", "replication"],
+              output_format)  # fmt: skip
+    created = sum(o.action in ("created", "would-create") for o in outcomes)
+    short = [o.topic for o in outcomes if o.action == "too-few-partitions"]
+    info(f"{created} topic(s) {'to create' if dry_run else 'created'}, "
+         f"{len(outcomes) - created} already there")  # fmt: skip
+    if short:
+        info(f"fewer partitions than asked (not changed): {', '.join(short)}")
+
+
+@click.command()
+@bootstrap_option
+@policies_option
+@click.option("--instance", help="Instance id, stable across restarts (default: 0).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Port of /metrics, /livez, /readyz (default 9464; 0: any free).")  # fmt: skip
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+              default="INFO", show_default=True)  # fmt: skip
+def run(bootstrap: str | None, policy_dir: Path | None, instance: str | None,
+        metrics_port: int | None, log_level: str) -> None:  # fmt: skip
+    """Run the router: every inbound record is decoded, checked, decided for every member
+    and written to the feeds, the audit trail or the dead-letter topic, exactly once.
+    SIGHUP reloads the policies; SIGTERM or Ctrl-C stops after the open transaction."""
+    logging.basicConfig(level=log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(log_level)))
+    settings = load_settings(policy_dir=policy_dir, router_instance=instance,
+                             metrics_port=metrics_port)  # fmt: skip
+    from broker.metrics import RouterMetrics, serve
+    from broker.router import RouterService
+
+    metrics = RouterMetrics()
+    service = RouterService(settings, resolve_bootstrap(bootstrap, settings), metrics)
+    _, port = serve(metrics, service.health, settings.metrics_host, settings.metrics_port)
+    info(f"metrics: http://{settings.metrics_host}:{port}/metrics")
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        info(f"{signal.Signals(signum).name}: stopping after the open transaction")
+        service.request_stop()
+
+    def reload(_signum: int, _frame: FrameType | None) -> None:
+        service.request_reload()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
+    sys.exit(service.run())

@@ -1,0 +1,66 @@
+"""Who received each indicator, so its retraction reaches exactly them.
+
+Kept in the compacted ``action.ledger`` topic (key ``<source>/<indicator id>``, value JSON
+``{"recipients": {member: source as delivered}, "policy_version": ...}``), written in the
+same transaction as the deliveries, and mirrored in memory by the router. Entries staged
+during a transaction become visible to lookups at once (a retraction may follow its
+indicator in the same batch) but only join the committed view when the transaction
+commits; an abort discards them. Pure code: no Kafka.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    recipients: Mapping[str, str]  # recipient -> source_member as it was delivered to it
+    policy_version: str
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {"recipients": dict(self.recipients), "policy_version": self.policy_version},
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def decode(cls, value: bytes) -> LedgerEntry:
+        document = json.loads(value)
+        return cls(dict(document["recipients"]), str(document["policy_version"]))
+
+
+def ledger_key(source: str, indicator_id: str) -> str:
+    return f"{source}/{indicator_id}"
+
+
+class DeliveryLedger:
+    def __init__(self) -> None:
+        self._committed: dict[str, LedgerEntry] = {}
+        self._staged: dict[str, LedgerEntry] = {}
+
+    def __len__(self) -> int:
+        return len(self._committed)
+
+    def get(self, key: str) -> LedgerEntry | None:
+        staged = self._staged.get(key)
+        return staged if staged is not None else self._committed.get(key)
+
+    def stage(self, key: str, entry: LedgerEntry) -> None:
+        self._staged[key] = entry
+
+    def commit(self) -> None:
+        self._committed.update(self._staged)
+        self._staged.clear()
+
+    def abort(self) -> None:
+        self._staged.clear()
+
+    def load(self, key: str, value: bytes | None) -> None:
+        """Apply one record read back from the ledger topic (None: a tombstone)."""
+        if value is None:
+            self._committed.pop(key, None)
+        else:
+            self._committed[key] = LedgerEntry.decode(value)

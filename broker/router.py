@@ -1,0 +1,459 @@
+"""``action-broker run``: the router service, exactly once between inbound topics and feeds.
+
+One consumer group reads every ``action.in.<member>`` topic. Each poll's batch is one
+Kafka transaction: the feed records, the audit entries, the dead letters, the ledger
+entries and the consumed offsets (with each partition's audit-chain head as offset
+metadata) commit together or not at all. The pure work per record is
+:class:`broker.routing.RecordRouter`; this module is the Kafka I/O around it.
+
+Defence in depth around kafka-python's transactions (it lacks KIP-890 part 2, and its
+commit/abort/offset calls wait without a timeout): every transactional call has a
+deadline; after an abort the consumer is rewound to the committed offsets (it does not
+rewind by itself); a call that times out or fails fatally replaces the producer with a
+new one under the same transactional id, whose epoch bump fences the old one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka import errors as kafka_errors
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from broker.audit import ChainHead, canonical, decision_entry
+from broker.catalog import SchemaCatalog
+from broker.codec import AvroCodec
+from broker.errors import PolicyError, RouterError, TransactionTimeoutError
+from broker.ledger import DeliveryLedger
+from broker.metrics import Health, RouterMetrics
+from broker.policy.demo_keys import demo_match_secret
+from broker.policy.engine import PolicySet
+from broker.policy.loader import load_policies, policy_version
+from broker.policy.treatments import MatchTokenKey
+from broker.routing import Inbound, RecordRouter, Routed
+from broker.settings import Settings
+from broker.topics import (
+    AUDIT_TOPIC,
+    DLQ_MAX_BYTES,
+    DLQ_TOPIC,
+    INBOUND_PATTERN,
+    LEDGER_TOPIC,
+    topic_owner,
+)
+
+log = logging.getLogger("action.router")
+T = TypeVar("T")
+
+# Dead letters carry the original key, value and headers, plus these.
+DLQ_REASON_HEADER = "action.dlq.reason"
+DLQ_DETAIL_HEADER = "action.dlq.detail"
+DLQ_ORIGIN_HEADER = "action.dlq.origin"  # topic/partition@offset
+DLQ_TIMESTAMP_HEADER = "action.dlq.source-ts"
+
+_POLICY_CHECK_INTERVAL_S = 5.0
+_LAG_INTERVAL_S = 5.0
+
+
+class _InjectedAbortError(Exception):
+    """Fault injection (router_abort_ratio): abort this transaction on purpose."""
+
+
+@dataclass
+class _Batch:
+    """What one transaction wrote, applied to the in-memory state only once it commits."""
+
+    heads: dict[TopicPartition, ChainHead]
+    feed_timestamps: list[int]
+    records: int = 0
+
+
+def match_key_from(settings: Settings) -> MatchTokenKey:
+    if settings.match_secret is None:
+        log.warning("no ACTION_MATCH_SECRET: using the example consortium's demo secret")
+        return MatchTokenKey(settings.match_key_version, demo_match_secret())
+    secret = settings.match_secret.get_secret_value().encode()
+    return MatchTokenKey(settings.match_key_version, secret)
+
+
+class RouterService:
+    def __init__(self, settings: Settings, bootstrap: str, metrics: RouterMetrics) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.metrics = metrics
+        self.health = Health()
+        self.catalog = SchemaCatalog.load()
+        self.codec = AvroCodec(self.catalog, max_record_bytes=settings.router_max_record_bytes)
+        self.match_key = match_key_from(settings)
+        self.core = self._compile(load_policies(settings.policy_dir))
+        self._policy_fingerprint = policy_version(settings.policy_dir)
+        self.transactional_id = f"{settings.router_group}.{settings.router_instance}"
+        self.ledger = DeliveryLedger()
+        self._heads: dict[TopicPartition, ChainHead] = {}
+        self._ledger_stale = True
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._random = random.Random()  # noqa: S311 - fault injection, not security
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+        self._ledger_reader: KafkaConsumer | None = None
+        self._last_processed_ms: dict[TopicPartition, int] = {}
+
+    # --- control (signal handlers call these) -----------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    # --- policies ---------------------------------------------------------------------
+
+    def _compile(self, policy_set: PolicySet) -> RecordRouter:
+        self.metrics.set_policy_version(policy_set.version)
+        return RecordRouter(policy_set, self.codec, self.match_key)
+
+    def _maybe_reload(self) -> None:
+        """Reload on SIGHUP or when the folder's content changes; a folder that fails
+        validation is refused and the version in force stays."""
+        if not self._reload.is_set():
+            try:
+                fingerprint = policy_version(self.settings.policy_dir)
+            except OSError:
+                fingerprint = self._policy_fingerprint
+            if fingerprint == self._policy_fingerprint:
+                return
+            self._policy_fingerprint = fingerprint  # try each new content once
+        self._reload.clear()
+        try:
+            policy_set = load_policies(self.settings.policy_dir)
+        except PolicyError as exc:
+            self.metrics.policy_reloads.labels("refused").inc()
+            log.error("policy reload refused, %s stays in force: %s",
+                      self.core.policy_set.version, exc)  # fmt: skip
+            return
+        if policy_set.version != self.core.policy_set.version:
+            log.info("policies %s -> %s", self.core.policy_set.version, policy_set.version)
+        self.core = self._compile(policy_set)
+        self.metrics.policy_reloads.labels("applied").inc()
+
+    # --- Kafka clients ----------------------------------------------------------------
+
+    def _new_consumer(self) -> KafkaConsumer:
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.settings.router_group,
+            client_id=f"{self.transactional_id}.consumer",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            max_poll_records=self.settings.router_batch_records,
+            max_partition_fetch_bytes=DLQ_MAX_BYTES,
+            metadata_max_age_ms=10_000,  # new members' topics are picked up quickly
+        )
+        consumer.subscribe(pattern=INBOUND_PATTERN, listener=_Rebalance(self))
+        return consumer
+
+    def _new_producer(self) -> KafkaProducer:
+        producer = KafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            client_id=f"{self.transactional_id}.producer",
+            transactional_id=self.transactional_id,
+            transaction_timeout_ms=self.settings.router_transaction_timeout_ms,
+            acks="all",
+            max_request_size=DLQ_MAX_BYTES + 100_000,
+            linger_ms=5,
+            batch_size=256 * 1024,
+        )
+        self._bounded("init_transactions", producer.init_transactions)
+        return producer
+
+    def _replace_producer(self) -> None:
+        self.metrics.producer_resets.inc()
+        old, self._producer = self._producer, None
+        if old is not None:
+            try:
+                old.close(timeout=2)
+            except Exception:  # the old producer is being thrown away, whatever ails it
+                log.warning("closing the old transactional producer failed", exc_info=True)
+        self._producer = self._new_producer()
+        log.warning("transactional producer %s replaced; the old one is fenced",
+                    self.transactional_id)  # fmt: skip
+
+    def _new_ledger_reader(self) -> KafkaConsumer:
+        return KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            client_id=f"{self.transactional_id}.ledger",
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+        )
+
+    def _bounded(self, what: str, call: Callable[..., T], *args: Any) -> T:
+        """Run a transactional call with the configured deadline."""
+        deadline = self.settings.router_transaction_deadline_s
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["result"] = call(*args)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                box["error"] = exc
+
+        worker = threading.Thread(target=target, name=f"txn-{what}", daemon=True)
+        worker.start()
+        worker.join(deadline)
+        if worker.is_alive():
+            raise TransactionTimeoutError(f"{what} did not finish within {deadline:g} s")
+        if "error" in box:
+            raise box["error"]
+        return box.get("result")  # type: ignore[return-value]
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        log.info("router %s starting: policies %s, bootstrap %s", self.transactional_id,
+                 self.core.policy_set.version, self.bootstrap)  # fmt: skip
+        try:
+            self._ledger_reader = self._new_ledger_reader()
+            self._producer = self._new_producer()
+            self._consumer = self._new_consumer()
+        except kafka_errors.KafkaError as exc:
+            self.close()
+            raise RouterError(f"cannot connect to Kafka at {self.bootstrap}: {exc}") from exc
+        last_policy_check = last_lag = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if self._reload.is_set() or now - last_policy_check > _POLICY_CHECK_INTERVAL_S:
+                    self._maybe_reload()
+                    last_policy_check = now
+                batch = self._consumer.poll(timeout_ms=500)
+                self.health.beat()
+                self.health.ready = True
+                if batch:
+                    self._route_batch(batch)
+                if now - last_lag > _LAG_INTERVAL_S:
+                    self._update_lag()
+                    last_lag = now
+        finally:
+            self.close()
+        log.info("router %s stopped", self.transactional_id)
+        return 0
+
+    def close(self) -> None:
+        self.health.ready = False
+        for client in (self._consumer, self._ledger_reader):
+            if client is not None:
+                client.close(autocommit=False)
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+        self._consumer = self._ledger_reader = self._producer = None
+
+    def _route_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        assert self._consumer is not None
+        assert self._producer is not None
+        if self._ledger_stale:
+            self._catch_up_ledger()
+        for tp in batch:
+            if tp not in self._heads:
+                self._heads[tp] = self._committed_head(tp)
+        work = _Batch(heads=dict(self._heads), feed_timestamps=[])
+        try:
+            self._producer.begin_transaction()
+            offsets = {}
+            for tp, records in batch.items():
+                for record in records:
+                    self._route_one(record, work)
+                offsets[tp] = OffsetAndMetadata(records[-1].offset + 1,
+                                                work.heads[tp].to_metadata(), -1)  # fmt: skip
+            if self._random.random() < self.settings.router_abort_ratio:
+                raise _InjectedAbortError
+            self._bounded("send_offsets_to_transaction", self._producer.send_offsets_to_transaction,
+                          offsets, self._consumer.group_metadata())  # fmt: skip
+            self._bounded("commit_transaction", self._producer.commit_transaction)
+        except (_InjectedAbortError, kafka_errors.KafkaError) as exc:
+            self._abort(exc)
+            return
+        except TransactionTimeoutError as exc:
+            log.error("%s; replacing the producer and rewinding", exc)
+            self._fail()
+            return
+        self._committed(batch, work)
+
+    def _route_one(self, record: Any, work: _Batch) -> None:
+        assert self._producer is not None
+        inbound = Inbound(record.topic, record.partition, record.offset, record.key,
+                          record.value, tuple(record.headers or ()), record.timestamp)  # fmt: skip
+        started = time.perf_counter()
+        routed = self.core.route(inbound, now=dt.datetime.now(dt.UTC), ledger=self.ledger)
+        self._write(routed, inbound, work)
+        self.metrics.processing.observe(time.perf_counter() - started)
+        work.records += 1
+
+    def _write(self, routed: Routed, inbound: Inbound, work: _Batch) -> None:
+        assert self._producer is not None
+        producer = self._producer
+        source = routed.source or topic_owner(inbound.topic) or "unknown"
+        self.metrics.records_in.labels(source, routed.event_type or "undecodable").inc()
+        if routed.dead_letter is not None:
+            letter = routed.dead_letter
+            headers = [*inbound.headers,
+                       (DLQ_REASON_HEADER, letter.reason.encode()),
+                       (DLQ_DETAIL_HEADER, letter.detail[:2000].encode()),
+                       (DLQ_ORIGIN_HEADER, inbound.position.encode()),
+                       (DLQ_TIMESTAMP_HEADER, str(inbound.timestamp_ms).encode())]  # fmt: skip
+            producer.send(DLQ_TOPIC, value=inbound.value, key=inbound.key, headers=headers)
+            self.metrics.dlq.labels(letter.reason).inc()
+            return
+        for feed in routed.feeds:
+            producer.send(feed.topic, value=feed.value, key=feed.key, headers=feed.headers)
+            work.feed_timestamps.append(inbound.timestamp_ms)
+        tp = TopicPartition(inbound.topic, inbound.partition)
+        head = work.heads[tp]
+        decided_at = int(time.time() * 1000)
+        for decision in routed.decisions:
+            head, entry = head.append(
+                decision_entry(decision, decided_at_ms=decided_at, position=inbound.position)
+            )
+            producer.send(AUDIT_TOPIC, value=canonical(entry), key=head.chain.encode())
+            outcome = "delivered" if decision.delivered else "withheld"
+            self.metrics.decisions.labels(decision.source, decision.recipient, outcome).inc()
+            for field in decision.fields if decision.delivered else ():
+                self.metrics.field_treatments.labels(field.path, field.treatment.value).inc()
+        work.heads[tp] = head
+        if routed.ledger_update is not None:
+            key, entry_value = routed.ledger_update
+            self.ledger.stage(key, entry_value)
+            producer.send(LEDGER_TOPIC, value=entry_value.encode(), key=key.encode())
+
+    def _committed(self, batch: dict[TopicPartition, list[Any]], work: _Batch) -> None:
+        self._heads.update(work.heads)
+        self.ledger.commit()
+        self.metrics.transactions.labels("committed").inc()
+        now_ms = time.time() * 1000
+        self.metrics.last_success.set(now_ms / 1000)
+        for timestamp in work.feed_timestamps:
+            self.metrics.end_to_end.observe(max(0.0, (now_ms - timestamp) / 1000))
+        for tp, records in batch.items():
+            self._last_processed_ms[tp] = records[-1].timestamp
+
+    def _abort(self, cause: BaseException) -> None:
+        assert self._producer is not None
+        injected = isinstance(cause, _InjectedAbortError)
+        if not injected:
+            log.warning("transaction failed (%s: %s); aborting", type(cause).__name__, cause)
+        try:
+            self._bounded("abort_transaction", self._producer.abort_transaction)
+        except (TransactionTimeoutError, kafka_errors.KafkaError) as exc:
+            log.error("abort failed (%s); replacing the producer", exc)
+            self._fail()
+            return
+        self.metrics.transactions.labels("aborted").inc()
+        self._rewind()
+
+    def _fail(self) -> None:
+        self.metrics.transactions.labels("failed").inc()
+        self._replace_producer()
+        self._rewind()
+
+    def _rewind(self) -> None:
+        """Back to the last committed offsets and chain heads; staged ledger entries go."""
+        assert self._consumer is not None
+        self.ledger.abort()
+        for tp in self._consumer.assignment():
+            committed = self._consumer.committed(tp, metadata=True)
+            if committed is None:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed.offset)
+            self._heads[tp] = ChainHead.from_metadata(
+                _chain(tp), committed.metadata if committed else None
+            )
+
+    def _committed_head(self, tp: TopicPartition) -> ChainHead:
+        assert self._consumer is not None
+        committed = self._consumer.committed(tp, metadata=True)
+        return ChainHead.from_metadata(_chain(tp), committed.metadata if committed else None)
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._heads.pop(tp, None)
+            self._last_processed_ms.pop(tp, None)
+
+    def mark_ledger_stale(self) -> None:
+        self._ledger_stale = True
+
+    def _catch_up_ledger(self, timeout_s: float = 30.0) -> None:
+        """Read the ledger topic up to its last stable offset: every indicator committed
+        before now (by any instance) is then known."""
+        reader = self._ledger_reader
+        assert reader is not None
+        partitions = [TopicPartition(LEDGER_TOPIC, p)
+                      for p in sorted(reader.partitions_for_topic(LEDGER_TOPIC) or ())]  # fmt: skip
+        if not partitions:
+            raise RouterError(
+                f"topic {LEDGER_TOPIC} is missing", hint="run action-broker provision"
+            )
+        if set(reader.assignment()) != set(partitions):
+            reader.assign(partitions)
+        end = reader.end_offsets(partitions)
+        deadline = time.monotonic() + timeout_s
+        while any(reader.position(tp) < end[tp] for tp in partitions):
+            if time.monotonic() > deadline:
+                log.warning("ledger catch-up incomplete after %.0f s", timeout_s)
+                break
+            for records in reader.poll(timeout_ms=200).values():
+                for record in records:
+                    self.ledger.load(record.key.decode(), record.value)
+        self._ledger_stale = False
+
+    def _update_lag(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        assigned = consumer.assignment()
+        self.metrics.assigned_partitions.set(len(assigned))
+        lag: dict[str, int] = {}
+        age: dict[str, float] = {}
+        now_ms = time.time() * 1000
+        for tp in assigned:
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            behind = max(0, high - consumer.position(tp))
+            lag[tp.topic] = lag.get(tp.topic, 0) + behind
+            last = self._last_processed_ms.get(tp)
+            seconds = (now_ms - last) / 1000 if behind and last else 0.0
+            age[tp.topic] = max(age.get(tp.topic, 0.0), seconds)
+        for topic, value in lag.items():
+            self.metrics.lag_records.labels(topic).set(value)
+            self.metrics.lag_seconds.labels(topic).set(age.get(topic, 0.0))
+
+
+def _chain(tp: TopicPartition) -> str:
+    return f"{tp.topic}/{tp.partition}"
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Called inside poll(), when no transaction is open."""
+
+    def __init__(self, service: RouterService) -> None:
+        self.service = service
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.service.forget(revoked)
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("assigned %d inbound partitions", len(assigned))
+        # Another instance may have committed indicators on these partitions.
+        self.service.mark_ledger_stale()

@@ -1,0 +1,205 @@
+"""What the router does with one inbound record, as a value. Pure code: no Kafka I/O.
+
+decode -> validate -> the claimed source owns the topic -> the source's signature
+verifies -> the policies decide for every other member (a retraction goes to exactly the
+recipients of what it retracts) -> encoded feed records, the decisions to audit and, for
+an indicator, who received it. Anything that fails a step becomes a dead letter with a
+reason code instead; nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.codec import AvroCodec
+from broker.errors import DecodeError, EncodeError, EventValidationError, ProvenanceError
+from broker.events import EVENT_TYPES
+from broker.ledger import DeliveryLedger, LedgerEntry, ledger_key
+from broker.policy.decision import Decision, FieldDecision
+from broker.policy.engine import PolicySet
+from broker.policy.model import Treatment
+from broker.policy.treatments import MatchTokenKey
+from broker.signing import SignatureVerifier, header_map
+from broker.topics import feed_topic, topic_owner
+
+# Headers on every feed record. The source is deliberately not among them: an anonymous
+# share must not be undone by a header.
+DECISION_ID_HEADER = "action.decision-id"
+POLICY_VERSION_HEADER = "action.policy-version"
+EVENT_TYPE_HEADER = "action.event-type"
+RECORD_ID_HEADER = "action.record-id"
+SOURCE_TIMESTAMP_HEADER = "action.source-ts"  # ms since the epoch, as the source produced it
+
+RETRACTION_RULE = "ledger.retraction"
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One record as read from an inbound topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int
+
+    @property
+    def position(self) -> str:
+        return f"{self.topic}/{self.partition}@{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRecord:
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    reason: str  # a stable code: wire.bad_magic, event.invalid, signature.invalid, ...
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    source: str | None = None
+    event_type: str | None = None
+    decisions: tuple[Decision, ...] = ()
+    feeds: tuple[FeedRecord, ...] = ()
+    dead_letter: DeadLetter | None = None
+    ledger_update: tuple[str, LedgerEntry] | None = field(default=None)
+
+
+class RecordRouter:
+    def __init__(
+        self,
+        policy_set: PolicySet,
+        codec: AvroCodec,
+        match_key: MatchTokenKey,
+    ) -> None:
+        self.policy_set = policy_set
+        self.codec = codec
+        self.match_key = match_key
+        self.verifier = SignatureVerifier(policy_set.registry)
+
+    def route(self, inbound: Inbound, *, now: dt.datetime, ledger: DeliveryLedger) -> Routed:
+        owner = topic_owner(inbound.topic)
+        if owner is None or owner not in self.policy_set.members:
+            return _dead("source.unknown_topic", f"{inbound.topic} is no member's inbound topic")
+        if inbound.value is None:
+            return _dead("record.empty", "a record without a value (tombstone) carries no event")
+        try:
+            decoded = self.codec.decode(inbound.value)
+        except DecodeError as exc:
+            return _dead(exc.reason, exc.message)
+        event_type = decoded.type_name
+        try:
+            event = EVENT_TYPES[event_type].from_avro(decoded.record)
+        except EventValidationError as exc:
+            return _dead(exc.reason, exc.message, event_type=event_type)
+        record = event.to_avro()  # normalized identifiers: equal sellers give equal tokens
+        source = record["source_member"]
+        if source != owner:
+            return _dead(
+                "source.topic_mismatch",
+                f"record claims source {source} but arrived on {owner}'s topic {inbound.topic}",
+                event_type=event_type,
+            )
+        try:
+            self.verifier.verify(inbound.value, header_map(inbound.headers), source)
+        except ProvenanceError as exc:
+            return _dead(exc.reason, exc.message, event_type=event_type)
+        if event_type == "Retraction":
+            decisions = self._retraction_decisions(record, now, ledger)
+        else:
+            decisions = self.policy_set.evaluate_all(
+                record, event_type, now=now, match_key=self.match_key
+            )
+        try:
+            feeds = tuple(self._feed_record(d, inbound) for d in decisions if d.delivered)
+        except EncodeError as exc:  # a treatment produced what the schema cannot carry
+            return _dead(exc.reason, exc.message, event_type=event_type)
+        update = None
+        if event_type == "SellerIndicator":
+            received = {d.recipient: str(d.record["source_member"])
+                        for d in decisions if d.delivered and d.record is not None}  # fmt: skip
+            update = (ledger_key(source, record["indicator_id"]),
+                      LedgerEntry(received, self.policy_set.version))  # fmt: skip
+        return Routed(source, event_type, tuple(decisions), feeds, None, update)
+
+    def _feed_record(self, decision: Decision, inbound: Inbound) -> FeedRecord:
+        assert decision.record is not None
+        value = self.codec.encode(decision.event_type, decision.record)
+        headers = [
+            (DECISION_ID_HEADER, decision.decision_id.encode()),
+            (POLICY_VERSION_HEADER, decision.policy_version.encode()),
+            (EVENT_TYPE_HEADER, decision.event_type.encode()),
+            (RECORD_ID_HEADER, decision.record_id.encode()),
+            (SOURCE_TIMESTAMP_HEADER, str(inbound.timestamp_ms).encode()),
+        ]
+        return FeedRecord(feed_topic(decision.recipient), decision.record_id.encode(), value,
+                          headers)  # fmt: skip
+
+    def _retraction_decisions(
+        self, record: dict[str, Any], now: dt.datetime, ledger: DeliveryLedger
+    ) -> list[Decision]:
+        """A retraction goes to exactly the members that received the indicator, in the
+        form of attribution they received it in, whatever the MOUs say today; the current
+        policies only decide whether its free-text explanation travels."""
+        source = record["source_member"]
+        indicator = str(record["indicator_id"])
+        entry = ledger.get(ledger_key(source, indicator))
+        received = entry.recipients if entry else {}
+        decisions = []
+        for member in self.policy_set.registry.members:
+            if member.id == source:
+                continue
+            current = self.policy_set.evaluate(
+                record, "Retraction", member.id, now=now, match_key=self.match_key
+            )
+            if member.id not in received:
+                decisions.append(_withheld_retraction(current, indicator))
+                continue
+            decisions.append(_delivered_retraction(current, record, received[member.id]))
+        return decisions
+
+
+def _dead(reason: str, detail: str, *, event_type: str | None = None) -> Routed:
+    return Routed(event_type=event_type, dead_letter=DeadLetter(reason, detail))
+
+
+def _withheld_retraction(current: Decision, indicator: str) -> Decision:
+    return Decision(
+        False, current.source, current.recipient, "Retraction", current.record_id,
+        current.policy_version, (RETRACTION_RULE,),
+        (f"{current.recipient} did not receive indicator {indicator}",),
+    )  # fmt: skip
+
+
+def _delivered_retraction(current: Decision, record: dict[str, Any], as_source: str) -> Decision:
+    explanation = Treatment.DROP
+    if current.delivered and current.treatment_of("explanation") is Treatment.KEEP:
+        explanation = Treatment.KEEP
+    out = dict(record, source_member=as_source)
+    if explanation is Treatment.DROP:
+        out["explanation"] = None
+    rules: Sequence[str] = (RETRACTION_RULE, *current.rule_ids)
+    return Decision(
+        delivered=True,
+        source=current.source,
+        recipient=current.recipient,
+        event_type="Retraction",
+        record_id=current.record_id,
+        policy_version=current.policy_version,
+        rule_ids=tuple(rules),
+        reasons=(f"{current.recipient} received indicator {record['indicator_id']}",),
+        fields=(FieldDecision("explanation", explanation, tuple(rules)),),
+        record=out,
+    )
