@@ -96,40 +96,50 @@ class ChainReport:
 
 
 def verify_chains(entries: Iterable[tuple[str, Mapping[str, Any]]]) -> ChainReport:
-    """Check every chain in read order; report the first problem of each chain."""
-    heads: dict[str, ChainHead] = {}
-    broken: set[str] = set()
-    problems: list[ChainProblem] = []
+    """Check every chain in read order; report the first problem of each chain.
+
+    An entry missing at its place is ``reordered`` when it turns up later in the chain and
+    ``removed`` when it does not; an entry whose hash does not match its content, or that
+    does not link to its predecessor, is ``altered``.
+    """
+    chains: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
     count = 0
     for position, entry in entries:
         count += 1
-        chain = str(entry.get("chain", "?"))
-        if chain in broken:
-            continue
-        head = heads.get(chain, ChainHead(chain))
-        seq = entry.get("seq")
-        problem = _problem(head, entry, seq)
-        if problem is not None:
-            kind, detail = problem
-            problems.append(ChainProblem(chain, position, seq if isinstance(seq, int) else None,
-                                         kind, detail))  # fmt: skip
-            broken.add(chain)
-            continue
-        heads[chain] = ChainHead(chain, head.seq + 1, str(entry["hash"]))
-    return ChainReport(count, {c: h.seq for c, h in heads.items()}, problems)
+        chains.setdefault(str(entry.get("chain", "?")), []).append((position, entry))
+    problems: list[ChainProblem] = []
+    last_good: dict[str, int] = {}
+    for chain, listed in chains.items():
+        head = ChainHead(chain)
+        seqs = [e.get("seq") for _, e in listed]
+        for index, (position, entry) in enumerate(listed):
+            seq = entry.get("seq")
+            problem = _problem(head, entry, seq, later=seqs[index + 1 :])
+            if problem is not None:
+                kind, detail = problem
+                problems.append(ChainProblem(chain, position, seq if isinstance(seq, int) else None,
+                                             kind, detail))  # fmt: skip
+                break
+            head = ChainHead(chain, head.seq + 1, str(entry["hash"]))
+        last_good[chain] = head.seq
+    return ChainReport(count, last_good, problems)
 
 
-def _problem(head: ChainHead, entry: Mapping[str, Any], seq: Any) -> tuple[str, str] | None:
+def _problem(
+    head: ChainHead, entry: Mapping[str, Any], seq: Any, later: list[Any]
+) -> tuple[str, str] | None:
     if entry.get("hash") != entry_hash(entry):
         return "altered", f"entry {seq} does not match its hash: its content was changed"
     if not isinstance(seq, int):
         return "altered", "entry has no sequence number"
     expected = head.seq + 1
-    if seq > expected:
-        missing = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
-        return "removed", f"entry {missing} missing before entry {seq}"
-    if seq < expected:
-        return "reordered", f"entry {seq} appears after entry {head.seq}"
+    if seq != expected:
+        if expected in later:
+            return "reordered", f"entry {seq} comes before entry {expected}"
+        if seq > expected:
+            missing = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
+            return "removed", f"entry {missing} missing before entry {seq}"
+        return "reordered", f"entry {seq} appears again after entry {head.seq}"
     if entry.get("prev") != head.hash:
         return "altered", f"entry {seq} does not link to entry {head.seq} (replaced)"
     return None

@@ -1,0 +1,261 @@
+"""The router's pure core: signatures, the audit chain, the ledger and routing one record."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from broker.audit import GENESIS, ChainHead, entry_hash, verify_chains
+from broker.codec import AvroCodec
+from broker.errors import ProvenanceError
+from broker.ledger import DeliveryLedger, LedgerEntry
+from broker.policy.demo_keys import demo_match_secret, demo_signing_key, public_b64
+from broker.policy.loader import load_policies
+from broker.policy.treatments import MatchTokenKey
+from broker.routing import DECISION_ID_HEADER, Inbound, RecordRouter, Routed
+from broker.signing import SignatureVerifier, header_map, sign_record
+from broker.topics import consortium_topics, durability, topic_owner
+from policies import POLICY_DIR
+from tests.members import CODEC, indicator, retraction, signed, signing_kid
+
+POLICIES = load_policies(POLICY_DIR)
+KEY = MatchTokenKey(1, demo_match_secret())
+NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+
+
+def inbound(topic: str, key: bytes | None, value: bytes | None,
+            headers: list[tuple[str, bytes]], offset: int = 0) -> Inbound:  # fmt: skip
+    return Inbound(topic, 0, offset, key, value, tuple(headers), 1_795_000_000_000)
+
+
+def route(record: Inbound, ledger: DeliveryLedger | None = None,
+          router: RecordRouter | None = None) -> Routed:  # fmt: skip
+    router = router or RecordRouter(POLICIES, CODEC, KEY)
+    return router.route(record, now=NOW, ledger=ledger or DeliveryLedger())
+
+
+# --- signatures -------------------------------------------------------------------------
+
+
+def test_signatures_verify_and_name_what_is_wrong() -> None:
+    verifier = SignatureVerifier(POLICIES.registry)
+    value = b"\x00\x00\x00\x00\x01payload"
+    headers = header_map(sign_record(value, demo_signing_key("platform-a"), "platform-a-sig-2026"))
+    assert verifier.verify(value, headers, "platform-a") == "platform-a-sig-2026"
+    cases = {
+        "signature.invalid": (value + b"!", headers, "platform-a"),
+        "signature.wrong_signer": (value, headers, "platform-b"),
+        "signature.missing": (value, {}, "platform-a"),
+        "signature.unknown_key": (value, {**headers, "action.kid": b"nobody-1"}, "platform-a"),
+    }
+    for reason, (data, hdrs, source) in cases.items():
+        with pytest.raises(ProvenanceError) as info:
+            verifier.verify(data, hdrs, source)
+        assert info.value.reason == reason
+
+
+def test_records_signed_before_a_rotation_still_verify(policy_copy: Path) -> None:
+    members = policy_copy / "members.yaml"
+    new_key = demo_signing_key("platform-a-2027")
+    text = members.read_text().replace(
+        "      - kid: platform-a-sig-2026\n",
+        f"      - kid: platform-a-sig-2027\n        public_key: {public_b64(new_key)}\n"
+        "      - kid: platform-a-sig-2026\n",
+    )
+    members.write_text(text)
+    verifier = SignatureVerifier(load_policies(policy_copy).registry)
+    for key, kid in ((demo_signing_key("platform-a"), "platform-a-sig-2026"),
+                     (new_key, "platform-a-sig-2027")):  # fmt: skip
+        assert verifier.verify(b"v", header_map(sign_record(b"v", key, kid)), "platform-a") == kid
+
+
+# --- audit chain ------------------------------------------------------------------------
+
+
+def _chain(length: int) -> list[tuple[str, dict[str, Any]]]:
+    head = ChainHead("action.in.platform-a/0")
+    entries = []
+    for i in range(length):
+        head, entry = head.append({"decision_id": f"d{i}", "outcome": "withheld"})
+        entries.append((f"audit@{i}", entry))
+    return entries
+
+
+def test_an_intact_chain_verifies_and_its_head_round_trips_through_metadata() -> None:
+    entries = _chain(5)
+    report = verify_chains(entries)
+    assert report.intact
+    assert report.chains == {"action.in.platform-a/0": 5}
+    head = ChainHead("c", 5, entries[-1][1]["hash"])
+    assert ChainHead.from_metadata("c", head.to_metadata()) == head
+    assert ChainHead.from_metadata("c", None) == ChainHead("c", 0, GENESIS)
+
+
+def test_a_removed_entry_is_named() -> None:
+    entries = _chain(6)
+    del entries[2]
+    (problem,) = verify_chains(entries).problems
+    assert (problem.kind, problem.seq, problem.position) == ("removed", 4, "audit@3")
+    assert "entry 3 missing before entry 4" in problem.detail
+
+
+def test_a_reordered_entry_is_named() -> None:
+    entries = _chain(6)
+    entries[2], entries[4] = entries[4], entries[2]
+    (problem,) = verify_chains(entries).problems
+    assert (problem.kind, problem.seq) == ("reordered", 5)
+    assert "entry 5 comes before entry 3" in problem.detail
+
+
+@given(st.integers(0, 5), st.sampled_from(["outcome", "recipient", "prev", "seq"]))
+@settings(max_examples=40)
+def test_an_altered_entry_is_named_wherever_it_is(index: int, field: str) -> None:
+    entries = _chain(6)
+    position, entry = entries[index]
+    entries[index] = (position, {**entry, field: 99 if field == "seq" else "tampered"})
+    (problem,) = verify_chains(entries).problems
+    assert (problem.kind, problem.position) == ("altered", position)
+
+
+def test_a_replaced_entry_with_a_recomputed_hash_is_named() -> None:
+    entries = _chain(4)
+    position, entry = entries[2]
+    forged = {**entry, "outcome": "delivered"}
+    forged["hash"] = entry_hash(forged)  # the forger recomputes the entry's own hash
+    entries[2] = (position, forged)
+    (problem,) = verify_chains(entries).problems
+    assert (problem.kind, problem.position) == ("altered", "audit@3"), "the next link breaks"
+
+
+# --- ledger and topics ------------------------------------------------------------------
+
+
+def test_ledger_entries_count_only_once_committed() -> None:
+    ledger = DeliveryLedger()
+    entry = LedgerEntry({"platform-b": "anonymous-platform"}, "pv-1")
+    ledger.stage("platform-a/1", entry)
+    assert ledger.get("platform-a/1") == entry, "visible to a retraction in the same batch"
+    ledger.abort()
+    assert ledger.get("platform-a/1") is None
+    ledger.stage("platform-a/1", entry)
+    ledger.commit()
+    assert LedgerEntry.decode(entry.encode()) == ledger.get("platform-a/1")
+    ledger.load("platform-a/1", None)
+    assert len(ledger) == 0
+
+
+def test_topics_follow_the_registry_and_the_cluster_size() -> None:
+    assert durability(1) == (1, 1)
+    assert durability(3) == (3, 2)
+    specs = {s.name: s for s in consortium_topics(POLICIES.registry, brokers=3, partitions=6)}
+    assert len(specs) == 2 * len(POLICIES.members) + 3
+    assert specs["action.ledger"].configs["cleanup.policy"] == "compact"
+    assert specs["action.in.platform-a"].configs["min.insync.replicas"] == "2"
+    assert topic_owner("action.in.platform-ab") == "platform-ab"
+    assert topic_owner("action.feed.platform-a") is None
+
+
+# --- routing one record -----------------------------------------------------------------
+
+
+def test_feeds_carry_exactly_the_engine_decisions() -> None:
+    event = indicator("platform-a", 7, tlp="GREEN")
+    routed = route(inbound("action.in.platform-a", *signed(event)))
+    assert routed.dead_letter is None
+    expected = POLICIES.evaluate_all(event.to_avro(), "SellerIndicator", now=NOW, match_key=KEY)
+    assert [(d.recipient, d.delivered) for d in routed.decisions] == [
+        (d.recipient, d.delivered) for d in expected
+    ]
+    delivered = {d.recipient: d for d in expected if d.delivered}
+    assert {f.topic for f in routed.feeds} == {f"action.feed.{r}" for r in delivered}
+    for feed in routed.feeds:
+        recipient = feed.topic.removeprefix("action.feed.")
+        decoded = CODEC.decode(feed.value).record
+        assert decoded["seller"]["email"] == delivered[recipient].record["seller"]["email"]
+        assert dict(feed.headers)[DECISION_ID_HEADER] == delivered[recipient].decision_id.encode()
+        assert b"platform-a" not in b"".join(v for _, v in feed.headers), "no source header"
+    assert routed.ledger_update is not None
+    assert set(routed.ledger_update[1].recipients) == set(delivered)
+
+
+def _dead_reason(record: Inbound, router: RecordRouter | None = None) -> str:
+    routed = route(record, router=router)
+    assert routed.dead_letter is not None
+    assert not routed.feeds
+    assert not routed.decisions
+    return routed.dead_letter.reason
+
+
+def test_bad_input_becomes_a_dead_letter_with_a_reason() -> None:
+    key, value, headers = signed(indicator("platform-a"))
+    topic = "action.in.platform-a"
+    assert _dead_reason(inbound(topic, key, None, headers)) == "record.empty"
+    assert _dead_reason(inbound(topic, key, b"\x07junk", headers)) == "wire.bad_magic"
+    assert _dead_reason(inbound(topic, key, value[:-3], headers)) in ("avro.truncated",
+                                                                      "avro.corrupt")  # fmt: skip
+    assert _dead_reason(inbound("action.in.platform-b", key, value, headers)) == (
+        "source.topic_mismatch"
+    )
+    assert _dead_reason(inbound("action.in.nobody", key, value, headers)) == "source.unknown_topic"
+    assert _dead_reason(inbound(topic, key, value, [])) == "signature.missing"
+    forged = sign_record(value, demo_signing_key("platform-b"), signing_kid("platform-b"))
+    assert _dead_reason(inbound(topic, key, value, forged)) == "signature.wrong_signer"
+    altered = value.replace(b"seller0@", b"seller9@")  # still a valid event: only the
+    assert altered != value  # signature can tell
+    assert _dead_reason(inbound(topic, key, altered, headers)) == "signature.invalid"
+    small = RecordRouter(POLICIES, AvroCodec(CODEC.catalog, max_record_bytes=64), KEY)
+    assert _dead_reason(inbound(topic, key, value, headers), small) == "record.too_large"
+
+
+def test_a_schema_valid_but_invalid_event_is_a_dead_letter() -> None:
+    record = indicator("platform-a").to_avro()
+    record["seller"]["email"] = "not an e-mail"
+    value = CODEC.encode("SellerIndicator", record)
+    headers = sign_record(value, demo_signing_key("platform-a"), signing_kid("platform-a"))
+    routed = route(inbound("action.in.platform-a", b"k", value, headers))
+    assert routed.dead_letter is not None
+    assert routed.dead_letter.reason == "event.invalid"
+    assert "seller.email" in routed.dead_letter.detail
+
+
+def test_a_retraction_reaches_exactly_the_recipients_of_the_original(policy_copy: Path) -> None:
+    ledger = DeliveryLedger()
+    original = indicator("platform-b", 3, tlp="GREEN", confidence=95)
+    first = route(inbound("action.in.platform-b", *signed(original)), ledger)
+    assert first.ledger_update is not None
+    ledger.stage(*first.ledger_update)
+    ledger.commit()
+    received = {d.recipient for d in first.decisions if d.delivered}
+    assert received == {"ipr-center", "platform-a", "platform-c"}
+    # The MOU changes: platform-b no longer shares with platforms at all.
+    mou = policy_copy / "mou" / "platform-b.yaml"
+    text = mou.read_text()
+    mou.write_text(text[: text.index("  - id: pb.to-platforms")] + text[text.index("accepts:") :])
+    changed = RecordRouter(load_policies(policy_copy), CODEC, KEY)
+    retracted = route(inbound("action.in.platform-b", *signed(retraction(original))), ledger,
+                      changed)  # fmt: skip
+    assert {d.recipient for d in retracted.decisions if d.delivered} == received
+    by_topic = {f.topic: CODEC.decode(f.value).record for f in retracted.feeds}
+    assert by_topic["action.feed.platform-a"]["source_member"] == "anonymous-platform"
+    assert by_topic["action.feed.ipr-center"]["source_member"] == "platform-b"
+    assert by_topic["action.feed.platform-a"]["explanation"] is None, "policy no longer allows"
+    unknown = route(inbound("action.in.platform-b", *signed(retraction(indicator("platform-b")))))
+    assert not unknown.feeds
+    assert all("did not receive" in d.reasons[0] for d in unknown.decisions)
+
+
+def test_audit_entries_are_json_serializable() -> None:
+    from broker.audit import canonical, decision_entry
+
+    routed = route(inbound("action.in.platform-a", *signed(indicator())))
+    head = ChainHead("c")
+    for decision in routed.decisions:
+        head, entry = head.append(decision_entry(decision, decided_at_ms=1, position="p"))
+        assert json.loads(canonical(entry))["recipient"] == decision.recipient
+    assert head.seq == len(routed.decisions)
