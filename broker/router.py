@@ -158,6 +158,10 @@ class RouterService:
             max_poll_records=self.settings.router_batch_records,
             max_partition_fetch_bytes=DLQ_MAX_BYTES,
             metadata_max_age_ms=10_000,  # new members' topics are picked up quickly
+            # Static membership: a restarted instance takes its partitions straight back
+            # instead of waiting out the dead member's session.
+            group_instance_id=self.transactional_id,
+            session_timeout_ms=self.settings.router_session_timeout_ms,
         )
         consumer.subscribe(pattern=INBOUND_PATTERN, listener=_Rebalance(self))
         return consumer

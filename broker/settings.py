@@ -96,6 +96,9 @@ class Settings(BaseSettings):
         description="bound on each transactional call; over it, the producer is replaced",
     )
     router_transaction_timeout_ms: int = Field(default=60_000, ge=1_000)
+    router_session_timeout_ms: int = Field(
+        default=10_000, ge=6_000, description="how soon a silent instance's partitions move"
+    )
     router_max_record_bytes: int = Field(default=1_048_576, ge=1_024)
     router_abort_ratio: float = Field(
         default=0.0,

@@ -7,6 +7,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +16,9 @@ from broker.errors import ClusterNotRunningError
 from broker.localkafka import LocalCluster
 from broker.policy.loader import load_policies
 from broker.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from broker.router import RouterService
 
 bootstrap_option = click.option(
     "--bootstrap-server", "bootstrap",
@@ -82,6 +86,20 @@ def run(bootstrap: str | None, policy_dir: Path | None, instance: str | None,
     """Run the router: every inbound record is decoded, checked, decided for every member
     and written to the feeds, the audit trail or the dead-letter topic, exactly once.
     SIGHUP reloads the policies; SIGTERM or Ctrl-C stops after the open transaction."""
+    # Signals first: one that arrives while the router is still starting is kept, not fatal.
+    early: list[str] = []
+    service: RouterService | None = None
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        info(f"{signal.Signals(signum).name}: stopping after the open transaction")
+        service.request_stop() if service else early.append("stop")
+
+    def reload(_signum: int, _frame: FrameType | None) -> None:
+        service.request_reload() if service else early.append("reload")
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     logging.basicConfig(level=log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(log_level)))
@@ -92,17 +110,8 @@ def run(bootstrap: str | None, policy_dir: Path | None, instance: str | None,
 
     metrics = RouterMetrics()
     service = RouterService(settings, resolve_bootstrap(bootstrap, settings), metrics)
+    for request in early:
+        service.request_stop() if request == "stop" else service.request_reload()
     _, port = serve(metrics, service.health, settings.metrics_host, settings.metrics_port)
     info(f"metrics: http://{settings.metrics_host}:{port}/metrics")
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        info(f"{signal.Signals(signum).name}: stopping after the open transaction")
-        service.request_stop()
-
-    def reload(_signum: int, _frame: FrameType | None) -> None:
-        service.request_reload()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, reload)
     sys.exit(service.run())

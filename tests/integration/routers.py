@@ -1,0 +1,157 @@
+"""Run the router as the real console script, and read topics back, for integration tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import TopicPartition
+
+from broker.events import Event
+from tests.members import signed
+
+ACTION_BROKER = str(Path(sys.executable).parent / "action-broker")
+
+
+class RouterProcess:
+    """``action-broker run`` in a subprocess, logging to a file."""
+
+    def __init__(self, bootstrap: str, log_dir: Path, instance: str = "0",
+                 **settings: Any) -> None:  # fmt: skip
+        self.bootstrap = bootstrap
+        self.log_path = log_dir / f"router-{instance}.log"
+        self.env = {**os.environ, "ACTION_KAFKA_BOOTSTRAP": bootstrap,
+                    "ACTION_ROUTER_INSTANCE": instance, "ACTION_METRICS_PORT": "0",
+                    **{f"ACTION_{k.upper()}": str(v) for k, v in settings.items()}}  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> RouterProcess:
+        self.starts += 1
+        log = self.log_path.open("ab")
+        log.write(f"--- start {self.starts}\n".encode())
+        log.flush()
+        self.process = subprocess.Popen([ACTION_BROKER, "run"], env=self.env,
+                                        stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        log.close()
+        return self
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM and wait; the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metrics_url(self, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.findall(r"metrics: (http://\S+)/metrics", self.log())
+            if found:
+                return found[-1]
+            time.sleep(0.2)
+        raise AssertionError(f"the router printed no metrics URL:\n{self.log()[-3000:]}")
+
+    def wait_ready(self, timeout: float = 60) -> RouterProcess:
+        """Until /readyz answers 200: joined the group, producer initialized."""
+        url = self.metrics_url(timeout) + "/readyz"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"the router never became ready:\n{self.log()[-3000:]}")
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.metrics_url() + "/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text format (0 when absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        if head.split("{")[0] != name:
+            continue
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            return float(value)
+    return 0.0
+
+
+def publish(bootstrap: str, events: Iterable[Event]) -> int:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+                             max_request_size=1_200_000)  # fmt: skip
+    count = 0
+    for event in events:
+        key, value, headers = signed(event)
+        producer.send(f"action.in.{event.source_member}", value=value, key=key, headers=headers)
+        count += 1
+    producer.flush(60)
+    producer.close()
+    return count
+
+
+def send_raw(bootstrap: str, topic: str, value: bytes | None, key: bytes,
+             headers: list[tuple[str, bytes]]) -> None:  # fmt: skip
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=1_200_000)
+    producer.send(topic, value=value, key=key, headers=headers)
+    producer.flush(30)
+    producer.close()
+
+
+class TopicReader:
+    """A read_committed reader of whole topics, from the beginning, without a group."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                      isolation_level="read_committed",
+                                      auto_offset_reset="earliest",
+                                      max_partition_fetch_bytes=3_000_000)  # fmt: skip
+        partitions = [TopicPartition(t, p) for t in topics
+                      for p in sorted(self.consumer.partitions_for_topic(t) or ())]  # fmt: skip
+        self.consumer.assign(partitions)
+        self.consumer.seek_to_beginning(*partitions)
+
+    def poll(self, timeout_ms: int = 500) -> list[Any]:
+        return [r for rs in self.consumer.poll(timeout_ms=timeout_ms).values() for r in rs]
+
+    def read_until_quiet(self, quiet_s: float = 3.0, limit_s: float = 120.0) -> list[Any]:
+        out: list[Any] = []
+        deadline = time.monotonic() + limit_s
+        last = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - last < quiet_s:
+            got = self.poll()
+            if got:
+                out += got
+                last = time.monotonic()
+        return out
+
+    def close(self) -> None:
+        self.consumer.close()
