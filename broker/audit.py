@@ -59,9 +59,18 @@ class ChainHead:
 
     def append(self, content: Mapping[str, Any]) -> tuple[ChainHead, dict[str, Any]]:
         """The chained entry for ``content`` and the head after it."""
+        head, entry, _ = self.append_encoded(content)
+        return head, entry
+
+    def append_encoded(self, content: Mapping[str, Any]) -> tuple[ChainHead, dict[str, Any], bytes]:
+        """As :meth:`append`, plus the entry's JSON, serialized once for hash and write.
+        (The hash goes last in the bytes; verification re-canonicalizes without it.)"""
         entry = {**content, "chain": self.chain, "seq": self.seq + 1, "prev": self.hash}
-        entry["hash"] = entry_hash(entry)
-        return ChainHead(self.chain, self.seq + 1, entry["hash"]), entry
+        body = canonical(entry)
+        digest = hashlib.sha256(self.hash.encode() + body).hexdigest()
+        entry["hash"] = digest
+        encoded = body[:-1] + b',"hash":"' + digest.encode() + b'"}'
+        return ChainHead(self.chain, self.seq + 1, digest), entry, encoded
 
     def to_metadata(self) -> str:
         return f"audit:{self.seq}:{self.hash}"

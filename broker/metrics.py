@@ -28,6 +28,8 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 
 class RouterMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self._decision_children: dict[tuple[str, str, str], Any] = {}
+        self._treatment_children: dict[tuple[str, str], Any] = {}
         disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: noise here
         self.registry = registry or CollectorRegistry()
         r = self.registry
@@ -90,6 +92,22 @@ class RouterMetrics:
             "action_router_assigned_partitions", "Inbound partitions this instance owns",
             registry=r,
         )  # fmt: skip
+
+    # Per-decision counters: label children are cached, as .labels() costs microseconds
+    # and runs several times per routed record.
+    def decision(self, source: str, recipient: str, outcome: str) -> None:
+        key = (source, recipient, outcome)
+        child = self._decision_children.get(key)
+        if child is None:
+            child = self._decision_children[key] = self.decisions.labels(*key)
+        child.inc()
+
+    def treatment(self, field: str, treatment: str) -> None:
+        key = (field, treatment)
+        child = self._treatment_children.get(key)
+        if child is None:
+            child = self._treatment_children[key] = self.field_treatments.labels(*key)
+        child.inc()
 
     def set_policy_version(self, version: str) -> None:
         self.policy_version.clear()

@@ -62,6 +62,7 @@ def _idna(host: str) -> str:
         raise ValueError(f"{host!r} is not a valid domain name") from exc
 
 
+@lru_cache(maxsize=65_536)  # sellers recur: the router sees the same values often
 def normalize_email(value: str) -> str:
     """Lower-cased, trimmed; the domain in IDNA (punycode) form."""
     email = normalize_text(value).lower()
@@ -71,6 +72,7 @@ def normalize_email(value: str) -> str:
     return f"{local}@{_idna(domain.rstrip('.'))}"
 
 
+@lru_cache(maxsize=65_536)  # sellers recur: the router sees the same values often
 def normalize_phone(value: str, default_region: str | None = None) -> str:
     """E.164 (``+<country code><number>``); a national number needs ``default_region``."""
     try:
@@ -83,6 +85,7 @@ def normalize_phone(value: str, default_region: str | None = None) -> str:
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
+@lru_cache(maxsize=65_536)  # sellers recur: the router sees the same values often
 def normalize_url(value: str) -> str:
     """An http(s) URL with lower-case scheme and host; no credentials, no fragment."""
     text = normalize_text(value)
@@ -100,6 +103,7 @@ def normalize_url(value: str) -> str:
     return f"{parts.scheme.lower()}://{netloc}{path}{query}"
 
 
+@lru_cache(maxsize=65_536)  # sellers recur: the router sees the same values often
 def registrable_domain(value: str) -> str:
     """The registrable domain of a URL or host: ``shop.Example.co.uk`` -> ``example.co.uk``."""
     text = normalize_text(value)

@@ -29,7 +29,7 @@ from kafka import errors as kafka_errors
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from broker.audit import ChainHead, canonical, decision_entry
+from broker.audit import ChainHead, decision_entry
 from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
 from broker.errors import PolicyError, RouterError, TransactionTimeoutError
@@ -324,16 +324,17 @@ class RouterService:
             work.feed_timestamps.append(inbound.timestamp_ms)
         tp = TopicPartition(inbound.topic, inbound.partition)
         head = work.heads[tp]
+        chain_key = head.chain.encode()
         decided_at = int(time.time() * 1000)
         for decision in routed.decisions:
-            head, entry = head.append(
+            head, _, encoded = head.append_encoded(
                 decision_entry(decision, decided_at_ms=decided_at, position=inbound.position)
             )
-            producer.send(AUDIT_TOPIC, value=canonical(entry), key=head.chain.encode())
+            producer.send(AUDIT_TOPIC, value=encoded, key=chain_key)
             outcome = "delivered" if decision.delivered else "withheld"
-            self.metrics.decisions.labels(decision.source, decision.recipient, outcome).inc()
+            self.metrics.decision(decision.source, decision.recipient, outcome)
             for field in decision.fields if decision.delivered else ():
-                self.metrics.field_treatments.labels(field.path, field.treatment.value).inc()
+                self.metrics.treatment(field.path, field.treatment.value)
         work.heads[tp] = head
         if routed.ledger_update is not None:
             key, entry_value = routed.ledger_update
