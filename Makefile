@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install kafka lint unit integration clean
+.PHONY: test demo install kafka promtool lint unit integration clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required, found " + sys.version.split()[0])'
@@ -22,6 +22,16 @@ install: $(STAMP)
 kafka: install
 	$(BIN)/action-broker kafka fetch
 
+# promtool (Debian's prometheus package) checks and unit-tests the alert rules.
+promtool:
+	@command -v promtool >/dev/null || { \
+	  echo "installing Debian's prometheus package for promtool"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y --no-install-recommends prometheus >/dev/null \
+	  || { $$SUDO apt-get update -qq && $$SUDO apt-get install -y --no-install-recommends prometheus >/dev/null; }; }
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool test rules deploy/prometheus/tests.yml
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -34,7 +44,7 @@ unit: install
 integration: kafka
 	$(BIN)/pytest tests/integration
 
-test: lint kafka
+test: lint kafka promtool
 	$(BIN)/pytest tests
 
 demo: install
