@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import errors as kafka_errors
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from broker.audit import ChainHead, decision_entry
@@ -106,6 +107,7 @@ class RouterService:
         self._producer: KafkaProducer | None = None
         self._ledger_reader: KafkaConsumer | None = None
         self._last_processed_ms: dict[TopicPartition, int] = {}
+        self._audit_partitions: dict[bytes, int] = {}
 
     # --- control (signal handlers call these) -----------------------------------------
 
@@ -330,7 +332,8 @@ class RouterService:
             head, _, encoded = head.append_encoded(
                 decision_entry(decision, decided_at_ms=decided_at, position=inbound.position)
             )
-            producer.send(AUDIT_TOPIC, value=encoded, key=chain_key)
+            producer.send(AUDIT_TOPIC, value=encoded, key=chain_key,
+                          partition=self._audit_partition(chain_key))  # fmt: skip
             outcome = "delivered" if decision.delivered else "withheld"
             self.metrics.decision(decision.source, decision.recipient, outcome)
             for field in decision.fields if decision.delivered else ():
@@ -340,6 +343,17 @@ class RouterService:
             key, entry_value = routed.ledger_update
             self.ledger.stage(key, entry_value)
             producer.send(LEDGER_TOPIC, value=entry_value.encode(), key=key.encode())
+
+    def _audit_partition(self, chain_key: bytes) -> int:
+        """Every entry of a chain goes to one audit partition, so the chain stays in order.
+        Computed once per chain (the partitioner's murmur2 per entry was a measurable cost)."""
+        partition = self._audit_partitions.get(chain_key)
+        if partition is None:
+            assert self._producer is not None
+            count = len(self._producer.partitions_for(AUDIT_TOPIC))
+            partition = (murmur2(chain_key) & 0x7FFFFFFF) % count
+            self._audit_partitions[chain_key] = partition
+        return partition
 
     def _committed(self, batch: dict[TopicPartition, list[Any]], work: _Batch) -> None:
         self._heads.update(work.heads)
