@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install kafka promtool lint unit integration clean
+.PHONY: test demo demo-check install kafka promtool lint unit integration clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required, found " + sys.version.split()[0])'
@@ -46,11 +46,15 @@ integration: kafka
 
 test: lint kafka promtool
 	$(BIN)/pytest tests
+	$(BIN)/python -m broker.demo --check
 
-demo: install
-	@echo "The demo arrives with issue 6 (member SDKs and the one-command demo)."
-	@echo "Meanwhile: $(BIN)/action-broker kafka up   starts a local Kafka."
-	@exit 1
+# The demo: local Kafka, router, members publishing, feeds differing per MOU. Ctrl-C stops.
+demo: kafka
+	$(BIN)/python -m broker.demo
+
+# The same scenario without interaction, every feed checked against the policy engine.
+demo-check: kafka
+	$(BIN)/python -m broker.demo --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

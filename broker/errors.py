@@ -152,3 +152,16 @@ class RouterError(ActionError):
 
 class TransactionTimeoutError(RouterError):
     """A transactional call did not finish within its deadline; the producer is replaced."""
+
+
+class PublishError(ActionError):
+    """Kafka did not accept some records; ``failures`` names each (record id, cause)."""
+
+    def __init__(self, message: str, failures: list[tuple[str, str]]) -> None:
+        self.failures = failures
+        listed = "".join(f"\n  - {record_id}: {cause}" for record_id, cause in failures[:20])
+        more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
+        super().__init__(
+            message + listed + more,
+            hint="check the broker, the topic and this member's credentials",
+        )

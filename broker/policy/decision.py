@@ -10,6 +10,12 @@ from typing import Any
 from broker.policy.model import Treatment
 
 
+def decision_id_for(record_id: str, recipient: str, policy_version: str) -> str:
+    """The id of the decision on one record for one recipient under one policy version."""
+    key = f"{record_id}\x1f{recipient}\x1f{policy_version}".encode()
+    return hashlib.sha256(key).hexdigest()[:32]
+
+
 @dataclass(frozen=True, slots=True)
 class FieldDecision:
     """How one optional field reaches the recipient, and which rules said so."""
@@ -36,8 +42,7 @@ class Decision:
     def decision_id(self) -> str:
         """Deterministic: the same record, recipient and policy version give the same id,
         so a consumer can drop a duplicate delivery."""
-        key = f"{self.record_id}\x1f{self.recipient}\x1f{self.policy_version}".encode()
-        return hashlib.sha256(key).hexdigest()[:32]
+        return decision_id_for(self.record_id, self.recipient, self.policy_version)
 
     def treatment_of(self, path: str) -> Treatment | None:
         for field in self.fields:

@@ -46,7 +46,8 @@ TIME_FIELDS = {
     "Retraction": "retracted_at",
     "SeizureReport": "seized_on",
 }
-_RECORD_IDS = ("indicator_id", "action_id", "sighting_id", "retraction_id", "report_id")
+# Own ids first: a retraction, sighting or action also names the indicator it is about.
+_RECORD_IDS = ("retraction_id", "sighting_id", "action_id", "report_id", "indicator_id")
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,8 +185,10 @@ def run(bootstrap: str, args: Any) -> None:
     publish(bootstrap, mixed_stream(args.records))
     router_rate, outputs = route_all(bootstrap, args.records, f"bench-router-{tag}")
     raw_rate = passthrough(bootstrap, args.records, outputs, f"bench-raw-{tag}", 500)
-    runs = [(rate, *latency(bootstrap, rate, args.seconds, f"bench-router-{tag}"))
-            for rate in (args.rate, args.low_rate)]  # fmt: skip
+    runs = [
+        (rate, *latency(bootstrap, rate, args.seconds, f"bench-router-{tag}"))
+        for rate in (args.low_rate, args.rate)
+    ]  # fmt: skip  (no backlog before the low rate)
     ratio = router_rate / raw_rate
     print(f"{args.records:,} input records, example consortium; {outputs:,} output records "
           f"(feeds + audit + ledger)")  # fmt: skip

@@ -259,3 +259,12 @@ def test_audit_entries_are_json_serializable() -> None:
         head, entry = head.append(decision_entry(decision, decided_at_ms=1, position="p"))
         assert json.loads(canonical(entry))["recipient"] == decision.recipient
     assert head.seq == len(routed.decisions)
+
+
+def test_a_retraction_has_its_own_record_and_decision_id() -> None:
+    from broker.policy.engine import record_id_of
+
+    original = indicator("platform-b", 4)
+    withdrawn = retraction(original).to_avro()
+    assert record_id_of(withdrawn) == str(withdrawn["retraction_id"])
+    assert record_id_of(original.to_avro()) == str(original.to_avro()["indicator_id"])

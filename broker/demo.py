@@ -1,0 +1,302 @@
+"""The end-to-end demo (``make demo``) and its non-interactive check (``make demo-check``).
+
+Starts a local Kafka, provisions the consortium's topics, starts the router, publishes a
+SYNTHETIC stream from the example consortium's members (indicators, seizure reports, a
+retraction), then shows what each recipient received: the same indicator in different
+forms per MOU, and the sellers correlated across members. ``--check`` verifies every
+recipient's feed against the policy engine's expected decisions and exits non-zero on
+any mismatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from broker.events import Event, RetractionReason, parse_event
+from broker.localkafka import LocalCluster
+from broker.policy.demo_keys import demo_encryption_key, demo_match_secret, demo_signing_key
+from broker.policy.engine import PolicySet
+from broker.policy.loader import load_policies
+from broker.policy.treatments import MatchTokenKey
+from broker.provision import provision_topics
+from broker.settings import load_settings
+from consumers.feed_reader import Delivery, FeedReader, FeedReaderConfig, decrypt_fields
+from consumers.store import FeedStore
+from policies import POLICY_DIR
+from producers.publisher import Publisher, PublisherConfig
+from producers.synthetic import SyntheticData
+
+PUBLISHERS = ["platform-a", "platform-b", "platform-c", "payments-x", "brand-owner",
+              "express-carrier"]  # fmt: skip
+console = Console(stderr=True)
+
+
+def _kid(policies: PolicySet, member: str) -> str:
+    return policies.members[member].signing_keys[-1].kid
+
+
+def build_stream(policies: PolicySet, count: int, seed: int) -> list[Event]:
+    """Indicators from every publishing member, IPR Center seizure reports, and a
+    retraction by platform-b of one of its indicators."""
+    data = SyntheticData(seed=seed, sellers=max(20, count // 3))
+    events: list[Event] = data.stream(PUBLISHERS, count)
+    events += [data.seizure("ipr-center", "brand-owner") for _ in range(max(3, count // 20))]
+    retracted = next(e for e in events if e.source_member == "platform-b")
+    events.append(parse_event("Retraction", {
+        "retraction_id": str(uuid.uuid5(uuid.NAMESPACE_URL, str(retracted.to_avro()))),
+        "indicator_id": retracted.to_avro()["indicator_id"], "source_member": "platform-b",
+        "retracted_at": dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1),
+        "reason": RetractionReason.APPEAL_WON.value, "tlp": "GREEN",
+    }))  # fmt: skip
+    return events
+
+
+def publish_all(bootstrap: str, policies: PolicySet, events: list[Event]) -> None:
+    by_member: dict[str, list[Event]] = {}
+    for event in events:
+        by_member.setdefault(event.source_member, []).append(event)
+    for member, mine in by_member.items():
+        config = PublisherConfig(
+            bootstrap, member, demo_signing_key(member), _kid(policies, member)
+        )
+        with Publisher(config) as publisher:
+            for event in mine:
+                publisher.publish(event)
+        console.print(f"  {member:<16} published {len(mine)} events")
+
+
+def start_router(bootstrap: str, log: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
+    env = {**os.environ, "ACTION_KAFKA_BOOTSTRAP": bootstrap, "ACTION_METRICS_PORT": str(port)}
+    command = [str(Path(sys.executable).parent / "action-broker"), "run"]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = re.findall(r"metrics: (http://\S+)/metrics", log.read_text(errors="replace"))
+        if found:
+            url = found[-1]
+            try:
+                with urllib.request.urlopen(url + "/readyz", timeout=2) as answer:  # noqa: S310
+                    if answer.status == 200:
+                        return process, url
+            except OSError:
+                pass
+        if process.poll() is not None:
+            break
+        time.sleep(0.3)
+    raise SystemExit(f"the router did not start; its log:\n{log.read_text()[-3000:]}")
+
+
+def _metric(metrics_url: str, name: str) -> float:
+    with urllib.request.urlopen(metrics_url + "/metrics", timeout=5) as answer:  # noqa: S310
+        text = answer.read().decode()
+    return sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
+               if line.split("{")[0].split(" ")[0] == name)  # fmt: skip
+
+
+def wait_routed(metrics_url: str, count: int, limit_s: float = 300) -> float:
+    """Until the router has read ``count`` records and committed them; how many it read."""
+    deadline = time.monotonic() + limit_s
+    while _metric(metrics_url, "action_router_records_in_total") < count:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    read_all = time.time()
+    while _metric(metrics_url, "action_router_last_commit_timestamp_seconds") < read_all:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return _metric(metrics_url, "action_router_records_in_total")
+
+
+def read_feeds(bootstrap: str, members: list[str], folder: Path) -> dict[str, list[Delivery]]:
+    feeds = {}
+    for member in members:
+        config = FeedReaderConfig(bootstrap, member, demo_encryption_key(member),
+                                  group_id=f"demo.{member}.{int(time.time())}")  # fmt: skip
+        with FeedReader(config) as reader:
+            deliveries = list(reader.deliveries(idle_timeout_s=3))
+            reader.commit()
+        store = FeedStore(folder / f"{member}.feed.sqlite")
+        store.add(deliveries)
+        store.close()
+        feeds[member] = deliveries
+    return feeds
+
+
+def expected_deliveries(policies: PolicySet, events: list[Event]) -> dict[tuple[str, str], Any]:
+    """(recipient, record id) -> record, as the engine decides (retractions: the
+    recipients of the indicator they retract)."""
+    now = dt.datetime.now(dt.UTC)
+    key = MatchTokenKey(1, demo_match_secret())
+    out: dict[tuple[str, str], Any] = {}
+    received: dict[str, set[str]] = {}
+    for event in events:
+        record = event.to_avro()
+        if event.avro_type == "Retraction":
+            for recipient in received.get(str(record["indicator_id"]), set()):
+                out[(recipient, str(record["retraction_id"]))] = None
+            continue
+        for decision in policies.evaluate_all(record, event.avro_type, now=now, match_key=key):
+            if decision.delivered:
+                out[(decision.recipient, decision.record_id)] = decision.record
+                received.setdefault(decision.record_id, set()).add(decision.recipient)
+    return out
+
+
+def _comparable(record: Any) -> Any:
+    return json.loads(json.dumps(record, default=str, sort_keys=True))
+
+
+def check(feeds: dict[str, list[Delivery]], expected: dict[tuple[str, str], Any]) -> list[str]:
+    """Every mismatch between the feeds and the engine's decisions."""
+    problems = []
+    got = Counter((member, d.record_id) for member, ds in feeds.items() for d in ds)
+    for key, count in got.items():
+        if count > 1:
+            problems.append(f"{key[0]} received {key[1]} {count} times")
+    for key in sorted(set(expected) - set(got)):
+        problems.append(f"{key[0]} did not receive {key[1]}")
+    for key in sorted(set(got) - set(expected)):
+        problems.append(f"{key[0]} received {key[1]}, which the policies withhold")
+    for member, deliveries in feeds.items():
+        for delivery in deliveries:
+            want = expected.get((member, delivery.record_id))
+            if want is None or delivery.undecryptable:
+                if delivery.undecryptable:
+                    problems.append(f"{member}: {delivery.record_id}: cannot decrypt "
+                                    f"{', '.join(delivery.undecryptable)}")  # fmt: skip
+                continue
+            want = _comparable(want)  # the engine encrypted to the member: open it the same way
+            decrypt_fields(want, demo_encryption_key(member), f"{member}-", delivery.record_id)
+            if _comparable(delivery.record) != want:
+                problems.append(f"{member}: {delivery.record_id} differs from the engine's record")
+    return problems
+
+
+def show_side_by_side(feeds: dict[str, list[Delivery]]) -> None:
+    """One platform-a indicator as each recipient received it."""
+    counts = Counter(d.record_id for ds in feeds.values() for d in ds
+                     if d.event_type == "SellerIndicator" and d.source in ("platform-a",
+                     "anonymous-platform"))  # fmt: skip
+    if not counts:
+        return
+    record_id, _ = counts.most_common(1)[0]
+    copies = {m: d for m, ds in feeds.items() for d in ds if d.record_id == record_id}
+    fields = ["source_member", "tlp", "seller.account_id", "seller.email", "seller.phone",
+              "seller.store_domain", "seller.addresses", "seller.payment_accounts",
+              "seller.ip_addresses"]  # fmt: skip
+    table = Table("field", *copies, title=f"one indicator ({record_id[:8]}...), as each "
+                  "recipient's MOU shaped it", show_lines=False)  # fmt: skip
+    for path in fields:
+        row = []
+        for delivery in copies.values():
+            value: Any = delivery.record
+            for part in path.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            if isinstance(value, list):
+                value = ", ".join(v if isinstance(v, str) else v.get("country", "?")
+                                  for v in value) or "-"  # fmt: skip
+            text = "-" if value in (None, "") else str(value)
+            row.append(text if len(text) <= 26 else text[:23] + "...")
+        table.add_row(path, *row)
+    Console().print(table)
+
+
+def show_sellers(folder: Path, member: str) -> None:
+    store = FeedStore(folder / f"{member}.feed.sqlite")
+    found = store.sellers(2)
+    store.close()
+    table = Table("sources", "members", "indicators", "categories", "hss", "identifiers",
+                  title=f"sellers reported by 2+ members, in {member}'s store")  # fmt: skip
+    for seller in found[:8]:
+        row = seller.to_row()
+        table.add_row(str(row["sources"]), row["members"], str(row["indicators"]),
+                      row["categories"], row["hss"], row["identifiers"][:60])  # fmt: skip
+    Console().print(table)
+    console.print(f"  {len(found)} sellers correlated across members in {member}'s store")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="verify and exit (for CI)")
+    parser.add_argument("--events", type=int, default=240)
+    parser.add_argument("--seed", type=int, default=2021)
+    parser.add_argument("--metrics-port", type=int, default=9464)
+    args = parser.parse_args()
+    policies = load_policies(POLICY_DIR)
+    folder = Path(tempfile.mkdtemp(prefix="action-demo-"))
+    console.print(f"[bold]ACTION broker demo[/bold]: SYNTHETIC data; work folder {folder}")
+    cluster = LocalCluster(folder / "kafka", load_settings())
+    router = None
+    try:
+        console.print("starting a local Apache Kafka ...")
+        bootstrap = cluster.up(nodes=1).bootstrap
+        provision_topics(bootstrap, policies.registry, partitions=3, dry_run=False)
+        console.print(f"Kafka at {bootstrap}; topics provisioned; starting the router ...")
+        port = 0 if args.check else args.metrics_port
+        router, metrics_url = start_router(bootstrap, folder / "router.log", port)
+        events = build_stream(policies, args.events, args.seed)
+        console.print(f"publishing {len(events)} synthetic events, signed by their members:")
+        publish_all(bootstrap, policies, events)
+        routed = wait_routed(metrics_url, len(events))
+        dead = _metric(metrics_url, "action_router_dlq_records_total")
+        console.print(f"routed {routed:.0f} of {len(events)} ({dead:.0f} dead letters); "
+                      "reading every member's feed")  # fmt: skip
+        members = [m.id for m in policies.registry.members]
+        feeds = read_feeds(bootstrap, members, folder)
+        summary = Table("recipient", "deliveries", "indicators", "retractions", "seizures",
+                        title="what each member received")  # fmt: skip
+        for member, deliveries in feeds.items():
+            kinds = Counter(d.event_type for d in deliveries)
+            summary.add_row(member, str(len(deliveries)), str(kinds["SellerIndicator"]),
+                            str(kinds["Retraction"]), str(kinds["SeizureReport"]))  # fmt: skip
+        Console().print(summary)
+        show_side_by_side(feeds)
+        show_sellers(folder, "ipr-center")
+        if args.check:
+            problems = check(feeds, expected_deliveries(policies, events))
+            if routed < len(events) or dead:
+                problems.append(f"routed {routed:.0f} of {len(events)}, {dead:.0f} dead letters")
+            total = sum(len(d) for d in feeds.values())
+            for problem in problems[:50]:
+                console.print(f"[red]MISMATCH[/red] {problem}")
+            console.print(f"demo-check: {total} deliveries to {len(feeds)} members checked "
+                          f"against the policy engine: {len(problems)} mismatch(es)")  # fmt: skip
+            raise SystemExit(1 if problems else 0)
+        console.print(f"\nmetrics: {metrics_url}/metrics   (Prometheus rules: deploy/prometheus)")
+        console.print(
+            "stores: "
+            + ", ".join(str(p) for p in sorted(folder.glob("*.sqlite"))[:3])
+            + " ...  try: action-feed --member ipr-center --store <file> sellers"
+        )
+        console.print("[bold]Ctrl-C stops everything.[/bold]")
+        signal.pause()
+    except KeyboardInterrupt:
+        console.print("stopping ...")
+    finally:
+        if router is not None and router.poll() is None:
+            router.send_signal(signal.SIGTERM)
+            router.wait(60)
+        cluster.down()
+
+
+if __name__ == "__main__":
+    main()

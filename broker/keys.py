@@ -1,0 +1,78 @@
+"""A member's private keys from files (PEM, PKCS#8), or the example consortium's demo keys.
+
+Key files must not be readable by group or others (mode 0600), like ssh's keys: a key
+that others can read is refused, with the chmod that fixes it. Keys are never logged.
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from broker.errors import ConfigError
+from broker.policy.demo_keys import demo_encryption_key, demo_signing_key
+from broker.policy.model import MemberRegistry
+
+
+def _read_private(path: Path) -> object:
+    try:
+        mode = path.stat().st_mode
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the key file: {exc.strerror}") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{path}: the key file is readable by others (mode {mode & 0o777:o})",
+                          hint=f"chmod 600 {path}")  # fmt: skip
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path}: not an unencrypted PEM private key ({exc})") from exc
+
+
+def write_private_key(path: Path, key: Ed25519PrivateKey | X25519PrivateKey) -> None:
+    """Write ``key`` as PEM with mode 0600 (created so; never readable by others)."""
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_bytes(pem)
+
+
+def signing_key(member: str, key_file: Path | None, *, demo: bool) -> Ed25519PrivateKey:
+    if key_file is not None:
+        key = _read_private(key_file)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError(f"{key_file}: not an Ed25519 private key")
+        return key
+    if demo:
+        return demo_signing_key(member)
+    raise ConfigError(f"no signing key for {member}",
+                      hint="pass --signing-key FILE (PEM), or --demo-keys for the example "
+                      "consortium")  # fmt: skip
+
+
+def encryption_key(member: str, key_file: Path | None, *, demo: bool) -> X25519PrivateKey:
+    if key_file is not None:
+        key = _read_private(key_file)
+        if not isinstance(key, X25519PrivateKey):
+            raise ConfigError(f"{key_file}: not an X25519 private key")
+        return key
+    if demo:
+        return demo_encryption_key(member)
+    raise ConfigError(f"no encryption key for {member}",
+                      hint="pass --encryption-key FILE (PEM), or --demo-keys for the example "
+                      "consortium")  # fmt: skip
+
+
+def newest_signing_kid(registry: MemberRegistry, member: str) -> str:
+    for entry in registry.members:
+        if entry.id == member:
+            if not entry.signing_keys:
+                raise ConfigError(f"{member} has no signing key in members.yaml")
+            return entry.signing_keys[-1].kid
+    raise ConfigError(f"{member!r} is not a member of the consortium (members.yaml)")

@@ -1,0 +1,159 @@
+"""``action-feed``: read your feed, keep it in SQLite, correlate sellers, export it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from broker.cli.output import emit_rows, info, output_option, run_command_line
+from broker.cli.router import bootstrap_option, resolve_bootstrap
+from broker.keys import encryption_key
+from broker.settings import load_settings
+from consumers.export import formats, write_export
+from consumers.feed_reader import Delivery, FeedReader, FeedReaderConfig
+from consumers.store import FeedStore
+
+
+@dataclass(frozen=True)
+class _Context:
+    member: str
+    store_path: Path
+    make_reader: Callable[[], FeedReader]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@bootstrap_option
+@click.option("--member", envvar="ACTION_MEMBER", required=True,
+              help="Your member id (or ACTION_MEMBER).")  # fmt: skip
+@click.option("--encryption-key", "key_file", envvar="ACTION_ENCRYPTION_KEY_FILE",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Your X25519 private key (PEM, 0600), for fields encrypted to you.")  # fmt: skip
+@click.option(
+    "--demo-keys",
+    is_flag=True,
+    help="Use the example consortium's public demo keys (demo and tests only).",
+)
+@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="SQLite file of the analyst store (default: <member>.feed.sqlite).")  # fmt: skip
+@click.option("--group", help="Consumer group (default: <member>.feed).")
+@click.pass_context
+def cli(ctx: click.Context, bootstrap: str | None, member: str, key_file: Path | None,
+        demo_keys: bool, store_path: Path | None, group: str | None) -> None:  # fmt: skip
+    """Read your organisation's feed as the MOUs shaped it."""
+    settings = load_settings()
+
+    def make_reader() -> FeedReader:
+        key = encryption_key(member, key_file, demo=demo_keys) if key_file or demo_keys else None
+        if key is None:
+            info("no encryption key: fields encrypted to you stay encrypted")
+        return FeedReader(FeedReaderConfig(resolve_bootstrap(bootstrap, settings), member, key,
+                                           group_id=group))  # fmt: skip
+
+    ctx.obj = _Context(member, store_path or Path(f"{member}.feed.sqlite"), make_reader)
+
+
+def _line(delivery: Delivery) -> str:
+    record = delivery.record
+    seller = record.get("seller") or {}
+    name = seller.get("display_name") or seller.get("store_domain") or seller.get("account_id")
+    when = dt.datetime.fromtimestamp(delivery.source_timestamp_ms / 1000, dt.UTC)
+    detail = {
+        "SellerIndicator": lambda: (f"seller {name or '?'} "
+                                    f"{','.join(record.get('product_categories', []))} "
+                                    f"conf {record.get('confidence')}"
+                                    f"{' HSS' if record.get('hss') else ''}"),
+        "Retraction": lambda: f"retracts {record['indicator_id']} ({record['reason']})",
+        "Sighting": lambda: f"{record['kind']} on {record['indicator_id']}",
+        "EnforcementAction": lambda: f"{record['kind']} on {record['indicator_id']}",
+        "SeizureReport": lambda: (f"{record['quantity']} x {record['product_category']} from "
+                                  f"{record['origin_economy']}"),
+    }.get(delivery.event_type, lambda: "")()  # fmt: skip
+    tlp = record.get("tlp", "")
+    return (f"{when:%Y-%m-%d %H:%M:%S} {tlp:<12} {delivery.source:<20} "
+            f"{delivery.event_type:<17} {detail}")  # fmt: skip
+
+
+@cli.command()
+@click.option("--idle", type=float, default=None,
+              help="Stop after this many idle seconds (default: follow).")  # fmt: skip
+@click.pass_obj
+def tail(ctx: _Context, idle: float | None) -> None:
+    """Print each delivery as it arrives: one line with time, TLP, source, type, gist.
+    Also stores it (at-least-once: offsets are committed after the store)."""
+    store = FeedStore(ctx.store_path)
+    with ctx.make_reader() as reader:
+        try:
+            for delivery in reader.deliveries(idle_timeout_s=idle):
+                click.echo(_line(delivery))
+                store.add([delivery])
+                reader.commit()
+        except KeyboardInterrupt:
+            pass
+    store.close()
+
+
+@cli.command()
+@click.option("--idle", type=float, default=5.0, show_default=True,
+              help="Stop after this many seconds without new records.")  # fmt: skip
+@output_option
+@click.pass_obj
+def sync(ctx: _Context, idle: float, output_format: str) -> None:
+    """Materialize the feed into the SQLite store (retractions applied), then stop."""
+    store = FeedStore(ctx.store_path)
+    added = 0
+    with ctx.make_reader() as reader:
+        batch: list[Delivery] = []
+        for delivery in reader.deliveries(idle_timeout_s=idle):
+            batch.append(delivery)
+            if len(batch) >= 500:
+                added += store.add(batch)
+                reader.commit()
+                batch = []
+        added += store.add(batch)
+        reader.commit()
+        duplicates, rejected = reader.duplicates, reader.rejected
+    counts = store.counts()
+    store.close()
+    emit_rows([{"store": str(ctx.store_path), "added": added, "duplicates": duplicates,
+                "rejected": len(rejected), **counts}],
+              ["store", "added", "duplicates", "rejected", "deliveries", "indicators",
+               "retracted", "events"], output_format)  # fmt: skip
+    for position, why in rejected:
+        info(f"rejected {position}: {why}")
+
+
+@cli.command()
+@click.option("--min-sources", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--include-retracted", is_flag=True)
+@output_option
+@click.pass_obj
+def sellers(ctx: _Context, min_sources: int, include_retracted: bool, output_format: str) -> None:
+    """Sellers reported by several members (indicators linked by shared identifiers)."""
+    store = FeedStore(ctx.store_path)
+    found = store.sellers(min_sources, include_retracted=include_retracted)
+    store.close()
+    emit_rows([s.to_row() for s in found],
+              ["sources", "members", "indicators", "categories", "hss", "first_seen",
+               "last_seen", "identifiers"], output_format)  # fmt: skip
+    info(f"{len(found)} seller(s) reported by at least {min_sources} source(s)")
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(list(formats())), required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Output file (a folder for misp).")  # fmt: skip
+@click.pass_obj
+def export(ctx: _Context, fmt: str, out: Path) -> None:
+    """Export the store: jsonl, csv, a STIX 2.1 bundle, or a MISP feed folder."""
+    store = FeedStore(ctx.store_path)
+    count = write_export(store, fmt, out, exported_by=ctx.member)
+    store.close()
+    info(f"wrote {count} {'objects' if fmt == 'stix' else 'records'} to {out}")
+
+
+def main() -> None:
+    run_command_line(cli)

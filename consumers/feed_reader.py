@@ -1,0 +1,210 @@
+"""The recipient's SDK: read your feed, exactly as your MOUs shaped it.
+
+    with FeedReader(FeedReaderConfig(bootstrap="host:9092", member="platform-b",
+                                      encryption_key=key)) as reader:
+        for delivery in reader.deliveries(idle_timeout_s=5):
+            handle(delivery)        # then
+            reader.commit()         # at-least-once: commit after handling
+
+Reads ``action.feed.<member>`` with ``read_committed`` (only what the router committed),
+checks each record's routing metadata, decrypts the fields encrypted to this member and
+drops any duplicate delivery by its decision id. Offsets are committed only when asked, so
+a restarted reader resumes after the last record its caller handled.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from broker.catalog import SchemaCatalog
+from broker.codec import AvroCodec
+from broker.errors import ActionError, DecodeError
+from broker.policy.decision import decision_id_for
+from broker.policy.treatments import ENCRYPTED_PREFIX, HPKE_SUITE
+from broker.routing import (
+    DECISION_ID_HEADER,
+    EVENT_TYPE_HEADER,
+    POLICY_VERSION_HEADER,
+    RECORD_ID_HEADER,
+    SOURCE_TIMESTAMP_HEADER,
+)
+from broker.signing import header_map
+from broker.topics import feed_topic
+
+
+@dataclass(frozen=True)
+class FeedReaderConfig:
+    bootstrap: str
+    member: str
+    encryption_key: X25519PrivateKey | None = None
+    group_id: str | None = None  # default: <member>.feed
+    from_beginning: bool = True  # where a new group starts
+    client: dict[str, Any] = field(default_factory=dict)  # e.g. SASL settings
+    dedupe_window: int = 100_000  # decision ids remembered to drop duplicates
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One record as this member received it: already decrypted where possible."""
+
+    event_type: str
+    record_id: str
+    decision_id: str
+    policy_version: str
+    source: str  # the source member, or anonymous-<sector>
+    source_timestamp_ms: int
+    record: dict[str, Any]
+    position: str  # topic/partition@offset
+    undecryptable: tuple[str, ...] = ()  # fields encrypted to someone else, or corrupt
+
+
+def decrypt_fields(record: dict[str, Any], key: X25519PrivateKey | None, kid_prefix: str,
+                   record_id: str) -> list[str]:  # fmt: skip
+    """Decrypt every ``hpke1.`` value in place; returns the paths that could not be."""
+    failed: list[str] = []
+
+    def open_value(value: str, path: str) -> str:
+        _, kid, body = value.split(".", 2)
+        if key is None or not kid.startswith(kid_prefix):
+            failed.append(path)
+            return value
+        try:
+            ciphertext = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            plain = HPKE_SUITE.decrypt(ciphertext, key, info=f"{record_id}:{path}".encode())
+        except Exception:  # noqa: BLE001 - whatever failed, the field stays unreadable
+            failed.append(path)
+            return value
+        return plain.decode()
+
+    def visit(container: dict[str, Any], prefix: str) -> None:
+        for name, value in container.items():
+            path = f"{prefix}{name}"
+            if isinstance(value, str) and value.startswith(ENCRYPTED_PREFIX + "."):
+                container[name] = open_value(value, path)
+            elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+                container[name] = [open_value(v, path) if v.startswith(ENCRYPTED_PREFIX + ".")
+                                   else v for v in value]  # fmt: skip
+            elif isinstance(value, dict) and not prefix:
+                visit(value, f"{name}.")
+
+    visit(record, "")
+    return sorted(set(failed))
+
+
+class FeedReader:
+    def __init__(self, config: FeedReaderConfig, *, codec: AvroCodec | None = None) -> None:
+        from kafka import KafkaConsumer
+        from kafka.errors import KafkaError
+
+        self.config = config
+        self.codec = codec or AvroCodec(SchemaCatalog.load())
+        self.topic = feed_topic(config.member)
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self.duplicates = 0
+        self.rejected: list[tuple[str, str]] = []  # (position, why)
+        try:
+            self._consumer = KafkaConsumer(
+                self.topic,
+                bootstrap_servers=config.bootstrap,
+                group_id=config.group_id or f"{config.member}.feed",
+                client_id=f"{config.member}.feed-reader",
+                enable_auto_commit=False,
+                isolation_level="read_committed",
+                auto_offset_reset="earliest" if config.from_beginning else "latest",
+                **config.client,
+            )
+        except KafkaError as exc:
+            raise ActionError(f"cannot reach Kafka at {config.bootstrap}: {exc}") from exc
+
+    def deliveries(self, *, idle_timeout_s: float | None = None,
+                   max_records: int | None = None) -> Iterator[Delivery]:  # fmt: skip
+        """Deliveries in feed order; stops after ``idle_timeout_s`` without new records
+        (None: never) or ``max_records`` deliveries."""
+        import time
+
+        yielded = 0
+        idle_since = time.monotonic()
+        while True:
+            batch = self._consumer.poll(timeout_ms=500)
+            if not batch:
+                if idle_timeout_s is not None and time.monotonic() - idle_since > idle_timeout_s:
+                    return
+                continue
+            idle_since = time.monotonic()
+            for records in batch.values():
+                for record in records:
+                    delivery = self._delivery(record)
+                    if delivery is None:
+                        continue
+                    yield delivery
+                    yielded += 1
+                    if max_records is not None and yielded >= max_records:
+                        return
+
+    def _delivery(self, record: Any) -> Delivery | None:
+        position = f"{record.topic}/{record.partition}@{record.offset}"
+        headers = header_map(record.headers)
+        try:
+            record_id = headers[RECORD_ID_HEADER].decode()
+            version = headers[POLICY_VERSION_HEADER].decode()
+            claimed = headers[DECISION_ID_HEADER].decode()
+            event_type = headers[EVENT_TYPE_HEADER].decode()
+        except (KeyError, UnicodeDecodeError):
+            self.rejected.append((position, "routing headers missing"))
+            return None
+        if claimed != decision_id_for(record_id, self.config.member, version):
+            self.rejected.append((position, "decision id does not match record, recipient and "
+                                  "policy version: not routed to this member"))  # fmt: skip
+            return None
+        if claimed in self._seen:
+            self.duplicates += 1
+            return None
+        try:
+            decoded = self.codec.decode(record.value).record
+        except DecodeError as exc:
+            self.rejected.append((position, exc.message))
+            return None
+        self._remember(claimed)
+        plain = _plain(decoded)
+        failed = decrypt_fields(plain, self.config.encryption_key, f"{self.config.member}-",
+                                record_id)  # fmt: skip
+        source_ts = headers.get(SOURCE_TIMESTAMP_HEADER, b"0").decode() or "0"
+        return Delivery(event_type, record_id, claimed, version, str(plain.get("source_member")),
+                        int(source_ts), plain, position, tuple(failed))  # fmt: skip
+
+    def _remember(self, decision: str) -> None:
+        self._seen[decision] = None
+        if len(self._seen) > self.config.dedupe_window:
+            self._seen.popitem(last=False)
+
+    def commit(self) -> None:
+        """Commit the offsets of everything yielded so far."""
+        self._consumer.commit()
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+
+    def __enter__(self) -> FeedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _plain(value: Any) -> Any:
+    """Decoded Avro values as JSON-friendly ones (UUIDs as text)."""
+    import uuid
+
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value

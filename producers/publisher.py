@@ -1,0 +1,138 @@
+"""The member's publishing SDK: typed events in, signed Avro records on its inbound topic.
+
+    publisher = Publisher(PublisherConfig(bootstrap="host:9092", member="platform-a",
+                                          signing_key=key, signing_kid="platform-a-sig-2026"))
+    publisher.publish(SellerIndicator.parse({...}))
+    publisher.flush()          # raises PublishError naming every record Kafka refused
+    publisher.close()
+
+Events are validated (and their identifiers normalized) by the models, encoded with the
+type's newest schema, signed (broker.signing) and sent with acks=all and idempotence.
+Indicators and everything that refers to one are keyed by the indicator's id, so an
+indicator and its retraction share a partition and reach the router in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from broker.catalog import SchemaCatalog
+from broker.codec import AvroCodec
+from broker.errors import ActionError, PublishError
+from broker.events import Event
+from broker.signing import sign_record
+from broker.topics import inbound_topic
+
+
+@dataclass(frozen=True)
+class PublisherConfig:
+    bootstrap: str
+    member: str
+    signing_key: Ed25519PrivateKey
+    signing_kid: str
+    #: Extra kafka-python producer settings (e.g. SASL credentials).
+    client: dict[str, Any] = field(default_factory=dict)
+    delivery_timeout_s: float = 60.0
+
+
+def record_key(record: dict[str, Any]) -> bytes:
+    """The partitioning key: the indicator an event is about, else its own id."""
+    for name in ("indicator_id", "report_id"):
+        if record.get(name):
+            return str(record[name]).encode()
+    return b""
+
+
+def record_id(record: dict[str, Any]) -> str:
+    for name in ("retraction_id", "sighting_id", "action_id", "indicator_id", "report_id"):
+        if record.get(name):
+            return str(record[name])
+    return "?"
+
+
+class Publisher:
+    def __init__(self, config: PublisherConfig, *, codec: AvroCodec | None = None) -> None:
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        self.config = config
+        self.topic = inbound_topic(config.member)
+        self.codec = codec or AvroCodec(SchemaCatalog.load())
+        self._failures: list[tuple[str, str]] = []
+        self.sent = 0
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=config.bootstrap,
+                client_id=f"{config.member}.publisher",
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=10,
+                max_request_size=1_100_000,
+                **config.client,
+            )
+        except KafkaError as exc:
+            raise ActionError(f"cannot reach Kafka at {config.bootstrap}: {exc}") from exc
+
+    def encode(self, event: Event) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+        """(key, value, headers) for ``event``: encoded and signed, not sent."""
+        if event.source_member != self.config.member:
+            raise ActionError(
+                f"{self.config.member} cannot publish an event whose source_member is "
+                f"{event.source_member}"
+            )
+        record = event.to_avro()
+        value = self.codec.encode(event.avro_type, record)
+        headers = sign_record(value, self.config.signing_key, self.config.signing_kid)
+        return record_key(record), value, headers
+
+    def publish(
+        self, event: Event, on_done: Callable[[str, str | None], None] | None = None
+    ) -> None:
+        """Send one event; ``on_done(record_id, error or None)`` runs when Kafka answers."""
+        key, value, headers = self.encode(event)
+        rid = record_id(event.to_avro())
+        future = self._producer.send(self.topic, value=value, key=key, headers=headers)
+        self.sent += 1
+
+        def ok(_: Any) -> None:
+            if on_done:
+                on_done(rid, None)
+
+        def failed(exc: BaseException) -> None:
+            self._failures.append((rid, f"{type(exc).__name__}: {exc}"))
+            if on_done:
+                on_done(rid, str(exc))
+
+        future.add_callback(ok)
+        future.add_errback(failed)
+
+    def flush(self) -> None:
+        """Wait for every send; PublishError names each record Kafka did not take."""
+        from kafka.errors import KafkaTimeoutError
+
+        try:
+            self._producer.flush(timeout=self.config.delivery_timeout_s)
+        except KafkaTimeoutError as exc:
+            timeout = self.config.delivery_timeout_s
+            message = f"records not acknowledged within {timeout:g} s"
+            raise PublishError(message, self._failures) from exc
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise PublishError(f"{len(failures)} record(s) not accepted by Kafka", failures)
+
+    def close(self) -> None:
+        self._producer.close(timeout=self.config.delivery_timeout_s)
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self.flush()
+        finally:
+            self.close()
