@@ -82,3 +82,18 @@ def new_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
         if created:
             admin.delete_topics(created, timeout_ms=30_000)
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def consortium_bootstrap(kafka_bootstrap: str) -> str:
+    """The session's Kafka with the example consortium's topics provisioned (checked
+    idempotent: provisioning twice creates nothing the second time)."""
+    from broker.policy.loader import load_policies
+    from broker.provision import provision_topics
+    from policies import POLICY_DIR
+
+    registry = load_policies(POLICY_DIR).registry
+    provision_topics(kafka_bootstrap, registry, partitions=3, dry_run=False)
+    again = provision_topics(kafka_bootstrap, registry, partitions=3, dry_run=False)
+    assert {o.action for o in again} == {"exists"}, "provisioning is idempotent"
+    return kafka_bootstrap

@@ -25,7 +25,6 @@ from broker.policy.engine import PolicySet
 from broker.policy.loader import load_policies
 from broker.policy.model import Treatment
 from broker.policy.treatments import MatchTokenKey
-from broker.provision import provision_topics
 from broker.signing import sign_record
 from policies import POLICY_DIR
 from tests.integration.routers import (
@@ -44,11 +43,8 @@ FEEDS = [f"action.feed.{m}" for m in MEMBERS]
 
 
 @pytest.fixture(scope="module")
-def bootstrap(kafka_bootstrap: str) -> str:
-    provision_topics(kafka_bootstrap, POLICIES.registry, partitions=3, dry_run=False)
-    again = provision_topics(kafka_bootstrap, POLICIES.registry, partitions=3, dry_run=False)
-    assert {o.action for o in again} == {"exists"}, "provisioning is idempotent"
-    return kafka_bootstrap
+def bootstrap(consortium_bootstrap: str) -> str:
+    return consortium_bootstrap
 
 
 @pytest.fixture

@@ -1,0 +1,271 @@
+"""Member-side pure code: imports with rejects, decryption, the analyst store and its
+correlation, the exports (STIX validated, MISP loaded by PyMISP), synthetic data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.events import SellerIndicator
+from broker.policy.demo_keys import demo_encryption_key, demo_match_secret
+from broker.policy.loader import load_policies
+from broker.policy.treatments import MatchTokenKey
+from consumers.export import export_csv, export_jsonl, export_misp, stix_bundle
+from consumers.feed_reader import Delivery, decrypt_fields
+from consumers.store import FeedStore
+from policies import POLICY_DIR
+from producers.importing import Accepted, Rejected, read_events
+from producers.synthetic import SYNTHETIC_LABEL, SyntheticData
+from tests.members import indicator, retraction
+
+POLICIES = load_policies(POLICY_DIR)
+KEY = MatchTokenKey(1, demo_match_secret())
+NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+BIN = Path(sys.executable).parent
+
+
+# --- imports --------------------------------------------------------------------------
+
+
+def test_jsonl_import_accepts_good_lines_and_names_each_bad_one(tmp_path: Path) -> None:
+    good = {"seller": {"account_id": "S-9", "email": "A@Shop.example"},
+            "product_categories": ["FOOTWEAR"], "confidence": 80}  # fmt: skip
+    lines = [
+        json.dumps(good),
+        "{not json",
+        json.dumps({**good, "confidence": 180}),
+        json.dumps({**good, "source_member": "platform-b"}),
+        "",
+        json.dumps([1, 2]),
+        json.dumps({**good, "tlp": "GREEN", "purpose": "FRAUD_PREVENTION"}),
+    ]
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    items = list(read_events(path, SellerIndicator, "platform-a", NOW))
+    accepted = [i for i in items if isinstance(i, Accepted)]
+    rejected = {i.line: i.reason for i in items if isinstance(i, Rejected)}
+    assert [a.line for a in accepted] == [1, 7]
+    assert accepted[0].event.seller.email == "a@shop.example", "normalized"
+    assert accepted[0].event.source_member == "platform-a"
+    assert set(rejected) == {2, 3, 4, 6}
+    assert "not JSON" in rejected[2]
+    assert "confidence" in rejected[3]
+    assert "published by 'platform-a'" in rejected[4]
+
+
+def test_csv_import_reads_dotted_and_list_columns(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text(
+        "seller.account_id,seller.email,seller.payment_accounts,seller.address.city,"
+        "seller.address.country,product_categories,confidence,hss,tlp\n"
+        "S-1,a@b.example,acct_1;acct_2,Putian,CN,FOOTWEAR;TOYS,90,true,GREEN\n"
+        "S-2,not-an-email,,,,FOOTWEAR,90,false,AMBER\n"
+        "S-3,too,few\n"
+    )
+    items = list(read_events(path, SellerIndicator, "platform-a", NOW))
+    (ok,) = [i for i in items if isinstance(i, Accepted)]
+    event = ok.event
+    assert event.seller.payment_accounts == ["acct_1", "acct_2"]
+    assert event.seller.addresses[0].city == "Putian"
+    assert [c.value for c in event.product_categories] == ["FOOTWEAR", "TOYS"]
+    assert event.hss is True
+    reasons = {i.line: i.reason for i in items if isinstance(i, Rejected)}
+    assert "seller.email" in reasons[3]
+    assert "3 columns where the header has 9" in reasons[4]
+
+
+def test_action_publish_dry_run_writes_rejects_and_exits_4(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.jsonl"
+    path.write_text('{"seller": {"account_id": "S-1"}, "product_categories": ["TOYS"], '
+                    '"confidence": 70}\n{"confidence": 1}\n')  # fmt: skip
+    done = subprocess.run(
+        [str(BIN / "action-publish"), "--member", "platform-a", "--demo-keys", "--dry-run",
+         "indicators", str(path), "-o", "json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    (summary,) = json.loads(done.stdout)
+    assert (summary["accepted"], summary["rejected"], summary["published"]) == (1, 1, 0)
+    rejects = [json.loads(line) for line in Path(summary["rejects"]).read_text().splitlines()]
+    assert rejects[0]["line"] == 2
+    assert rejects[0]["input"] == '{"confidence": 1}'
+    assert "product_categories" in rejects[0]["reason"]
+
+
+def test_action_publish_refuses_a_key_file_others_can_read(tmp_path: Path) -> None:
+    from broker.keys import write_private_key
+    from broker.policy.demo_keys import demo_signing_key
+
+    key = tmp_path / "key.pem"
+    write_private_key(key, demo_signing_key("platform-a"))
+    assert key.stat().st_mode & 0o777 == 0o600
+    key.chmod(0o644)
+    done = subprocess.run([str(BIN / "action-publish"), "--member", "platform-a",
+                           "--signing-key", str(key), "--dry-run", "retract",
+                           "7d5c0000-0000-4000-8000-000000000000", "--reason", "MISTAKE"],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 1
+    assert "readable by others" in done.stderr
+    assert "chmod 600" in done.stderr
+
+
+# --- decryption, store, correlation -------------------------------------------------------
+
+
+def _delivered(event: Any, recipient: str) -> Delivery:
+    record = event.to_avro()
+    decision = POLICIES.evaluate(record, event.avro_type, recipient, now=NOW, match_key=KEY)
+    assert decision.delivered, decision.reasons
+    plain = json.loads(json.dumps(decision.record, default=str))
+    failed = decrypt_fields(plain, demo_encryption_key(recipient), f"{recipient}-",
+                            decision.record_id)  # fmt: skip
+    return Delivery(event.avro_type, decision.record_id, decision.decision_id,
+                    decision.policy_version, plain["source_member"], 0, plain, "t/0@0",
+                    tuple(failed))  # fmt: skip
+
+
+def test_fields_encrypted_to_a_member_open_with_its_key_only() -> None:
+    event = indicator("payments-x", 1, purpose="FRAUD_PREVENTION")
+    delivery = _delivered(event, "platform-a")
+    assert delivery.record["seller"]["payment_accounts"] == ["acct_000001"]
+    record = POLICIES.evaluate(event.to_avro(), "SellerIndicator", "platform-a", now=NOW,
+                               match_key=KEY).record  # fmt: skip
+    assert record is not None
+    stolen = json.loads(json.dumps(record, default=str))
+    failed = decrypt_fields(stolen, demo_encryption_key("platform-b"), "platform-a-",
+                            str(record["indicator_id"]))  # fmt: skip
+    assert failed == ["seller.payment_accounts"]
+
+
+def _store_with_correlated_sellers(tmp_path: Path) -> tuple[FeedStore, list[Any]]:
+    store = FeedStore(tmp_path / "ipr.sqlite")
+    shared = {
+        "account_id": "S-77",
+        "email": "x@repeat.example",
+        "phone": "+8613800138000",
+        "country": "CN",
+    }  # the carrier's MOU passes the phone, not the e-mail
+    events = [
+        indicator("platform-a", 1, seller=shared),
+        indicator("payments-x", 2, seller={**shared, "account_id": "PX-1"},
+                  purpose="FRAUD_PREVENTION"),
+        indicator("express-carrier", 3, seller={"phone": "+8613800138000", "country": "CN"},
+                  hss=True, purpose="HEALTH_SAFETY"),
+        indicator("platform-a", 4, seller={"account_id": "LONER", "country": "CN"}),
+    ]  # fmt: skip
+    deliveries = [_delivered(e, "ipr-center") for e in events]
+    assert store.add(deliveries) == 4
+    assert store.add(deliveries) == 0, "a replayed delivery is ignored"
+    return store, events
+
+
+def test_the_store_correlates_sellers_across_sources_and_applies_retractions(
+    tmp_path: Path,
+) -> None:
+    store, events = _store_with_correlated_sellers(tmp_path)
+    (seller,) = store.sellers(2)
+    assert seller.sources == ("express-carrier", "payments-x", "platform-a")
+    assert len(seller.indicators) == 3
+    assert seller.hss
+    assert ("seller.email", "x@repeat.example") in seller.identifiers
+    assert len(store.sellers(1)) == 2
+    store.add([_delivered(retraction(events[1]), "ipr-center")])
+    (after,) = store.sellers(2)
+    assert after.sources == ("express-carrier", "platform-a")
+    assert store.counts()["retracted"] == 1
+    store.close()
+
+
+def test_match_tokens_correlate_where_clear_values_are_withheld(tmp_path: Path) -> None:
+    store = FeedStore(tmp_path / "b.sqlite")
+    same = {"email": "seller@twice.example", "country": "CN"}
+    store.add([_delivered(indicator("platform-b", 1, seller=same, tlp="GREEN"), "platform-a"),
+               _delivered(indicator("payments-x", 2, seller=same, purpose="FRAUD_PREVENTION"),
+                          "platform-a")])  # fmt: skip
+    (seller,) = store.sellers(2)
+    ((_, token),) = [i for i in seller.identifiers if i[0] == "seller.email"]
+    assert token.startswith("mt1.k1.")
+    assert "twice" not in json.dumps(seller.identifiers)
+    store.close()
+
+
+# --- exports ----------------------------------------------------------------------------
+
+
+def test_stix_export_validates_and_carries_tlp2_markings(tmp_path: Path) -> None:
+    from stix2validator import ValidationOptions, validate_string
+
+    store, _ = _store_with_correlated_sellers(tmp_path)
+    bundle = stix_bundle(store, exported_by="ipr-center")
+    text = bundle.serialize()
+    result = validate_string(text, ValidationOptions(version="2.1", strict=False))
+    assert result.is_valid, [str(e) for e in result.errors]
+    kinds = Counter(o["type"] for o in json.loads(text)["objects"])
+    assert kinds["sighting"] == 4
+    assert kinds["marking-definition"] >= 1
+    marking = next(o for o in json.loads(text)["objects"] if o["type"] == "marking-definition")
+    extension = marking["extensions"]["extension-definition--60a3c5c5-0d10-413e-aab3-9e08dde9e88d"]
+    assert extension["tlp_2_0"] in ("amber", "green", "clear", "amber+strict", "red")
+    store.close()
+
+
+def test_misp_feed_loads_with_pymisp(tmp_path: Path) -> None:
+    from pymisp import MISPEvent
+
+    store, _ = _store_with_correlated_sellers(tmp_path)
+    folder = tmp_path / "misp"
+    assert export_misp(store, folder, exported_by="ipr-center") == 4
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert len(manifest) == 4
+    hashes = (folder / "hashes.csv").read_text().splitlines()
+    for event_uuid in manifest:
+        event = MISPEvent()
+        event.load_file(str(folder / f"{event_uuid}.json"))
+        assert event.uuid == event_uuid
+        assert event.attributes
+        assert any(tag.name.startswith("tlp:") for tag in event.tags)
+        assert any(line.endswith(event_uuid) for line in hashes)
+    store.close()
+
+
+def test_jsonl_and_csv_exports(tmp_path: Path) -> None:
+    store, _ = _store_with_correlated_sellers(tmp_path)
+    assert export_jsonl(store, tmp_path / "out.jsonl") == 4
+    first = json.loads((tmp_path / "out.jsonl").read_text().splitlines()[0])
+    assert first["type"] == "SellerIndicator"
+    assert export_csv(store, tmp_path / "out.csv") == 4
+    assert (tmp_path / "out.csv").read_text().startswith("event_type,source,record_id")
+    store.close()
+
+
+# --- synthetic data ---------------------------------------------------------------------
+
+
+def test_synthetic_data_is_reproducible_labelled_and_shaped_like_fy2021() -> None:
+    members = ["platform-a", "platform-b", "payments-x"]
+    now = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+    first = SyntheticData(seed=7, now=now).stream(members, 600)
+    again = SyntheticData(seed=7, now=now).stream(members, 600)
+    assert [e.to_avro() for e in first] == [e.to_avro() for e in again]
+    assert all(SYNTHETIC_LABEL in (e.seller.display_name or "") for e in first)
+    categories = Counter(e.product_categories[0].value for e in first)
+    top_two = {c for c, _ in categories.most_common(2)}
+    assert top_two == {"WEARING_APPAREL_ACCESSORIES", "HANDBAGS_WALLETS"}
+    hss_share = sum(e.hss for e in first) / len(first)
+    assert 0.02 < hss_share < 0.15
+    sellers = Counter(e.seller.account_id for e in first)
+    assert sum(1 for n in sellers.values() if n > 1) >= 20, "sellers recur across members"
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_synthetic_seizures_are_valid(seed: int) -> None:
+    data = SyntheticData(seed=seed)
+    reports = [data.seizure("ipr-center", "brand-owner") for _ in range(50)]
+    assert all(r.to_avro()["quantity"] >= 1 for r in reports)
