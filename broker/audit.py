@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from broker.policy.decision import Decision
@@ -98,10 +98,30 @@ class ChainReport:
     entries: int
     chains: dict[str, int]  # chain -> last good seq
     problems: list[ChainProblem]
+    heads: dict[str, ChainHead] = field(default_factory=dict)  # the last good entry of each
 
     @property
     def intact(self) -> bool:
         return not self.problems
+
+    def check_committed(self, committed: Mapping[str, ChainHead]) -> None:
+        """Compare each chain's end with the head the router committed (offset metadata):
+        entries dropped from the end of a chain show only this way."""
+        broken = {p.chain for p in self.problems}
+        for chain, head in sorted(committed.items()):
+            if chain in broken or head.seq == 0:
+                continue
+            found = self.heads.get(chain, ChainHead(chain))
+            if found.seq < head.seq:
+                first, last = found.seq + 1, head.seq
+                missing = f"{first}..{last}" if last > first else str(last)
+                detail = f"entries {missing} were committed but are missing"
+                self.problems.append(ChainProblem(chain, "end of chain", first, "removed", detail))
+            elif found.seq == head.seq and found.hash != head.hash:
+                detail = f"entry {head.seq} is not the one the router committed"
+                self.problems.append(
+                    ChainProblem(chain, "end of chain", head.seq, "altered", detail)
+                )
 
 
 def verify_chains(entries: Iterable[tuple[str, Mapping[str, Any]]]) -> ChainReport:
@@ -117,7 +137,7 @@ def verify_chains(entries: Iterable[tuple[str, Mapping[str, Any]]]) -> ChainRepo
         count += 1
         chains.setdefault(str(entry.get("chain", "?")), []).append((position, entry))
     problems: list[ChainProblem] = []
-    last_good: dict[str, int] = {}
+    last_good: dict[str, ChainHead] = {}
     for chain, listed in chains.items():
         head = ChainHead(chain)
         seqs = [e.get("seq") for _, e in listed]
@@ -130,8 +150,8 @@ def verify_chains(entries: Iterable[tuple[str, Mapping[str, Any]]]) -> ChainRepo
                                              kind, detail))  # fmt: skip
                 break
             head = ChainHead(chain, head.seq + 1, str(entry["hash"]))
-        last_good[chain] = head.seq
-    return ChainReport(count, last_good, problems)
+        last_good[chain] = head
+    return ChainReport(count, {c: h.seq for c, h in last_good.items()}, problems, last_good)
 
 
 def _problem(

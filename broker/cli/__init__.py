@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from broker import __version__
+from broker.cli.audit import audit
 from broker.cli.kafka import kafka
 from broker.cli.output import run_command_line
 from broker.cli.router import provision, run
@@ -32,6 +33,7 @@ cli.add_command(schemas)
 cli.add_command(registry)
 cli.add_command(provision)
 cli.add_command(run)
+cli.add_command(audit)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -28,6 +29,7 @@ from broker.policy.treatments import MatchTokenKey
 from broker.signing import sign_record
 from policies import POLICY_DIR
 from tests.integration.routers import (
+    ACTION_BROKER,
     RouterProcess,
     TopicReader,
     metric_value,
@@ -369,3 +371,44 @@ def _assert_audit_chains_intact(bootstrap: str) -> None:
     report = verify_chains(entries)
     assert report.intact, report.problems[:3]
     assert report.entries == len(entries) > 0
+
+
+def test_audit_verify_names_a_removed_entry(
+    bootstrap: str, router: RouterProcess, new_topic: Any
+) -> None:
+    from kafka import KafkaProducer
+
+    events = mixed_stream(30)
+    publish(bootstrap, events)
+    reader = TopicReader(bootstrap, FEEDS)
+    wait_for(reader, set(expected_deliveries(POLICIES, events)), Counter(), 120)
+    reader.close()
+    assert router.stop() == 0, "stopped: the committed heads no longer move"
+    verify = [ACTION_BROKER, "audit", "verify", "--bootstrap-server", bootstrap, "-o", "json"]
+    intact = subprocess.run(verify, capture_output=True, text=True, check=False, timeout=600)
+    assert intact.returncode == 0, intact.stderr
+    rows = json.loads(intact.stdout)
+    assert rows
+    assert {r["status"] for r in rows} == {"intact"}
+    # A copy of the trail with one entry in the middle of a chain left out.
+    reader = TopicReader(bootstrap, ["action.audit"])
+    records = reader.read_until_quiet(quiet_s=3, limit_s=300)
+    reader.close()
+    chain_of = [json.loads(r.value)["chain"] for r in records]
+    longest = Counter(chain_of).most_common(1)[0][0]
+    victims = [i for i, c in enumerate(chain_of) if c == longest]
+    victim = victims[len(victims) // 2]
+    copy = new_topic(partitions=1)
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for index, record in enumerate(records):
+        if index != victim:
+            producer.send(copy, value=record.value, key=record.key)
+    producer.flush()
+    producer.close()
+    tampered = subprocess.run([*verify, "--topic", copy], capture_output=True, text=True,
+                              check=False, timeout=600)  # fmt: skip
+    assert tampered.returncode == 4, tampered.stderr
+    (bad,) = [r for r in json.loads(tampered.stdout) if r["status"] != "intact"]
+    seq = json.loads(records[victim].value)["seq"]
+    assert (bad["chain"], bad["status"]) == (longest, "removed")
+    assert f"entry {seq} missing before entry {seq + 1}" in bad["detail"]

@@ -268,3 +268,17 @@ def test_a_retraction_has_its_own_record_and_decision_id() -> None:
     withdrawn = retraction(original).to_avro()
     assert record_id_of(withdrawn) == str(withdrawn["retraction_id"])
     assert record_id_of(original.to_avro()) == str(original.to_avro()["indicator_id"])
+
+
+def test_entries_cut_from_the_end_show_against_the_committed_head() -> None:
+    entries = _chain(5)
+    committed = {"action.in.platform-a/0": ChainHead("action.in.platform-a/0", 5,
+                                                     entries[-1][1]["hash"])}  # fmt: skip
+    whole = verify_chains(entries)
+    whole.check_committed(committed)
+    assert whole.intact
+    cut = verify_chains(entries[:3])
+    cut.check_committed(committed)
+    (problem,) = cut.problems
+    assert (problem.kind, problem.seq) == ("removed", 4)
+    assert "entries 4..5 were committed but are missing" in problem.detail

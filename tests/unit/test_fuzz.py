@@ -1,0 +1,108 @@
+"""Hostile input: the policy loader, the importers and the router's core never crash; every
+bad input ends in a typed error, a rejected line or a dead letter."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from broker.errors import PolicyError
+from broker.events import SellerIndicator
+from broker.ledger import DeliveryLedger
+from broker.policy.demo_keys import demo_match_secret
+from broker.policy.loader import load_policies
+from broker.policy.treatments import MatchTokenKey
+from broker.routing import Inbound, RecordRouter
+from policies import POLICY_DIR
+from producers.importing import Accepted, Rejected, read_events
+from tests.members import CODEC, indicator, signed
+
+POLICIES = load_policies(POLICY_DIR)
+ROUTER = RecordRouter(POLICIES, CODEC, MatchTokenKey(1, demo_match_secret()))
+MOU_TEXT = (POLICY_DIR / "mou" / "platform-a.yaml").read_text()
+
+
+def _load_problems(folder: Path) -> list[str] | None:
+    """None when the folder loads, else the problems listed (any other exception fails)."""
+    try:
+        load_policies(folder)
+    except PolicyError as exc:
+        return exc.problems
+    return None
+
+
+yaml_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20),
+                         st.floats(allow_nan=False))  # fmt: skip
+yaml_values = st.recursive(
+    yaml_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+
+
+@given(position=st.integers(0, len(MOU_TEXT)), junk=st.text(max_size=30),
+       cut=st.integers(0, 40))  # fmt: skip
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_mangled_mou_is_a_policy_error_or_loads(position: int, junk: str, cut: int) -> None:
+    mangled = MOU_TEXT[:position] + junk + MOU_TEXT[position + cut :]
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "p"
+        shutil.copytree(POLICY_DIR, copy, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+        (copy / "mou" / "platform-a.yaml").write_text(mangled, encoding="utf-8")
+        problems = _load_problems(copy)
+        assert problems is None or problems, "every refusal lists its problems"
+        assert all("platform-a.yaml" in p or "members.yaml" in p for p in problems or [])
+
+
+@given(document=yaml_values)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_yaml_document_as_an_mou_is_handled(document: object) -> None:
+    import yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "p"
+        shutil.copytree(POLICY_DIR, copy, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+        (copy / "mou" / "platform-c.yaml").write_text(yaml.safe_dump(document))
+        problems = _load_problems(copy)
+        assert problems is None or problems
+
+
+@given(lines=st.lists(st.one_of(st.text(max_size=80), yaml_values.map(json.dumps)),
+                      max_size=8))  # fmt: skip
+@settings(max_examples=80, deadline=None)
+def test_importers_turn_every_line_into_an_event_or_a_rejection(lines: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for suffix in (".jsonl", ".csv"):
+            path = Path(tmp) / f"in{suffix}"
+            header = "seller.account_id,product_categories,confidence\n" if suffix == ".csv" else ""
+            path.write_text(header + "\n".join(line.replace("\r", " ") for line in lines) + "\n",
+                            encoding="utf-8")  # fmt: skip
+            now = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+            for item in read_events(path, SellerIndicator, "platform-a", now):
+                assert isinstance(item, Accepted | Rejected)
+                if isinstance(item, Rejected):
+                    assert item.reason
+
+
+@given(data=st.binary(max_size=400), flips=st.lists(st.integers(0, 10_000), max_size=6))
+@settings(max_examples=150, deadline=None)
+def test_the_router_core_dead_letters_any_garbage(data: bytes, flips: list[int]) -> None:
+    key, value, headers = signed(indicator("platform-a"))
+    mutated = bytearray(value)
+    for flip in flips:
+        mutated[flip % len(mutated)] ^= 0xFF
+    for candidate in (data, bytes(mutated), b"\x00\x00\x00\x00\x01" + data):
+        inbound = Inbound("action.in.platform-a", 0, 0, key, candidate, tuple(headers), 0)
+        routed = ROUTER.route(inbound, now=dt.datetime.now(dt.UTC), ledger=DeliveryLedger())
+        if candidate == value:
+            continue
+        assert routed.dead_letter is not None, "only the signed original may pass"
+        assert routed.dead_letter.reason
+        assert not routed.feeds
