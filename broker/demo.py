@@ -112,18 +112,13 @@ def _metric(metrics_url: str, name: str) -> float:
 
 
 def wait_routed(metrics_url: str, count: int, limit_s: float = 300) -> float:
-    """Until the router has read ``count`` records and committed them; how many it read."""
+    """Until the router has committed ``count`` inbound records; how many it committed."""
     deadline = time.monotonic() + limit_s
-    while _metric(metrics_url, "action_router_records_in_total") < count:
+    while _metric(metrics_url, "action_router_records_committed_total") < count:
         if time.monotonic() > deadline:
             break
-        time.sleep(0.5)
-    read_all = time.time()
-    while _metric(metrics_url, "action_router_last_commit_timestamp_seconds") < read_all:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    return _metric(metrics_url, "action_router_records_in_total")
+        time.sleep(0.3)
+    return _metric(metrics_url, "action_router_records_committed_total")
 
 
 def read_feeds(bootstrap: str, members: list[str], folder: Path) -> dict[str, list[Delivery]]:

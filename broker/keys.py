@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker.errors import ConfigError
-from broker.policy.demo_keys import demo_encryption_key, demo_signing_key
+from broker.policy.demo_keys import demo_encryption_key, demo_router_key, demo_signing_key
 from broker.policy.model import MemberRegistry
 
 
@@ -76,3 +76,19 @@ def newest_signing_kid(registry: MemberRegistry, member: str) -> str:
                 raise ConfigError(f"{member} has no signing key in members.yaml")
             return entry.signing_keys[-1].kid
     raise ConfigError(f"{member!r} is not a member of the consortium (members.yaml)")
+
+
+def router_signing_key(
+    registry: MemberRegistry, key_file: Path | None
+) -> tuple[str, Ed25519PrivateKey]:
+    """(kid, key) the router signs feed records with: the file's key under the registry's
+    newest router key id, or the demo key when no file is configured."""
+    if not registry.router_keys:
+        raise ConfigError("members.yaml lists no router_keys: readers could not verify feeds")
+    kid = registry.router_keys[-1].kid
+    if key_file is None:
+        return kid, demo_router_key()
+    key = _read_private(key_file)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"{key_file}: not an Ed25519 private key")
+    return kid, key

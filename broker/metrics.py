@@ -37,6 +37,10 @@ class RouterMetrics:
             "action_router_records_in", "Inbound records read, by source member and event type",
             ["source", "event_type"], registry=r,
         )  # fmt: skip
+        self.records_committed = Counter(
+            "action_router_records_committed", "Inbound records whose transaction committed",
+            registry=r,
+        )  # fmt: skip
         self.decisions = Counter(
             "action_router_decisions", "Policy decisions, by source, recipient and outcome",
             ["source", "recipient", "outcome"], registry=r,

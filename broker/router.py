@@ -34,6 +34,7 @@ from broker.audit import ChainHead, decision_entry
 from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
 from broker.errors import PolicyError, RouterError, TransactionTimeoutError
+from broker.keys import router_signing_key
 from broker.ledger import DeliveryLedger
 from broker.metrics import Health, RouterMetrics
 from broker.policy.demo_keys import demo_match_secret
@@ -120,8 +121,12 @@ class RouterService:
     # --- policies ---------------------------------------------------------------------
 
     def _compile(self, policy_set: PolicySet) -> RecordRouter:
+        router_key = router_signing_key(policy_set.registry, self.settings.router_signing_key_file)
+        if self.settings.router_signing_key_file is None:
+            log.warning("no ACTION_ROUTER_SIGNING_KEY_FILE: feed records carry the demo "
+                        "router key's signature")  # fmt: skip
         self.metrics.set_policy_version(policy_set.version)
-        return RecordRouter(policy_set, self.codec, self.match_key)
+        return RecordRouter(policy_set, self.codec, self.match_key, router_key=router_key)
 
     def _maybe_reload(self) -> None:
         """Reload on SIGHUP or when the folder's content changes; a folder that fails
@@ -359,6 +364,7 @@ class RouterService:
         self._heads.update(work.heads)
         self.ledger.commit()
         self.metrics.transactions.labels("committed").inc()
+        self.metrics.records_committed.inc(work.records)
         now_ms = time.time() * 1000
         self.metrics.last_success.set(now_ms / 1000)
         for timestamp in work.feed_timestamps:

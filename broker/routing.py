@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from broker.codec import AvroCodec
 from broker.errors import DecodeError, EncodeError, EventValidationError, ProvenanceError
 from broker.events import EVENT_TYPES
@@ -22,7 +24,7 @@ from broker.policy.decision import Decision, FieldDecision
 from broker.policy.engine import PolicySet
 from broker.policy.model import Treatment
 from broker.policy.treatments import MatchTokenKey
-from broker.signing import SignatureVerifier, header_map
+from broker.signing import SignatureVerifier, header_map, sign_feed_record
 from broker.topics import feed_topic, topic_owner
 
 # Headers on every feed record. The source is deliberately not among them: an anonymous
@@ -83,11 +85,14 @@ class RecordRouter:
         policy_set: PolicySet,
         codec: AvroCodec,
         match_key: MatchTokenKey,
+        *,
+        router_key: tuple[str, Ed25519PrivateKey] | None = None,
     ) -> None:
         self.policy_set = policy_set
         self.codec = codec
         self.match_key = match_key
         self.verifier = SignatureVerifier(policy_set.registry)
+        self.router_key = router_key  # (kid, key): signs every feed record
 
     def route(self, inbound: Inbound, *, now: dt.datetime, ledger: DeliveryLedger) -> Routed:
         owner = topic_owner(inbound.topic)
@@ -144,6 +149,9 @@ class RecordRouter:
             (RECORD_ID_HEADER, decision.record_id.encode()),
             (SOURCE_TIMESTAMP_HEADER, str(inbound.timestamp_ms).encode()),
         ]
+        if self.router_key is not None:
+            kid, key = self.router_key
+            headers += sign_feed_record(value, decision.decision_id, decision.recipient, key, kid)
         return FeedRecord(feed_topic(decision.recipient), decision.record_id.encode(), value,
                           headers)  # fmt: skip
 

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
         description="the consortium's match-token HMAC secret; unset uses the demo secret",
     )
     match_key_version: int = Field(default=1, ge=0)
+    router_signing_key_file: Path | None = Field(
+        default=None,
+        description="the router's Ed25519 key (PEM, 0600) for feed records; unset uses the "
+        "demo key",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -16,16 +16,67 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from broker.errors import ProvenanceError
-from broker.policy.model import MemberRegistry
+from broker.policy.model import MemberKey, MemberRegistry
 
 SIGNATURE_HEADER = "action.sig"
 KEY_ID_HEADER = "action.kid"
 _CONTEXT = b"action.record.v1\x00"
+# Feed records: the router signs what it delivered, bound to the decision and the recipient,
+# so a record cannot be moved into another member's feed or another decision's place.
+ROUTER_SIGNATURE_HEADER = "action.router-sig"
+ROUTER_KEY_ID_HEADER = "action.router-kid"
+_FEED_CONTEXT = b"action.feed.v1\x00"
 
 
 def sign_record(value: bytes, key: Ed25519PrivateKey, kid: str) -> list[tuple[str, bytes]]:
     """The headers that carry ``value``'s signature."""
     return [(KEY_ID_HEADER, kid.encode()), (SIGNATURE_HEADER, key.sign(_CONTEXT + value))]
+
+
+def _feed_message(value: bytes, decision_id: str, recipient: str) -> bytes:
+    return _FEED_CONTEXT + decision_id.encode() + b"\x00" + recipient.encode() + b"\x00" + value
+
+
+def sign_feed_record(value: bytes, decision_id: str, recipient: str, key: Ed25519PrivateKey,
+                     kid: str) -> list[tuple[str, bytes]]:  # fmt: skip
+    """The headers that carry the router's signature of one delivered record."""
+    signature = key.sign(_feed_message(value, decision_id, recipient))
+    return [(ROUTER_KEY_ID_HEADER, kid.encode()), (ROUTER_SIGNATURE_HEADER, signature)]
+
+
+def public_keys(keys: Iterable[MemberKey]) -> dict[str, Ed25519PublicKey]:
+    out = {}
+    for key in keys:
+        raw = base64.urlsafe_b64decode(key.public_key + "=" * (-len(key.public_key) % 4))
+        out[key.kid] = Ed25519PublicKey.from_public_bytes(raw)
+    return out
+
+
+def verify_feed_record(
+    value: bytes,
+    headers: Mapping[str, bytes],
+    decision_id: str,
+    recipient: str,
+    router_keys: Mapping[str, Ed25519PublicKey],
+) -> None:
+    """Check that the router delivered ``value`` to ``recipient`` under ``decision_id``."""
+    kid = headers.get(ROUTER_KEY_ID_HEADER, b"").decode("utf-8", "replace")
+    signature = headers.get(ROUTER_SIGNATURE_HEADER)
+    if not kid or not signature:
+        raise ProvenanceError("feed record is not signed by the router",
+                              reason="router_signature.missing")  # fmt: skip
+    key = router_keys.get(kid)
+    if key is None:
+        raise ProvenanceError(f"feed record signed with unknown router key {kid!r}",
+                              reason="router_signature.unknown_key")  # fmt: skip
+    try:
+        key.verify(signature, _feed_message(value, decision_id, recipient))
+    except InvalidSignature:
+        raise ProvenanceError(
+            "the router's signature does not verify: the record was altered, or delivered "
+            "to another member or under another decision",
+            reason="router_signature.invalid",
+        ) from None
 
 
 def header_map(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, bytes]:
@@ -39,9 +90,8 @@ class SignatureVerifier:
     def __init__(self, registry: MemberRegistry) -> None:
         self._keys: dict[str, tuple[str, Ed25519PublicKey]] = {}
         for member in registry.members:
-            for key in member.signing_keys:
-                raw = base64.urlsafe_b64decode(key.public_key + "=" * (-len(key.public_key) % 4))
-                self._keys[key.kid] = (member.id, Ed25519PublicKey.from_public_bytes(raw))
+            for kid, public_key in public_keys(member.signing_keys).items():
+                self._keys[kid] = (member.id, public_key)
 
     def verify(self, value: bytes, headers: Mapping[str, bytes], source: str) -> str:
         """Check that ``source`` signed ``value``; returns the key id, raises ProvenanceError."""

@@ -7,25 +7,28 @@
             reader.commit()         # at-least-once: commit after handling
 
 Reads ``action.feed.<member>`` with ``read_committed`` (only what the router committed),
-checks each record's routing metadata, decrypts the fields encrypted to this member and
-drops any duplicate delivery by its decision id. Offsets are committed only when asked, so
-a restarted reader resumes after the last record its caller handled.
+checks that the router signed each record for this member under its decision id (the
+``action.router-sig`` header, keys from members.yaml), decrypts the fields encrypted to
+this member and drops any duplicate delivery by its decision id. Offsets are committed
+only when asked, so a restarted reader resumes after the last record its caller handled.
 """
 
 from __future__ import annotations
 
 import base64
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
-from broker.errors import ActionError, DecodeError
+from broker.errors import ActionError, DecodeError, ProvenanceError
 from broker.policy.decision import decision_id_for
+from broker.policy.loader import load_policies
 from broker.policy.treatments import ENCRYPTED_PREFIX, HPKE_SUITE
 from broker.routing import (
     DECISION_ID_HEADER,
@@ -34,7 +37,8 @@ from broker.routing import (
     RECORD_ID_HEADER,
     SOURCE_TIMESTAMP_HEADER,
 )
-from broker.signing import header_map
+from broker.settings import load_settings
+from broker.signing import header_map, public_keys, verify_feed_record
 from broker.topics import feed_topic
 
 
@@ -47,6 +51,9 @@ class FeedReaderConfig:
     from_beginning: bool = True  # where a new group starts
     client: dict[str, Any] = field(default_factory=dict)  # e.g. SASL settings
     dedupe_window: int = 100_000  # decision ids remembered to drop duplicates
+    #: The router's public keys (members.yaml router_keys); every record must carry a
+    #: signature by one of them. Default: the keys of the configured policy folder.
+    router_keys: Mapping[str, Ed25519PublicKey] | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,10 @@ class FeedReader:
         self.config = config
         self.codec = codec or AvroCodec(SchemaCatalog.load())
         self.topic = feed_topic(config.member)
+        self.router_keys = config.router_keys
+        if self.router_keys is None:
+            registry = load_policies(load_settings().policy_dir).registry
+            self.router_keys = public_keys(registry.router_keys)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.duplicates = 0
         self.rejected: list[tuple[str, str]] = []  # (position, why)
@@ -164,6 +175,12 @@ class FeedReader:
             return None
         if claimed in self._seen:
             self.duplicates += 1
+            return None
+        try:
+            verify_feed_record(record.value, headers, claimed, self.config.member,
+                               self.router_keys or {})  # fmt: skip
+        except ProvenanceError as exc:
+            self.rejected.append((position, exc.message))
             return None
         try:
             decoded = self.codec.decode(record.value).record

@@ -37,3 +37,8 @@ def public_b64(key: Ed25519PrivateKey | X25519PrivateKey) -> str:
 def demo_match_secret() -> bytes:
     """The example consortium's match-token secret (public: demo and tests only)."""
     return _seed("consortium", "match-token")
+
+
+def demo_router_key() -> Ed25519PrivateKey:
+    """The example consortium's router signing key (public: demo and tests only)."""
+    return Ed25519PrivateKey.from_private_bytes(_seed("router", "signing"))

@@ -100,6 +100,10 @@ class MemberRegistry(_Strict):
     """``policies/members.yaml``: who is in the consortium."""
 
     members: tuple[Member, ...] = Field(min_length=1)
+    router_keys: tuple[MemberKey, ...] = Field(
+        default=(),
+        description="Ed25519 keys the consortium's router signs feed records with, newest last",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> MemberRegistry:

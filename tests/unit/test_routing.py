@@ -282,3 +282,30 @@ def test_entries_cut_from_the_end_show_against_the_committed_head() -> None:
     (problem,) = cut.problems
     assert (problem.kind, problem.seq) == ("removed", 4)
     assert "entries 4..5 were committed but are missing" in problem.detail
+
+
+def test_the_router_signs_each_feed_record_for_its_recipient_and_decision() -> None:
+    from broker.keys import router_signing_key
+    from broker.signing import public_keys, verify_feed_record
+
+    signer = RecordRouter(POLICIES, CODEC, KEY,
+                          router_key=router_signing_key(POLICIES.registry, None))  # fmt: skip
+    routed = route(inbound("action.in.platform-a", *signed(indicator(tlp="GREEN"))),
+                   router=signer)  # fmt: skip
+    keys = public_keys(POLICIES.registry.router_keys)
+    feed = routed.feeds[0]
+    headers = header_map(feed.headers)
+    recipient = feed.topic.removeprefix("action.feed.")
+    decision = headers[DECISION_ID_HEADER].decode()
+    verify_feed_record(feed.value, headers, decision, recipient, keys)
+    elsewhere = next(m for m in POLICIES.members if m not in (recipient, "platform-a"))
+    wrong = [
+        (feed.value, headers, decision, elsewhere, "router_signature.invalid"),
+        (feed.value + b"x", headers, decision, recipient, "router_signature.invalid"),
+        (feed.value, headers, "0" * 32, recipient, "router_signature.invalid"),
+        (feed.value, {}, decision, recipient, "router_signature.missing"),
+    ]
+    for value, hdrs, dec, member, reason in wrong:
+        with pytest.raises(ProvenanceError) as info:
+            verify_feed_record(value, hdrs, dec, member, keys)
+        assert info.value.reason == reason
