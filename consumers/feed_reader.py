@@ -26,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
-from broker.errors import ActionError, DecodeError, ProvenanceError
+from broker.errors import ActionError, DecodeError, EventValidationError, ProvenanceError
+from broker.events import Event, parse_event
 from broker.policy.decision import decision_id_for
 from broker.policy.loader import load_policies
 from broker.policy.treatments import ENCRYPTED_PREFIX, HPKE_SUITE
@@ -69,6 +70,15 @@ class Delivery:
     record: dict[str, Any]
     position: str  # topic/partition@offset
     undecryptable: tuple[str, ...] = ()  # fields encrypted to someone else, or corrupt
+
+    def event(self) -> Event | None:
+        """The delivery as its typed event model, or None when the MOUs changed values
+        into forms the model rejects (match tokens, masks, generalized addresses): those
+        are no longer the seller's identifiers, so :attr:`record` is the way to read them."""
+        try:
+            return parse_event(self.event_type, self.record)
+        except EventValidationError:
+            return None
 
 
 def decrypt_fields(record: dict[str, Any], key: X25519PrivateKey | None, kid_prefix: str,

@@ -131,6 +131,13 @@ def _delivered(event: Any, recipient: str) -> Delivery:
                     tuple(failed))  # fmt: skip
 
 
+def test_deliveries_become_typed_events_where_values_are_in_clear() -> None:
+    full = _delivered(indicator("platform-a", 5), "ipr-center").event()
+    assert isinstance(full, SellerIndicator)
+    assert full.seller.email == "seller5@shop.example"
+    assert _delivered(indicator("platform-a", 5), "platform-b").event() is None, "tokens"
+
+
 def test_fields_encrypted_to_a_member_open_with_its_key_only() -> None:
     event = indicator("payments-x", 1, purpose="FRAUD_PREVENTION")
     delivery = _delivered(event, "platform-a")
