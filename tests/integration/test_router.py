@@ -380,7 +380,7 @@ def test_exactly_once_when_the_router_is_killed_repeatedly(bootstrap: str, tmp_p
 def test_exactly_once_with_aborted_transactions_and_two_instances(
     bootstrap: str, tmp_path: Path
 ) -> None:
-    events = mixed_stream(6_000)
+    events = mixed_stream(4_000)
     expected = set(expected_deliveries(POLICIES, events))
     ids = {str(e.to_avro()["indicator_id"]) for e in events}
     watcher = FeedWatcher(bootstrap, ids)
