@@ -216,7 +216,7 @@ class Event(_Model):
     def to_avro(self) -> dict[str, Any]:
         """The record as the codec writes it (enums as symbols, UUIDs as text)."""
         record = self.model_dump(mode="python")
-        return _avro_values(record)  # type: ignore[no-any-return]
+        return avro_values(record)  # type: ignore[no-any-return]
 
     @classmethod
     def from_avro(cls, record: dict[str, Any]) -> Self:
@@ -239,11 +239,13 @@ class Event(_Model):
             ) from None
 
 
-def _avro_values(value: Any) -> Any:
+def avro_values(value: Any) -> Any:
+    """Plain values as the codec writes them and JSON carries them: enums as symbols,
+    UUIDs as text."""
     if isinstance(value, dict):
-        return {k: _avro_values(v) for k, v in value.items()}
+        return {k: avro_values(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_avro_values(v) for v in value]
+        return [avro_values(v) for v in value]
     if isinstance(value, StrEnum):
         return value.value
     if isinstance(value, uuid.UUID):

@@ -7,7 +7,9 @@ that others can read is refused, with the chmod that fixes it. Keys are never lo
 from __future__ import annotations
 
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -43,30 +45,37 @@ def write_private_key(path: Path, key: Ed25519PrivateKey | X25519PrivateKey) -> 
     path.write_bytes(pem)
 
 
-def signing_key(member: str, key_file: Path | None, *, demo: bool) -> Ed25519PrivateKey:
+K = TypeVar("K", Ed25519PrivateKey, X25519PrivateKey)
+_KIND_NAMES: dict[type, str] = {Ed25519PrivateKey: "Ed25519", X25519PrivateKey: "X25519"}
+
+
+def _key_from_file(key_file: Path, kind: type) -> Any:
+    key = _read_private(key_file)
+    if not isinstance(key, kind):
+        raise ConfigError(f"{key_file}: not an {_KIND_NAMES[kind]} private key")
+    return key
+
+
+def _member_key(member: str, key_file: Path | None, demo: bool, kind: type,
+                demo_key: Callable[[str], K], option: str, purpose: str) -> K:  # fmt: skip
     if key_file is not None:
-        key = _read_private(key_file)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ConfigError(f"{key_file}: not an Ed25519 private key")
+        key: K = _key_from_file(key_file, kind)
         return key
     if demo:
-        return demo_signing_key(member)
-    raise ConfigError(f"no signing key for {member}",
-                      hint="pass --signing-key FILE (PEM), or --demo-keys for the example "
+        return demo_key(member)
+    raise ConfigError(f"no {purpose} key for {member}",
+                      hint=f"pass {option} FILE (PEM), or --demo-keys for the example "
                       "consortium")  # fmt: skip
+
+
+def signing_key(member: str, key_file: Path | None, *, demo: bool) -> Ed25519PrivateKey:
+    return _member_key(member, key_file, demo, Ed25519PrivateKey, demo_signing_key,
+                       "--signing-key", "signing")  # fmt: skip
 
 
 def encryption_key(member: str, key_file: Path | None, *, demo: bool) -> X25519PrivateKey:
-    if key_file is not None:
-        key = _read_private(key_file)
-        if not isinstance(key, X25519PrivateKey):
-            raise ConfigError(f"{key_file}: not an X25519 private key")
-        return key
-    if demo:
-        return demo_encryption_key(member)
-    raise ConfigError(f"no encryption key for {member}",
-                      hint="pass --encryption-key FILE (PEM), or --demo-keys for the example "
-                      "consortium")  # fmt: skip
+    return _member_key(member, key_file, demo, X25519PrivateKey, demo_encryption_key,
+                       "--encryption-key", "encryption")  # fmt: skip
 
 
 def newest_signing_kid(registry: MemberRegistry, member: str) -> str:
@@ -88,7 +97,4 @@ def router_signing_key(
     kid = registry.router_keys[-1].kid
     if key_file is None:
         return kid, demo_router_key()
-    key = _read_private(key_file)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError(f"{key_file}: not an Ed25519 private key")
-    return kid, key
+    return kid, _key_from_file(key_file, Ed25519PrivateKey)

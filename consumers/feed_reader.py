@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
 from broker.errors import ActionError, DecodeError, EventValidationError, ProvenanceError
-from broker.events import Event, parse_event
+from broker.events import Event, avro_values, parse_event
 from broker.policy.decision import decision_id_for
 from broker.policy.loader import load_policies
 from broker.policy.treatments import ENCRYPTED_PREFIX, HPKE_SUITE
@@ -198,7 +198,7 @@ class FeedReader:
             self.rejected.append((position, exc.message))
             return None
         self._remember(claimed)
-        plain = _plain(decoded)
+        plain = avro_values(decoded)  # UUIDs as text, like the records the engine decides on
         failed = decrypt_fields(plain, self.config.encryption_key, f"{self.config.member}-",
                                 record_id)  # fmt: skip
         source_ts = headers.get(SOURCE_TIMESTAMP_HEADER, b"0").decode() or "0"
@@ -222,16 +222,3 @@ class FeedReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _plain(value: Any) -> Any:
-    """Decoded Avro values as JSON-friendly ones (UUIDs as text)."""
-    import uuid
-
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return value

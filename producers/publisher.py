@@ -24,6 +24,7 @@ from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
 from broker.errors import ActionError, PublishError
 from broker.events import Event
+from broker.policy.engine import record_id_of
 from broker.signing import sign_record
 from broker.topics import inbound_topic
 
@@ -45,13 +46,6 @@ def record_key(record: dict[str, Any]) -> bytes:
         if record.get(name):
             return str(record[name]).encode()
     return b""
-
-
-def record_id(record: dict[str, Any]) -> str:
-    for name in ("retraction_id", "sighting_id", "action_id", "indicator_id", "report_id"):
-        if record.get(name):
-            return str(record[name])
-    return "?"
 
 
 class Publisher:
@@ -79,6 +73,10 @@ class Publisher:
 
     def encode(self, event: Event) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
         """(key, value, headers) for ``event``: encoded and signed, not sent."""
+        _, key, value, headers = self._encode(event)
+        return key, value, headers
+
+    def _encode(self, event: Event) -> tuple[dict[str, Any], bytes, bytes, list[tuple[str, bytes]]]:
         if event.source_member != self.config.member:
             raise ActionError(
                 f"{self.config.member} cannot publish an event whose source_member is "
@@ -87,14 +85,14 @@ class Publisher:
         record = event.to_avro()
         value = self.codec.encode(event.avro_type, record)
         headers = sign_record(value, self.config.signing_key, self.config.signing_kid)
-        return record_key(record), value, headers
+        return record, record_key(record), value, headers
 
     def publish(
         self, event: Event, on_done: Callable[[str, str | None], None] | None = None
     ) -> None:
         """Send one event; ``on_done(record_id, error or None)`` runs when Kafka answers."""
-        key, value, headers = self.encode(event)
-        rid = record_id(event.to_avro())
+        record, key, value, headers = self._encode(event)
+        rid = record_id_of(record)
         future = self._producer.send(self.topic, value=value, key=key, headers=headers)
         self.sent += 1
 

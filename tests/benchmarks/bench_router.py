@@ -117,7 +117,8 @@ def latency(bootstrap: str, rate: int, seconds: int, group: str) -> tuple[float,
     service = RouterService(settings, bootstrap, RouterMetrics())
     worker = threading.Thread(target=service.run, daemon=True)
     worker.start()
-    time.sleep(3)  # joined and assigned
+    while not service.health.ready:  # joined the group, producer initialized
+        time.sleep(0.1)
     reader = TopicReader(bootstrap, ["action.feed.ipr-center"])
     reader.read_until_quiet(quiet_s=1)  # skip what earlier phases delivered
     events = [indicator("platform-a", i) for i in range(rate * seconds)]

@@ -3,7 +3,6 @@ SIGKILL and aborted transactions, dead letters, retractions, reloads, metrics.""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 import shutil
@@ -20,12 +19,11 @@ from typing import Any
 import pytest
 
 from broker.audit import verify_chains
+from broker.demo import expected_deliveries
 from broker.events import Event
-from broker.policy.demo_keys import demo_match_secret, demo_signing_key
-from broker.policy.engine import PolicySet
+from broker.policy.demo_keys import demo_signing_key
 from broker.policy.loader import load_policies
 from broker.policy.model import Treatment
-from broker.policy.treatments import MatchTokenKey
 from broker.signing import sign_record
 from policies import POLICY_DIR
 from tests.integration.routers import (
@@ -39,7 +37,6 @@ from tests.integration.routers import (
 from tests.members import CODEC, indicator, mixed_stream, retraction, signed, signing_kid
 
 POLICIES = load_policies(POLICY_DIR)
-KEY = MatchTokenKey(1, demo_match_secret())
 MEMBERS = [m.id for m in POLICIES.registry.members]
 FEEDS = [f"action.feed.{m}" for m in MEMBERS]
 
@@ -54,18 +51,6 @@ def router(bootstrap: str, tmp_path: Path) -> Iterator[RouterProcess]:
     process = RouterProcess(bootstrap, tmp_path).start().wait_ready()
     yield process
     process.stop()
-
-
-def expected_deliveries(policies: PolicySet, events: list[Event]) -> dict[tuple[str, str], Any]:
-    """(recipient, record id) -> the record the engine delivers, for every delivery."""
-    now = dt.datetime.now(dt.UTC)
-    out = {}
-    for event in events:
-        record = event.to_avro()
-        for decision in policies.evaluate_all(record, event.avro_type, now=now, match_key=KEY):
-            if decision.delivered:
-                out[(decision.recipient, decision.record_id)] = decision.record
-    return out
 
 
 def feed_key(record: Any) -> tuple[str, str]:
