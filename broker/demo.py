@@ -29,13 +29,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from broker.connection import KafkaConnection
 from broker.events import Event, RetractionReason, parse_event
 from broker.localkafka import LocalCluster
 from broker.policy.demo_keys import demo_encryption_key, demo_match_secret, demo_signing_key
 from broker.policy.engine import PolicySet
 from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
-from broker.provision import provision_topics
+from broker.provision import Consortium
 from broker.settings import load_settings
 from consumers.feed_reader import Delivery, FeedReader, FeedReaderConfig, decrypt_fields
 from consumers.store import FeedStore
@@ -68,22 +69,24 @@ def build_stream(policies: PolicySet, count: int, seed: int) -> list[Event]:
     return events
 
 
-def publish_all(bootstrap: str, policies: PolicySet, events: list[Event]) -> None:
+def publish_all(consortium: Consortium, policies: PolicySet, events: list[Event]) -> None:
     by_member: dict[str, list[Event]] = {}
     for event in events:
         by_member.setdefault(event.source_member, []).append(event)
     for member, mine in by_member.items():
-        config = PublisherConfig(
-            bootstrap, member, demo_signing_key(member), _kid(policies, member)
-        )
+        kafka = consortium.member(member)
+        config = PublisherConfig(kafka.bootstrap, member, demo_signing_key(member),
+                                 _kid(policies, member), client=kafka.security())  # fmt: skip
         with Publisher(config) as publisher:
             for event in mine:
                 publisher.publish(event)
         console.print(f"  {member:<16} published {len(mine)} events")
 
 
-def start_router(bootstrap: str, log: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
-    env = {**os.environ, "ACTION_KAFKA_BOOTSTRAP": bootstrap, "ACTION_METRICS_PORT": str(port)}
+def start_router(
+    kafka: KafkaConnection, log: Path, port: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    env = {**os.environ, **kafka.environment(), "ACTION_METRICS_PORT": str(port)}
     command = [str(Path(sys.executable).parent / "action-broker"), "run"]
     with log.open("wb") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -121,11 +124,15 @@ def wait_routed(metrics_url: str, count: int, limit_s: float = 300) -> float:
     return _metric(metrics_url, "action_router_records_committed_total")
 
 
-def read_feeds(bootstrap: str, members: list[str], folder: Path) -> dict[str, list[Delivery]]:
+def read_feeds(
+    consortium: Consortium, members: list[str], folder: Path
+) -> dict[str, list[Delivery]]:
     feeds = {}
     for member in members:
-        config = FeedReaderConfig(bootstrap, member, demo_encryption_key(member),
-                                  group_id=f"demo.{member}.{int(time.time())}")  # fmt: skip
+        kafka = consortium.member(member)
+        config = FeedReaderConfig(kafka.bootstrap, member, demo_encryption_key(member),
+                                  group_id=f"{member}.demo.{int(time.time())}",
+                                  client=kafka.security())  # fmt: skip
         with FeedReader(config) as reader:
             deliveries = list(reader.deliveries(idle_timeout_s=3))
             reader.commit()
@@ -243,20 +250,22 @@ def main() -> None:
     router = None
     try:
         console.print("starting a local Apache Kafka ...")
-        bootstrap = cluster.up(nodes=1).bootstrap
-        provision_topics(bootstrap, policies.registry, partitions=3, dry_run=False)
-        console.print(f"Kafka at {bootstrap}; topics provisioned; starting the router ...")
+        cluster.up(nodes=1)
+        consortium = Consortium.provision(cluster.connection(), policies.registry,
+                                          folder / "credentials")  # fmt: skip
+        console.print(f"Kafka at {consortium.admin}: topics, SCRAM users and ACLs provisioned; "
+                      "starting the router ...")  # fmt: skip
         port = 0 if args.check else args.metrics_port
-        router, metrics_url = start_router(bootstrap, folder / "router.log", port)
+        router, metrics_url = start_router(consortium.router, folder / "router.log", port)
         events = build_stream(policies, args.events, args.seed)
         console.print(f"publishing {len(events)} synthetic events, signed by their members:")
-        publish_all(bootstrap, policies, events)
+        publish_all(consortium, policies, events)
         routed = wait_routed(metrics_url, len(events))
         dead = _metric(metrics_url, "action_router_dlq_records_total")
         console.print(f"routed {routed:.0f} of {len(events)} ({dead:.0f} dead letters); "
                       "reading every member's feed")  # fmt: skip
         members = [m.id for m in policies.registry.members]
-        feeds = read_feeds(bootstrap, members, folder)
+        feeds = read_feeds(consortium, members, folder)
         summary = Table("recipient", "deliveries", "indicators", "retractions", "seizures",
                         title="what each member received")  # fmt: skip
         for member, deliveries in feeds.items():

@@ -33,6 +33,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from broker.audit import ChainHead, decision_entry
 from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
+from broker.connection import KafkaConnection
 from broker.errors import PolicyError, RouterError, TransactionTimeoutError
 from broker.keys import router_signing_key
 from broker.ledger import DeliveryLedger
@@ -87,9 +88,9 @@ def match_key_from(settings: Settings) -> MatchTokenKey:
 
 
 class RouterService:
-    def __init__(self, settings: Settings, bootstrap: str, metrics: RouterMetrics) -> None:
+    def __init__(self, settings: Settings, kafka: KafkaConnection, metrics: RouterMetrics) -> None:
         self.settings = settings
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.metrics = metrics
         self.health = Health()
         self.catalog = SchemaCatalog.load()
@@ -156,7 +157,7 @@ class RouterService:
 
     def _new_consumer(self) -> KafkaConsumer:
         consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **self.kafka.client_config(),
             group_id=self.settings.router_group,
             client_id=f"{self.transactional_id}.consumer",
             enable_auto_commit=False,
@@ -175,7 +176,7 @@ class RouterService:
 
     def _new_producer(self) -> KafkaProducer:
         producer = KafkaProducer(
-            bootstrap_servers=self.bootstrap,
+            **self.kafka.client_config(),
             client_id=f"{self.transactional_id}.producer",
             transactional_id=self.transactional_id,
             transaction_timeout_ms=self.settings.router_transaction_timeout_ms,
@@ -201,7 +202,7 @@ class RouterService:
 
     def _new_ledger_reader(self) -> KafkaConsumer:
         return KafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **self.kafka.client_config(),
             client_id=f"{self.transactional_id}.ledger",
             group_id=None,
             enable_auto_commit=False,
@@ -232,15 +233,15 @@ class RouterService:
     # --- the loop ---------------------------------------------------------------------
 
     def run(self) -> int:
-        log.info("router %s starting: policies %s, bootstrap %s", self.transactional_id,
-                 self.core.policy_set.version, self.bootstrap)  # fmt: skip
+        log.info("router %s starting: policies %s, Kafka %s", self.transactional_id,
+                 self.core.policy_set.version, self.kafka)  # fmt: skip
         try:
             self._ledger_reader = self._new_ledger_reader()
             self._producer = self._new_producer()
             self._consumer = self._new_consumer()
         except kafka_errors.KafkaError as exc:
             self.close()
-            raise RouterError(f"cannot connect to Kafka at {self.bootstrap}: {exc}") from exc
+            raise RouterError(f"cannot connect to Kafka at {self.kafka}: {exc}") from exc
         last_policy_check = last_lag = time.monotonic()
         try:
             while not self._stop.is_set():

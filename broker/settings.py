@@ -67,6 +67,18 @@ class Settings(BaseSettings):
         default=None,
         description="host:port of an existing Kafka cluster; when unset, tools use the local one",
     )
+    kafka_security_protocol: str = Field(
+        default="SASL_PLAINTEXT",
+        pattern=r"^(PLAINTEXT|SASL_PLAINTEXT|SASL_SSL|SSL)$",
+        description="how clients reach ACTION_KAFKA_BOOTSTRAP (the local cluster says itself)",
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None, description="SCRAM-SHA-512 user; unset with the local cluster: its admin"
+    )
+    kafka_sasl_password: SecretStr | None = Field(default=None)
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="PEM CA bundle that signed the brokers' certificates"
+    )
     kafka_version: str = Field(default=KAFKA_VERSION, description="Apache Kafka release to fetch")
     kafka_home: Path | None = Field(
         default=None,
@@ -83,6 +95,17 @@ class Settings(BaseSettings):
     # --- the router (action-broker run) --------------------------------------------------
     policy_dir: Path = Field(default=POLICY_DIR, description="the policy folder in force")
     router_group: str = Field(default="action-router", description="consumer group id")
+    router_user: str = Field(
+        default="action-router",
+        pattern=r"^[A-Za-z0-9._-]{1,80}$",
+        description="the router's SCRAM user (principal User:<name>); provisioning grants it "
+        "the inbound, feed, audit, DLQ and ledger topics and the transactional ids <group>.*",
+    )
+    credentials_dir: Path | None = Field(
+        default=None,
+        description="where provisioning keeps the SCRAM passwords it creates, one 0600 file "
+        "per user (default: <cache_dir>/credentials)",
+    )
     router_instance: str = Field(
         default="0",
         pattern=r"^[A-Za-z0-9_-]{1,40}$",
@@ -118,6 +141,14 @@ class Settings(BaseSettings):
         description="the router's Ed25519 key (PEM, 0600) for feed records; unset uses the "
         "demo key",
     )
+
+    @property
+    def router_principal(self) -> str:
+        return f"User:{self.router_user}"
+
+    @property
+    def credentials_folder(self) -> Path:
+        return self.credentials_dir or self.cache_dir / "credentials"
 
     @classmethod
     def settings_customise_sources(

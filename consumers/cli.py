@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from broker.cli.output import emit_rows, info, output_option, run_command_line
-from broker.cli.router import bootstrap_option, resolve_bootstrap
+from broker.cli.router import bootstrap_option, resolve_kafka
 from broker.keys import encryption_key
 from broker.settings import load_settings
 from consumers.export import formats, write_export
@@ -50,8 +50,9 @@ def cli(ctx: click.Context, bootstrap: str | None, member: str, key_file: Path |
         key = encryption_key(member, key_file, demo=demo_keys) if key_file or demo_keys else None
         if key is None:
             info("no encryption key: fields encrypted to you stay encrypted")
-        return FeedReader(FeedReaderConfig(resolve_bootstrap(bootstrap, settings), member, key,
-                                           group_id=group))  # fmt: skip
+        kafka = resolve_kafka(bootstrap, settings)
+        return FeedReader(FeedReaderConfig(kafka.bootstrap, member, key, group_id=group,
+                                           client=kafka.security()))  # fmt: skip
 
     ctx.obj = _Context(member, store_path or Path(f"{member}.feed.sqlite"), make_reader)
 

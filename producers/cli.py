@@ -14,7 +14,7 @@ import click
 from rich.progress import Progress
 
 from broker.cli.output import emit_rows, info, output_option, run_command_line
-from broker.cli.router import bootstrap_option, resolve_bootstrap
+from broker.cli.router import bootstrap_option, resolve_kafka
 from broker.errors import ConfigError, EventValidationError
 from broker.events import (
     EnforcementAction,
@@ -67,7 +67,8 @@ def cli(ctx: click.Context, bootstrap: str | None, member: str, key_file: Path |
     kid = kid or newest_signing_kid(registry, member)
 
     def make_publisher() -> Publisher:
-        return Publisher(PublisherConfig(resolve_bootstrap(bootstrap, settings), member, key, kid))
+        kafka = resolve_kafka(bootstrap, settings)
+        return Publisher(PublisherConfig(kafka.bootstrap, member, key, kid, client=kafka.security()))
 
     ctx.obj = _Context(member, make_publisher, dry_run)
 

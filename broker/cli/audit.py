@@ -12,21 +12,22 @@ from rich.progress import Progress
 
 from broker.audit import ChainHead, ChainReport, verify_chains
 from broker.cli.output import emit_rows, info, output_option
-from broker.cli.router import bootstrap_option, resolve_bootstrap
+from broker.cli.router import bootstrap_option, resolve_kafka
+from broker.connection import KafkaConnection
 from broker.settings import load_settings
 from broker.topics import AUDIT_TOPIC
 
 EXIT_TAMPERED = 4
 
 
-def read_audit(bootstrap: str, topic: str) -> list[tuple[str, dict[str, Any]]]:
+def read_audit(kafka: KafkaConnection, topic: str) -> list[tuple[str, dict[str, Any]]]:
     """Every committed entry of the audit topic, in partition order; unreadable entries
     are kept as an empty entry so verification names them."""
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **kafka.client_config(),
         group_id=None,
         isolation_level="read_committed",
         enable_auto_commit=False,
@@ -35,7 +36,7 @@ def read_audit(bootstrap: str, topic: str) -> list[tuple[str, dict[str, Any]]]:
     partitions = [TopicPartition(topic, p) for p in numbers]
     if not partitions:
         consumer.close()
-        raise click.ClickException(f"topic {topic} not found at {bootstrap}")
+        raise click.ClickException(f"topic {topic} not found at {kafka}")
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)
     end = consumer.end_offsets(partitions)
@@ -59,11 +60,11 @@ def read_audit(bootstrap: str, topic: str) -> list[tuple[str, dict[str, Any]]]:
     return entries
 
 
-def committed_heads(bootstrap: str, group: str) -> dict[str, ChainHead]:
+def committed_heads(kafka: KafkaConnection, group: str) -> dict[str, ChainHead]:
     """The chain heads the router committed as offset metadata, per inbound partition."""
     from kafka.admin import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="action-audit-verify")
+    admin = KafkaAdminClient(**kafka.client_config(), client_id="action-audit-verify")
     try:
         offsets = admin.list_group_offsets({group: None}).get(group, {})
     finally:
@@ -90,7 +91,7 @@ def verify(bootstrap: str | None, topic: str, group: str | None, output_format: 
     Also compares each chain's end with the head the router committed, so entries cut
     from the end show. Exit 0 when intact, 4 when tampered."""
     settings = load_settings()
-    address = resolve_bootstrap(bootstrap, settings)
+    address = resolve_kafka(bootstrap, settings)
     report: ChainReport = verify_chains(read_audit(address, topic))
     report.check_committed(committed_heads(address, group or settings.router_group))
     problems = {p.chain: p for p in report.problems}

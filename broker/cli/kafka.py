@@ -57,6 +57,12 @@ def fetch() -> None:
     help="Broker port of node 1 (node N uses port+N-1). Default: free ports.",
 )
 @click.option("--fresh", is_flag=True, help="Delete the cluster's data and start anew.")
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Clients connect with SASL_SSL (certificates from a new local CA) instead of "
+    "SASL_PLAINTEXT. Fixed when the cluster is created.",
+)
 @click.option("--dry-run", is_flag=True, help="Say what would be done, change nothing.")
 @output_option
 @name_option
@@ -65,12 +71,16 @@ def up(
     nodes: int,
     port: int | None,
     fresh: bool,
+    tls: bool,
     dry_run: bool,
     output_format: str,
     name: str,
     data_dir: Path | None,
 ) -> None:
-    """Start the cluster (formatting it on first use) and print its bootstrap address."""
+    """Start the cluster (formatting it on first use) and print its bootstrap address.
+
+    The cluster authenticates every client (SCRAM-SHA-512) and denies what no ACL allows;
+    its super user is `admin`, with the password in <data-dir>/admin.password."""
     cluster, settings = _cluster(name, data_dir)
     if dry_run:
         action = "replace" if fresh else "start (creating it if absent)"
@@ -86,7 +96,7 @@ def up(
         else f"starting {nodes}-node Kafka in {cluster.data_dir} ..."
     )
     started = time.monotonic()
-    state = cluster.up(nodes=nodes, port=port, fresh=fresh)
+    state = cluster.up(nodes=nodes, port=port, fresh=fresh, tls=tls)
     info(
         f"Kafka {state.kafka_version} is up after {time.monotonic() - started:.1f}s "
         f"(logs: action-broker kafka logs --data-dir {cluster.data_dir})"
@@ -100,10 +110,11 @@ def up(
                     "bootstrap": state.bootstrap,
                     "cluster_id": state.cluster_id,
                     "nodes": len(state.nodes),
+                    "security_protocol": state.security_protocol,
                     "data_dir": str(cluster.data_dir),
                 }
             ],
-            ["bootstrap", "cluster_id", "nodes", "data_dir"],
+            ["bootstrap", "cluster_id", "nodes", "security_protocol", "data_dir"],
             output_format,
         )
 
@@ -143,7 +154,7 @@ def status(output_format: str, name: str, data_dir: Path | None) -> None:
     nodes = cluster.status()
     rows = []
     for node in nodes:
-        serving = node.running and node.node_id in live_broker_ids(f"127.0.0.1:{node.port}")
+        serving = node.running and node.node_id in live_broker_ids(cluster.connection(node.node_id))
         rows.append(
             {
                 "node": node.node_id,
@@ -205,7 +216,14 @@ def _follow(paths: list[Path]) -> None:
 @name_option
 @data_dir_option
 def show_state(name: str, data_dir: Path | None) -> None:
-    """Print cluster.json (ids, ports, cluster id) for scripts."""
+    """Print cluster.json (ids, ports, cluster id, security) for scripts; the admin password
+    is not printed, only the file that holds it."""
     cluster, _ = _cluster(name, data_dir)
     state = cluster.state()
-    click.echo(json.dumps({**json.loads(state.to_json()), "bootstrap": state.bootstrap}))
+    extra: dict[str, str] = {"bootstrap": state.bootstrap}
+    if state.security_protocol != "PLAINTEXT":
+        extra["sasl_username"] = "admin"
+        extra["sasl_password_file"] = str(cluster.data_dir / "admin.password")
+    if state.security_protocol == "SASL_SSL":
+        extra["ssl_cafile"] = str(cluster.tls_files.ca_cert)
+    click.echo(json.dumps({**json.loads(state.to_json()), **extra}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -12,7 +13,8 @@ from typing import TYPE_CHECKING
 import click
 
 from broker.cli.output import emit_rows, info, output_option
-from broker.errors import ClusterNotRunningError
+from broker.connection import KafkaConnection, connection_from_settings
+from broker.errors import ClusterNotRunningError, ConfigError
 from broker.localkafka import LocalCluster
 from broker.policy.loader import load_policies
 from broker.settings import Settings, load_settings
@@ -30,11 +32,13 @@ policies_option = click.option(
 )  # fmt: skip
 
 
-def resolve_bootstrap(explicit: str | None, settings: Settings) -> str:
-    if explicit:
-        return explicit
-    if settings.kafka_bootstrap:
-        return settings.kafka_bootstrap
+def resolve_kafka(explicit: str | None, settings: Settings) -> KafkaConnection:
+    """The Kafka to talk to: ``--bootstrap-server`` or ACTION_KAFKA_BOOTSTRAP with the
+    ACTION_KAFKA_* security settings, else the local cluster, as its admin unless
+    ACTION_KAFKA_SASL_USERNAME names another user."""
+    address = explicit or settings.kafka_bootstrap
+    if address:
+        return connection_from_settings(address, settings)
     local = LocalCluster(settings.cache_dir / "clusters" / "default", settings)
     if not local.exists():
         raise ClusterNotRunningError(
@@ -42,7 +46,18 @@ def resolve_bootstrap(explicit: str | None, settings: Settings) -> str:
             hint="pass --bootstrap-server, set ACTION_KAFKA_BOOTSTRAP, or start the local "
             "cluster with `action-broker kafka up`",
         )
-    return local.state().bootstrap
+    connection = local.connection()
+    if settings.kafka_sasl_username and connection.uses_sasl:
+        password = settings.kafka_sasl_password
+        if password is None:
+            raise ConfigError(
+                f"ACTION_KAFKA_SASL_USERNAME is {settings.kafka_sasl_username} but no password "
+                "is set",
+                hint="set ACTION_KAFKA_SASL_PASSWORD",
+            )
+        connection = connection.as_user(settings.kafka_sasl_username,
+                                         password.get_secret_value())  # fmt: skip
+    return connection
 
 
 @click.command()
@@ -50,27 +65,47 @@ def resolve_bootstrap(explicit: str | None, settings: Settings) -> str:
 @policies_option
 @click.option("--partitions", type=click.IntRange(1, 1000), default=3, show_default=True,
               help="Partitions of each new topic.")  # fmt: skip
-@click.option("--dry-run", is_flag=True, help="List what would be created, change nothing.")
+@click.option("--credentials-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where new SCRAM passwords are written, one 0600 file per user "
+              "(default: ACTION_CREDENTIALS_DIR, else <cache>/credentials).")  # fmt: skip
+@click.option("--rotate-credentials", is_flag=True,
+              help="Give every member and the router a new SCRAM password.")  # fmt: skip
+@click.option("--topics-only", is_flag=True,
+              help="Create topics only: no users, no ACLs (for a cluster without an "
+              "authorizer).")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="List what would change, change nothing.")
 @output_option
-def provision(bootstrap: str | None, policy_dir: Path | None, partitions: int, dry_run: bool,
-              output_format: str) -> None:  # fmt: skip
+def provision(bootstrap: str | None, policy_dir: Path | None, partitions: int,
+              credentials_dir: Path | None, rotate_credentials: bool, topics_only: bool,
+              dry_run: bool, output_format: str) -> None:  # fmt: skip
     """Create the inbound, feed, audit, dead-letter and ledger topics for every member in
-    the registry (idempotent: existing topics are reported, not changed). Replication is
-    3 with min.insync.replicas 2 on a cluster of 3 or more brokers, else 1."""
-    settings = load_settings()
+    the registry (existing topics are reported, not changed); replication is 3 with
+    min.insync.replicas 2 on a cluster of 3 or more brokers, else 1. Then a SCRAM user for
+    every member and the router, and exactly the ACLs the registry implies: missing ones
+    are created, those of a member removed from the registry are deleted. Idempotent;
+    run it as a super user."""
+    settings = load_settings(credentials_dir=credentials_dir)
     registry = load_policies(policy_dir or settings.policy_dir).registry
-    from broker.provision import provision_topics
+    from broker.provision import provision_access, provision_topics
 
-    outcomes = provision_topics(resolve_bootstrap(bootstrap, settings), registry,
-                                partitions=partitions, dry_run=dry_run)  # fmt: skip
-    emit_rows([o.to_row() for o in outcomes], ["topic", "action", "partitions", "replication"],
-              output_format)  # fmt: skip
-    created = sum(o.action in ("created", "would-create") for o in outcomes)
-    short = [o.topic for o in outcomes if o.action == "too-few-partitions"]
-    info(f"{created} topic(s) {'to create' if dry_run else 'created'}, "
-         f"{len(outcomes) - created} already there")  # fmt: skip
+    kafka = resolve_kafka(bootstrap, settings)
+    topics = provision_topics(kafka, registry, partitions=partitions, dry_run=dry_run)
+    access = [] if topics_only else provision_access(
+        kafka, registry, router_principal=settings.router_principal,
+        router_group=settings.router_group, credentials_dir=settings.credentials_folder,
+        rotate=rotate_credentials, dry_run=dry_run,
+    )  # fmt: skip
+    rows = [o.to_row() for o in topics] + [o.to_row() for o in access if o.action != "exists"]
+    emit_rows(rows, ["kind", "name", "detail", "action"], output_format)
+    short = [o.topic for o in topics if o.action == "too-few-partitions"]
     if short:
         info(f"fewer partitions than asked (not changed): {', '.join(short)}")
+    tally = Counter(f"topics {o.action}" for o in topics)
+    tally.update(f"{o.kind}s {o.action}" for o in access)
+    info(
+        "; ".join(f"{n} {what}" for what, n in sorted(tally.items()))
+        + ("" if topics_only else f"; passwords in {settings.credentials_folder}")
+    )
 
 
 @click.command()
@@ -109,7 +144,7 @@ def run(bootstrap: str | None, policy_dir: Path | None, instance: str | None,
     from broker.router import RouterService
 
     metrics = RouterMetrics()
-    service = RouterService(settings, resolve_bootstrap(bootstrap, settings), metrics)
+    service = RouterService(settings, resolve_kafka(bootstrap, settings), metrics)
     for request in early:
         service.request_stop() if request == "stop" else service.request_reload()
     _, port = serve(metrics, service.health, settings.metrics_host, settings.metrics_port)

@@ -3,12 +3,20 @@
 Each node is one JVM running ``kafka.Kafka`` as a combined broker and controller on
 127.0.0.1. A cluster lives in one folder::
 
-    <data_dir>/cluster.json          ids, ports, cluster id (fixed at first start)
+    <data_dir>/cluster.json          ids, ports, cluster id, security (fixed at first start)
+    <data_dir>/admin.password        the SCRAM password of the super user ``admin`` (0600)
+    <data_dir>/tls/                  CA certificate and broker key+chain, with ``--tls``
     <data_dir>/node-<id>/            server.properties, log4j2.properties, data/,
                                      kafka.log (stdout+stderr of the JVM), kafka.pid
 
 Ports and the cluster id are kept across restarts, so a node that a test hard-kills can
 be started again with the same identity and rejoin the quorum.
+
+Secured like a production cluster: clients authenticate with SCRAM-SHA-512 over
+SASL_PLAINTEXT (SASL_SSL with ``--tls``) and the StandardAuthorizer denies anything no
+ACL allows. The super user ``admin`` is created at format time (``--add-scram``); the
+controllers talk SASL/PLAIN among themselves with the same admin identity, because
+SCRAM credentials live in the metadata log the controllers have not read yet at boot.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -28,11 +37,17 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from broker.connection import KafkaConnection
 from broker.errors import BrokerStartError, ClusterNotRunningError, LocalKafkaError, PortInUseError
 from broker.localkafka.distribution import KafkaDistribution, find_java, resolve_distribution
+from broker.localkafka.tls import TlsFiles, create_local_pki
 from broker.settings import Settings
 
 _STATE_FILE = "cluster.json"
+_ADMIN_PASSWORD_FILE = "admin.password"  # noqa: S105 - a file name, not a password
+#: The super user of a local cluster; every other principal needs ACLs.
+ADMIN_USER = "admin"
+_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 _LOG_TAIL_LINES = 30
 _MAIN_CLASS = "kafka.Kafka"
 
@@ -68,6 +83,8 @@ class ClusterState:
     cluster_id: str
     kafka_version: str
     nodes: tuple[NodeState, ...]
+    #: How clients connect: SASL_PLAINTEXT, or SASL_SSL for a cluster made with ``--tls``.
+    security_protocol: str = "SASL_PLAINTEXT"
 
     @property
     def bootstrap(self) -> str:
@@ -87,7 +104,13 @@ class ClusterState:
     def from_json(cls, text: str) -> ClusterState:
         raw = json.loads(text)
         nodes = tuple(NodeState(**n) for n in raw["nodes"])
-        return cls(cluster_id=raw["cluster_id"], kafka_version=raw["kafka_version"], nodes=nodes)
+        return cls(
+            cluster_id=raw["cluster_id"],
+            kafka_version=raw["kafka_version"],
+            nodes=nodes,
+            # Clusters made before security existed are open; `kafka up --fresh` secures them.
+            security_protocol=raw.get("security_protocol", "PLAINTEXT"),
+        )
 
 
 @dataclass(frozen=True)
@@ -127,7 +150,47 @@ def ensure_port_free(port: int, what: str) -> None:
             ) from exc
 
 
-def server_properties(state: ClusterState, node: NodeState, data_dir: Path) -> str:
+def _security_properties(state: ClusterState, admin_password: str, tls: TlsFiles) -> dict[str, str]:
+    """SASL (SCRAM for clients and brokers, PLAIN for controllers), TLS, and the authorizer."""
+    if state.security_protocol == "PLAINTEXT":
+        return {
+            "inter.broker.listener.name": "CLIENT",
+            "listener.security.protocol.map": "CLIENT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        }
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
+    plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
+    admin = f'username="{ADMIN_USER}" password="{admin_password}"'
+    lines = {
+        "inter.broker.listener.name": "CLIENT",
+        "listener.security.protocol.map": (
+            f"CLIENT:{state.security_protocol},CONTROLLER:SASL_PLAINTEXT"
+        ),
+        "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.client.scram-sha-512.sasl.jaas.config": f"{scram} required {admin};",
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": (
+            f'{plain} required {admin} user_{ADMIN_USER}="{admin_password}";'
+        ),
+        "authorizer.class.name": _AUTHORIZER,
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": f"User:{ADMIN_USER}",
+    }
+    if state.security_protocol == "SASL_SSL":
+        lines |= {
+            "listener.name.client.ssl.keystore.type": "PEM",
+            "listener.name.client.ssl.keystore.location": str(tls.server_pem),
+            "listener.name.client.ssl.truststore.type": "PEM",
+            "listener.name.client.ssl.truststore.location": str(tls.ca_cert),
+            "listener.name.client.ssl.endpoint.identification.algorithm": "https",
+        }
+    return lines
+
+
+def server_properties(
+    state: ClusterState, node: NodeState, data_dir: Path, admin_password: str, tls: TlsFiles
+) -> str:
     """The broker configuration of one node; durable settings when there are 3+ nodes."""
     voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in state.nodes)
     replicas = min(len(state.nodes), 3)
@@ -136,11 +199,10 @@ def server_properties(state: ClusterState, node: NodeState, data_dir: Path) -> s
         "process.roles": "broker,controller",
         "node.id": str(node.node_id),
         "controller.quorum.voters": voters,
-        "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
+        "listeners": f"CLIENT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+        "advertised.listeners": f"CLIENT://127.0.0.1:{node.port}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        **_security_properties(state, admin_password, tls),
         "log.dirs": str(data_dir),
         # Topics are created on purpose (provisioning, tests), never by a typo'd producer.
         "auto.create.topics.enable": "false",
@@ -208,13 +270,13 @@ def _quiet_kafka_client_logs() -> Iterator[None]:
         logger.setLevel(previous)
 
 
-def live_broker_ids(bootstrap: str, timeout_s: float = 5.0) -> set[int]:
+def live_broker_ids(kafka: KafkaConnection, timeout_s: float = 5.0) -> set[int]:
     """Ids of the unfenced brokers a metadata request reports, or an empty set."""
     # The only Kafka client imports of this module; kept local so `--help` stays fast.
     from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaConfigurationError, KafkaError
 
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    host, _, port = kafka.bootstrap.split(",")[0].rpartition(":")
     try:  # a refused TCP connect answers "not yet" in microseconds
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError:
@@ -222,7 +284,7 @@ def live_broker_ids(bootstrap: str, timeout_s: float = 5.0) -> set[int]:
     with _quiet_kafka_client_logs():
         try:
             admin = KafkaAdminClient(
-                bootstrap_servers=bootstrap,
+                **kafka.client_config(),
                 request_timeout_ms=int(timeout_s * 1000),
                 bootstrap_timeout_ms=int(timeout_s * 1000),
                 client_id="action-broker-readiness",
@@ -277,6 +339,34 @@ class LocalCluster:
     def node_dir(self, node_id: int) -> Path:
         return self.data_dir / f"node-{node_id}"
 
+    @property
+    def tls_files(self) -> TlsFiles:
+        return TlsFiles(self.data_dir / "tls")
+
+    def admin_password(self) -> str:
+        try:
+            return (self.data_dir / _ADMIN_PASSWORD_FILE).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise LocalKafkaError(
+                f"cannot read the admin password of the cluster in {self.data_dir}: {exc.strerror}",
+                hint="recreate the cluster with `action-broker kafka up --fresh`",
+            ) from exc
+
+    def connection(self, node_id: int | None = None) -> KafkaConnection:
+        """How to reach the cluster (or one node of it) as its super user ``admin``."""
+        state = self.state()
+        address = f"127.0.0.1:{state.node(node_id).port}" if node_id else state.bootstrap
+        tls = state.security_protocol == "SASL_SSL"
+        if state.security_protocol == "PLAINTEXT":
+            return KafkaConnection(address)
+        return KafkaConnection(
+            address,
+            security_protocol=state.security_protocol,
+            username=ADMIN_USER,
+            password=self.admin_password(),
+            ssl_cafile=str(self.tls_files.ca_cert) if tls else None,
+        )
+
     def log_path(self, node_id: int) -> Path:
         return self.node_dir(node_id) / "kafka.log"
 
@@ -321,8 +411,12 @@ class LocalCluster:
 
     # --- lifecycle ----------------------------------------------------------------------
 
-    def up(self, nodes: int = 1, port: int | None = None, fresh: bool = False) -> ClusterState:
-        """Start every node that is not running; create and format the cluster on first use."""
+    def up(
+        self, nodes: int = 1, port: int | None = None, fresh: bool = False, tls: bool = False
+    ) -> ClusterState:
+        """Start every node that is not running; create and format the cluster on first use.
+
+        ``tls`` makes the client listener SASL_SSL (it is SASL_PLAINTEXT otherwise)."""
         if fresh:
             self.down()
             self.purge()
@@ -339,8 +433,13 @@ class LocalCluster:
                     f"not {port}",
                     hint="add --fresh to replace it, or drop --port",
                 )
+            if tls != (state.security_protocol == "SASL_SSL"):
+                raise LocalKafkaError(
+                    f"the cluster in {self.data_dir} uses {state.security_protocol}",
+                    hint="add --fresh to replace it, or match its --tls setting",
+                )
         else:
-            state = self._create(nodes, port)
+            state = self._create(nodes, port, tls)
         to_start = [n for n in state.nodes if not self.node_running(n.node_id)]
         for node in to_start:
             ensure_port_free(node.port, f"broker port of node {node.node_id}")
@@ -359,7 +458,7 @@ class LocalCluster:
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
 
-    def _create(self, nodes: int, port: int | None) -> ClusterState:
+    def _create(self, nodes: int, port: int | None, tls: bool) -> ClusterState:
         if nodes < 1:
             raise LocalKafkaError(f"--nodes must be at least 1, got {nodes}")
         if port is not None:
@@ -376,8 +475,15 @@ class LocalCluster:
             cluster_id=new_cluster_id(),
             kafka_version=self.distribution.version,
             nodes=node_states,
+            security_protocol="SASL_SSL" if tls else "SASL_PLAINTEXT",
         )
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        password_file = self.data_dir / _ADMIN_PASSWORD_FILE
+        password_file.touch(mode=0o600, exist_ok=True)
+        password_file.chmod(0o600)
+        password_file.write_text(secrets.token_hex(24) + "\n", encoding="utf-8")
+        if tls:
+            create_local_pki(self.tls_files.folder)
         for node in state.nodes:
             self._format(state, node)
         (self.data_dir / _STATE_FILE).write_text(state.to_json(), encoding="utf-8")
@@ -403,13 +509,21 @@ class LocalCluster:
         node_dir = self.node_dir(node.node_id)
         node_dir.mkdir(parents=True, exist_ok=True)
         config = node_dir / "server.properties"
-        config.write_text(server_properties(state, node, node_dir / "data"), encoding="utf-8")
+        password = self.admin_password()
+        # It holds the admin password: readable by the owner only.
+        config.touch(mode=0o600, exist_ok=True)
+        config.write_text(
+            server_properties(state, node, node_dir / "data", password, self.tls_files),
+            encoding="utf-8",
+        )
         (node_dir / "log4j2.properties").write_text(_LOG4J2_PROPERTIES, encoding="utf-8")
         cmd = self._java_command(
             "kafka.tools.StorageTool", node,
             "format", "-t", state.cluster_id, "-c", str(config),
             # KIP-966: eligible leader replicas, so a shrinking ISR never elects a lossy leader.
             "--feature", "eligible.leader.replicas.version=1",
+            # The super user exists from the first boot; members are added by provisioning.
+            "--add-scram", f"SCRAM-SHA-512=[name={ADMIN_USER},password={password}]",
         )  # fmt: skip
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if result.returncode != 0:
@@ -449,10 +563,7 @@ class LocalCluster:
                     )
             # Ask each node itself: the cluster's metadata can still list a node that was
             # just killed as unfenced until its session times out.
-            if all(
-                node_id in live_broker_ids(f"127.0.0.1:{state.node(node_id).port}")
-                for node_id in node_ids
-            ):
+            if all(node_id in live_broker_ids(self.connection(node_id)) for node_id in node_ids):
                 return
             if time.monotonic() > deadline:
                 slowest = min(node_ids)

@@ -94,6 +94,11 @@ class Member(_Strict):
     principal: str = Field(pattern=r"^User:[A-Za-z0-9._-]+$", description="Kafka principal")
     signing_keys: tuple[MemberKey, ...] = Field(default=(), description="Ed25519, newest last")
     encryption_keys: tuple[MemberKey, ...] = Field(default=(), description="X25519, newest last")
+    reads_audit: bool = Field(
+        default=False,
+        description="may read the audit topic and the router's committed chain heads (the "
+        "IPR Center's analysts, who oversee the consortium)",
+    )
 
 
 class MemberRegistry(_Strict):

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import json
 import socket
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from broker.errors import (
 from broker.localkafka import ClusterState, LocalCluster, NodeState
 from broker.localkafka.cluster import ensure_port_free, new_cluster_id, server_properties
 from broker.localkafka.distribution import fetch_from_maven, resolve_distribution
+from broker.localkafka.tls import TlsFiles, create_local_pki
 from broker.settings import load_settings
 
 
@@ -30,12 +33,17 @@ def _state(nodes: int) -> ClusterState:
     )
 
 
+def _server_props(state: ClusterState, node: int = 0) -> dict[str, str]:
+    tls = TlsFiles(Path("/tls"))
+    return _props(server_properties(state, state.nodes[node], Path("/data"), "s3cret", tls))
+
+
 def test_single_node_properties() -> None:
     state = _state(1)
-    props = _props(server_properties(state, state.nodes[0], Path("/data")))
+    props = _server_props(state)
     assert props["process.roles"] == "broker,controller"
     assert props["controller.quorum.voters"] == "1@127.0.0.1:9101"
-    assert props["listeners"] == "PLAINTEXT://127.0.0.1:9001,CONTROLLER://127.0.0.1:9101"
+    assert props["listeners"] == "CLIENT://127.0.0.1:9001,CONTROLLER://127.0.0.1:9101"
     assert props["offsets.topic.replication.factor"] == "1"
     assert props["min.insync.replicas"] == "1"
     assert props["auto.create.topics.enable"] == "false"
@@ -43,7 +51,7 @@ def test_single_node_properties() -> None:
 
 def test_three_node_properties_are_durable() -> None:
     state = _state(3)
-    props = _props(server_properties(state, state.nodes[1], Path("/data")))
+    props = _server_props(state, 1)
     assert props["node.id"] == "2"
     assert props["controller.quorum.voters"] == (
         "1@127.0.0.1:9101,2@127.0.0.1:9102,3@127.0.0.1:9103"
@@ -58,6 +66,53 @@ def test_three_node_properties_are_durable() -> None:
     assert props["min.insync.replicas"] == "2"
     assert props["transaction.state.log.min.isr"] == "2"
     assert props["unclean.leader.election.enable"] == "false"
+
+
+def test_clusters_are_secured_by_default() -> None:
+    """SCRAM for clients and brokers, the StandardAuthorizer denying what no ACL allows,
+    and only the admin as super user."""
+    props = _server_props(_state(1))
+    assert (
+        props["listener.security.protocol.map"] == "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+    )
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
+    assert props["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["super.users"] == "User:admin"
+    assert 'password="s3cret"' in props["listener.name.client.scram-sha-512.sasl.jaas.config"]
+    assert not any(key.startswith("listener.name.client.ssl.") for key in props)
+
+
+def test_tls_cluster_uses_a_pem_key_store_with_hostname_checks() -> None:
+    state = dataclasses.replace(_state(1), security_protocol="SASL_SSL")
+    props = _server_props(state)
+    assert props["listener.security.protocol.map"].startswith("CLIENT:SASL_SSL,")
+    assert props["listener.name.client.ssl.keystore.type"] == "PEM"
+    assert props["listener.name.client.ssl.keystore.location"] == "/tls/broker.pem"
+    assert props["listener.name.client.ssl.truststore.location"] == "/tls/ca.pem"
+    assert props["listener.name.client.ssl.endpoint.identification.algorithm"] == "https"
+
+
+def test_local_pki_issues_a_broker_certificate_for_localhost(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    files = create_local_pki(tmp_path / "tls")
+    ca = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    chain = x509.load_pem_x509_certificates(files.server_pem.read_bytes())
+    assert files.server_pem.stat().st_mode & 0o077 == 0, "the key file is private"
+    assert b"PRIVATE KEY" in files.server_pem.read_bytes()
+    leaf = chain[0]
+    leaf.verify_directly_issued_by(ca)
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in names.get_values_for_type(x509.DNSName)
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+
+
+def test_clusters_from_before_security_stay_open() -> None:
+    old = json.loads(_state(1).to_json())
+    del old["security_protocol"]
+    assert ClusterState.from_json(json.dumps(old)).security_protocol == "PLAINTEXT"
 
 
 def test_state_round_trips_and_names_bootstrap() -> None:

@@ -1,0 +1,144 @@
+"""Who may touch which Kafka resource: the ACLs the member registry implies.
+
+Pure: computes the desired set of ALLOW bindings; :mod:`broker.provision` compares it
+with the cluster and creates or deletes the difference. Everything else is denied by the
+brokers' StandardAuthorizer (``allow.everyone.if.no.acl.found=false``).
+
+The rules, and the pitfalls they avoid:
+
+* A member writes only its own inbound topic and reads only its own feed. Topics are
+  granted by LITERAL name, so ``platform-a`` gets nothing of ``platform-ab``.
+* A member's consumer groups are the PREFIXED pattern ``<member>.``: the delimiter
+  keeps ``platform-a.`` from matching ``platform-ab.feed``. READ on a group lets a
+  principal join it and take its partitions, so nobody gets READ on anyone else's group,
+  the router's included.
+* Only the router's principal reads inbound topics and writes feeds, audit, dead-letter
+  and ledger topics, and only it may use transactional ids ``<router group>.``: whoever
+  may write a transactional id can fence the producer that holds it.
+* Members with ``reads_audit`` (the IPR Center) also read the audit topic and describe
+  the router's group, whose committed offsets carry the audit chain heads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from broker.errors import PolicyError
+from broker.policy.model import MemberRegistry
+from broker.topics import AUDIT_TOPIC, DLQ_TOPIC, LEDGER_TOPIC, feed_topic, inbound_topic
+
+TOPIC = "TOPIC"
+GROUP = "GROUP"
+TRANSACTIONAL_ID = "TRANSACTIONAL_ID"
+LITERAL = "LITERAL"
+PREFIXED = "PREFIXED"
+#: Every consortium topic starts with this; a principal holding an ACL on one is managed
+#: by provisioning, so a member removed from the registry loses all of its rights.
+CONSORTIUM_TOPIC_PREFIX = "action."
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class AclBinding:
+    """One ALLOW rule for any host: ``principal`` may ``operation`` on the resource."""
+
+    principal: str
+    resource_type: str
+    resource_name: str
+    pattern: str
+    operation: str
+
+    def to_row(self) -> dict[str, str]:
+        return {
+            "principal": self.principal,
+            "resource": f"{self.resource_type}:{self.resource_name}"
+            + ("*" if self.pattern == PREFIXED else ""),
+            "operation": self.operation,
+        }
+
+    def matches(self, resource_type: str, name: str) -> bool:
+        """Whether this binding covers the resource ``name`` (as Kafka's authorizer does)."""
+        if resource_type != self.resource_type:
+            return False
+        if self.pattern == PREFIXED:
+            return name.startswith(self.resource_name)
+        return name == self.resource_name
+
+
+def member_group_prefix(member: str) -> str:
+    """The consumer-group id prefix a member owns; the trailing delimiter is the point."""
+    return f"{member}."
+
+
+def router_transactional_prefix(router_group: str) -> str:
+    return f"{router_group}."
+
+
+def _grants(principal: str, resource_type: str, name: str, pattern: str,
+            operations: Iterable[str]) -> list[AclBinding]:  # fmt: skip
+    return [AclBinding(principal, resource_type, name, pattern, op) for op in operations]
+
+
+def desired_acls(
+    registry: MemberRegistry, *, router_principal: str, router_group: str
+) -> frozenset[AclBinding]:
+    """Every ALLOW binding the consortium needs, derived from the registry."""
+    principals = [m.principal for m in registry.members]
+    if router_principal in principals:
+        raise PolicyError(
+            f"the router's principal {router_principal} is also a member's principal",
+            problems=[f"members.yaml: {router_principal} must belong to the router alone"],
+        )
+    if len(set(principals)) != len(principals):
+        raise PolicyError(
+            "two members share a Kafka principal",
+            problems=[f"members.yaml: principal {p} appears twice"
+                      for p in sorted({p for p in principals if principals.count(p) > 1})],
+        )  # fmt: skip
+    acls: list[AclBinding] = []
+    router = router_principal
+    for member in registry.members:
+        inbound, feed = inbound_topic(member.id), feed_topic(member.id)
+        acls += _grants(member.principal, TOPIC, inbound, LITERAL, ("WRITE", "DESCRIBE"))
+        acls += _grants(member.principal, TOPIC, feed, LITERAL, ("READ", "DESCRIBE"))
+        acls += _grants(member.principal, GROUP, member_group_prefix(member.id), PREFIXED,
+                        ("READ", "DESCRIBE"))  # fmt: skip
+        if member.reads_audit:
+            acls += _grants(member.principal, TOPIC, AUDIT_TOPIC, LITERAL, ("READ", "DESCRIBE"))
+            acls += _grants(member.principal, GROUP, router_group, LITERAL, ("DESCRIBE",))
+        acls += _grants(router, TOPIC, inbound, LITERAL, ("READ", "DESCRIBE"))
+        acls += _grants(router, TOPIC, feed, LITERAL, ("WRITE", "DESCRIBE"))
+    for topic in (AUDIT_TOPIC, DLQ_TOPIC):
+        acls += _grants(router, TOPIC, topic, LITERAL, ("WRITE", "DESCRIBE"))
+    acls += _grants(router, TOPIC, LEDGER_TOPIC, LITERAL, ("READ", "WRITE", "DESCRIBE"))
+    acls += _grants(router, GROUP, router_group, LITERAL, ("READ", "DESCRIBE"))
+    acls += _grants(router, TRANSACTIONAL_ID, router_transactional_prefix(router_group),
+                    PREFIXED, ("WRITE", "DESCRIBE"))  # fmt: skip
+    return frozenset(acls)
+
+
+def managed_principals(
+    registry: MemberRegistry, router_principal: str, existing: Iterable[AclBinding]
+) -> frozenset[str]:
+    """Principals whose ACLs provisioning owns: the registry's, the router's, and anyone
+    holding an ACL on a consortium topic (a member since removed from the registry)."""
+    managed = {m.principal for m in registry.members} | {router_principal}
+    managed |= {
+        acl.principal
+        for acl in existing
+        if acl.resource_type == TOPIC and acl.resource_name.startswith(CONSORTIUM_TOPIC_PREFIX)
+    }
+    return frozenset(managed)
+
+
+def is_allowed(acls: Iterable[AclBinding], principal: str, resource_type: str, name: str,
+               operation: str) -> bool:  # fmt: skip
+    """What the authorizer answers under these ALLOW bindings (deny by default), with
+    Kafka's implications: READ, WRITE, DELETE and ALTER each imply DESCRIBE."""
+    implied = {operation}
+    if operation == "DESCRIBE":
+        implied |= {"READ", "WRITE", "DELETE", "ALTER"}
+    return any(
+        acl.principal == principal and acl.operation in implied and acl.matches(resource_type, name)
+        for acl in acls
+    )
