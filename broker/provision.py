@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -143,9 +144,7 @@ def provision_users(
     from kafka.admin import UserScramCredentialDeletion, UserScramCredentialUpsertion
 
     users = [_user(p) for p in principals]
-    described = admin.describe_user_scram_credentials(None)
-    on_cluster = {name for name, info in described.items()
-                  if not info["error"] and info["credential_infos"]}  # fmt: skip
+    on_cluster = _scram_users(admin)
     outcomes: list[AccessOutcome] = []
     changes: list[Any] = []
     for user in users:
@@ -174,7 +173,16 @@ def provision_users(
         failed = {u: e for u, e in admin.alter_user_scram_credentials(changes).items() if e}
         if failed:
             raise ActionError(f"Kafka refused SCRAM changes: {failed}")
+        gone = {_user(p) for p in removed}
+        _await(lambda: (now := _scram_users(admin)) >= set(users) and not now & gone,
+               "the SCRAM user changes")  # fmt: skip
     return outcomes
+
+
+def _scram_users(admin: KafkaAdminClient) -> set[str]:
+    described = admin.describe_user_scram_credentials(None)
+    return {name for name, info in described.items()
+            if not info["error"] and info["credential_infos"]}  # fmt: skip
 
 
 # --- ACLs --------------------------------------------------------------------------------
@@ -250,7 +258,20 @@ def provision_acls(
         for _, _, error in admin.delete_acls(exact):
             if error.errno:
                 raise ActionError(f"Kafka refused to delete an ACL: {error.__name__}")
+    _await(lambda: (have := current_acls(admin)) >= wanted and not have & set(stale),
+           "the ACL changes")  # fmt: skip
     return outcomes
+
+
+def _await(done: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    """ACLs and SCRAM users reach the brokers through the metadata log a moment after the
+    controller accepts them; wait until they are in force, so provisioning returns only
+    once clients can rely on them (and a second run finds them)."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise ActionError(f"{what} were accepted but not in force after {timeout_s:.0f}s")
+        time.sleep(0.2)
 
 
 def _what(acl: AclBinding) -> str:

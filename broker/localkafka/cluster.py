@@ -416,7 +416,8 @@ class LocalCluster:
     ) -> ClusterState:
         """Start every node that is not running; create and format the cluster on first use.
 
-        ``tls`` makes the client listener SASL_SSL (it is SASL_PLAINTEXT otherwise)."""
+        ``tls`` makes a new cluster's client listener SASL_SSL (SASL_PLAINTEXT otherwise);
+        an existing cluster keeps what it was made with."""
         if fresh:
             self.down()
             self.purge()
@@ -433,10 +434,11 @@ class LocalCluster:
                     f"not {port}",
                     hint="add --fresh to replace it, or drop --port",
                 )
-            if tls != (state.security_protocol == "SASL_SSL"):
+            if tls and state.security_protocol != "SASL_SSL":
                 raise LocalKafkaError(
-                    f"the cluster in {self.data_dir} uses {state.security_protocol}",
-                    hint="add --fresh to replace it, or match its --tls setting",
+                    f"the cluster in {self.data_dir} was made without TLS "
+                    f"({state.security_protocol})",
+                    hint="add --fresh to replace it with a TLS one, or drop --tls",
                 )
         else:
             state = self._create(nodes, port, tls)

@@ -1,10 +1,13 @@
-"""One session-wide Kafka for the integration tier.
+"""One session-wide, secured Kafka for the integration tier.
 
-Where the bootstrap address comes from, in order:
-1. ``ACTION_KAFKA_BOOTSTRAP``: an existing cluster (nothing is started or stopped);
-2. testcontainers' Kafka container, when a Docker daemon answers;
-3. the local Apache Kafka from deploy/kafka, started in a temporary folder.
-When none can be had, every integration test fails with the reason: never a silent skip.
+Where it comes from, in order:
+1. ``ACTION_KAFKA_BOOTSTRAP``: an existing cluster (nothing is started or stopped), reached
+   with the ACTION_KAFKA_* security settings, which must name a super user;
+2. the local Apache Kafka from deploy/kafka, started in a temporary folder with SCRAM
+   authentication and the StandardAuthorizer, exactly as the demo and deployments run it.
+When neither can be had, every integration test fails with the reason: never a silent
+skip. (A testcontainers Kafka is not used: the project's tests need the authorizer and
+SCRAM users, which the local cluster sets up the same way on every machine.)
 """
 
 from __future__ import annotations
@@ -15,37 +18,19 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from broker.connection import KafkaConnection, connection_from_settings
 from broker.errors import ActionError
 from broker.localkafka import LocalCluster
+from broker.provision import Consortium
 from broker.settings import load_settings
-
-_CONTAINER_IMAGE = "confluentinc/cp-kafka:7.7.1"
-
-
-def _docker_daemon_answers() -> bool:
-    try:
-        import docker
-
-        client = docker.from_env(timeout=3)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:  # no docker SDK, no socket, no daemon: all mean "not available"
-        return False
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaConnection]:
+    """The session's Kafka, reached as a super user."""
     existing = os.environ.get("ACTION_KAFKA_BOOTSTRAP")
     if existing:
-        yield existing
-        return
-    if _docker_daemon_answers():
-        from testcontainers.kafka import KafkaContainer
-
-        with KafkaContainer(_CONTAINER_IMAGE).with_kraft() as container:
-            yield container.get_bootstrap_server()
+        yield connection_from_settings(existing, load_settings())
         return
     cluster = LocalCluster(tmp_path_factory.mktemp("kafka"), load_settings())
     try:
@@ -56,18 +41,19 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             f"no Docker daemon answers, and the local Kafka failed to start:\n{exc}",
             pytrace=False,
         )
+    assert state.security_protocol == "SASL_PLAINTEXT", "the tests run against a secured Kafka"
     try:
-        yield state.bootstrap
+        yield cluster.connection()
     finally:
         cluster.down()
 
 
 @pytest.fixture
-def new_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
+def new_topic(kafka: KafkaConnection) -> Iterator[Callable[..., str]]:
     """Create uniquely named topics for one test and delete them afterwards."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="tests-admin")
+    admin = KafkaAdminClient(**kafka.client_config(), client_id="tests-admin")
     created: list[str] = []
 
     def create(partitions: int = 3, replication: int = 1, prefix: str = "test") -> str:
@@ -85,15 +71,21 @@ def new_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
 
 
 @pytest.fixture(scope="session")
-def consortium_bootstrap(kafka_bootstrap: str) -> str:
-    """The session's Kafka with the example consortium's topics provisioned (checked
-    idempotent: provisioning twice creates nothing the second time)."""
+def consortium(kafka: KafkaConnection, tmp_path_factory: pytest.TempPathFactory) -> Consortium:
+    """The session's Kafka with the example consortium provisioned: topics, a SCRAM user
+    per member and for the router, and the ACLs (checked idempotent: provisioning twice
+    changes nothing the second time)."""
     from broker.policy.loader import load_policies
-    from broker.provision import provision_topics
+    from broker.provision import provision_access, provision_topics
     from policies import POLICY_DIR
 
     registry = load_policies(POLICY_DIR).registry
-    provision_topics(kafka_bootstrap, registry, partitions=3, dry_run=False)
-    again = provision_topics(kafka_bootstrap, registry, partitions=3, dry_run=False)
-    assert {o.action for o in again} == {"exists"}, "provisioning is idempotent"
-    return kafka_bootstrap
+    credentials = tmp_path_factory.mktemp("credentials")
+    consortium = Consortium.provision(kafka, registry, credentials)
+    again = provision_topics(kafka, registry, partitions=3, dry_run=False)
+    assert {o.action for o in again} == {"exists"}, "provisioning topics is idempotent"
+    access = provision_access(kafka, registry, router_principal="User:action-router",
+                              router_group="action-router", credentials_dir=credentials,
+                              dry_run=False)  # fmt: skip
+    assert {o.action for o in access} == {"exists"}, "provisioning access is idempotent"
+    return consortium

@@ -16,7 +16,9 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
+from broker.connection import KafkaConnection
 from broker.events import Event
+from broker.provision import Consortium
 from tests.members import signed
 
 ACTION_BROKER = str(Path(sys.executable).parent / "action-broker")
@@ -25,11 +27,10 @@ ACTION_BROKER = str(Path(sys.executable).parent / "action-broker")
 class RouterProcess:
     """``action-broker run`` in a subprocess, logging to a file."""
 
-    def __init__(self, bootstrap: str, log_dir: Path, instance: str = "0",
+    def __init__(self, kafka: KafkaConnection, log_dir: Path, instance: str = "0",
                  **settings: Any) -> None:  # fmt: skip
-        self.bootstrap = bootstrap
         self.log_path = log_dir / f"router-{instance}.log"
-        self.env = {**os.environ, "ACTION_KAFKA_BOOTSTRAP": bootstrap,
+        self.env = {**os.environ, **kafka.environment(),
                     "ACTION_ROUTER_INSTANCE": instance, "ACTION_METRICS_PORT": "0",
                     **{f"ACTION_{k.upper()}": str(v) for k, v in settings.items()}}  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
@@ -105,22 +106,28 @@ def metric_value(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def publish(bootstrap: str, events: Iterable[Event]) -> int:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
-                             max_request_size=1_200_000)  # fmt: skip
+def publish(consortium: Consortium, events: Iterable[Event]) -> int:
+    """Each event signed and sent by its source member, under the member's own principal."""
+    producers: dict[str, KafkaProducer] = {}
     count = 0
     for event in events:
+        member = event.source_member
+        if member not in producers:
+            producers[member] = KafkaProducer(**consortium.member(member).client_config(),
+                                              acks="all", linger_ms=20,
+                                              max_request_size=1_200_000)  # fmt: skip
         key, value, headers = signed(event)
-        producer.send(f"action.in.{event.source_member}", value=value, key=key, headers=headers)
+        producers[member].send(f"action.in.{member}", value=value, key=key, headers=headers)
         count += 1
-    producer.flush(60)
-    producer.close()
+    for producer in producers.values():
+        producer.flush(60)
+        producer.close()
     return count
 
 
-def send_raw(bootstrap: str, topic: str, value: bytes | None, key: bytes,
+def send_raw(kafka: KafkaConnection, topic: str, value: bytes | None, key: bytes,
              headers: list[tuple[str, bytes]]) -> None:  # fmt: skip
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=1_200_000)
+    producer = KafkaProducer(**kafka.client_config(), acks="all", max_request_size=1_200_000)
     producer.send(topic, value=value, key=key, headers=headers)
     producer.flush(30)
     producer.close()
@@ -129,8 +136,8 @@ def send_raw(bootstrap: str, topic: str, value: bytes | None, key: bytes,
 class TopicReader:
     """A read_committed reader of whole topics, from the beginning, without a group."""
 
-    def __init__(self, bootstrap: str, topics: list[str]) -> None:
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+    def __init__(self, kafka: KafkaConnection, topics: list[str]) -> None:
+        self.consumer = KafkaConsumer(**kafka.client_config(), group_id=None,
                                       isolation_level="read_committed",
                                       auto_offset_reset="earliest",
                                       max_partition_fetch_bytes=3_000_000)  # fmt: skip

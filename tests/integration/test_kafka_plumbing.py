@@ -7,16 +7,18 @@ from collections.abc import Callable
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from broker.connection import KafkaConnection
+
 RECORDS = 10_000
 PARTITIONS = 3
 
 
 def test_idempotent_producer_records_arrive_exactly_once_in_order(
-    kafka_bootstrap: str, new_topic: Callable[..., str]
+    kafka: KafkaConnection, new_topic: Callable[..., str]
 ) -> None:
     topic = new_topic(partitions=PARTITIONS)
     producer = KafkaProducer(
-        bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+        **kafka.client_config(), acks="all", enable_idempotence=True, linger_ms=5
     )
     sent: dict[int, list[bytes]] = defaultdict(list)
     futures = []
@@ -31,7 +33,7 @@ def test_idempotent_producer_records_arrive_exactly_once_in_order(
     assert sum(len(v) for v in sent.values()) == RECORDS
 
     consumer = KafkaConsumer(
-        bootstrap_servers=kafka_bootstrap,
+        **kafka.client_config(),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         consumer_timeout_ms=15_000,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -9,8 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from kafka import KafkaProducer
 
+from broker.connection import KafkaConnection
+from broker.localkafka import LocalCluster
 from broker.localkafka.cluster import free_port, live_broker_ids
+from broker.localkafka.tls import create_local_pki
+from broker.provision import admin_client
+from broker.settings import load_settings
 
 
 def _script() -> str:
@@ -41,13 +48,22 @@ def _kafka_pids_under(folder: Path) -> list[int]:
 
 
 def test_up_status_logs_down_leaves_nothing_running(tmp_path: Path) -> None:
+    """The whole CLI life cycle, on a cluster with the TLS listener (SASL_SSL): only a
+    client that trusts the local CA and checks the host name gets in."""
     data_dir = tmp_path / "cluster"
     port = free_port()
-    up = _run("kafka", "up", "--data-dir", str(data_dir), "--port", str(port))
+    up = _run("kafka", "up", "--tls", "--data-dir", str(data_dir), "--port", str(port))
     assert up.returncode == 0, up.stderr
     assert up.stdout.strip() == f"127.0.0.1:{port}"
+    admin = LocalCluster(data_dir, load_settings()).connection()
     try:
-        assert live_broker_ids(f"127.0.0.1:{port}") == {1}
+        assert admin.security_protocol == "SASL_SSL"
+        assert live_broker_ids(admin) == {1}
+        _assert_tls_is_required(admin, tmp_path)
+        state = json.loads(_run("kafka", "state", "--data-dir", str(data_dir)).stdout)
+        assert state["ssl_cafile"] == admin.ssl_cafile
+        assert "password" not in json.dumps({k: v for k, v in state.items()
+                                             if k != "sasl_password_file"})  # fmt: skip
 
         status = _run("kafka", "status", "--data-dir", str(data_dir), "-o", "json")
         assert status.returncode == 0, status.stderr
@@ -71,10 +87,28 @@ def test_up_status_logs_down_leaves_nothing_running(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert "stopped node(s) [1]" in down.stderr
     assert _kafka_pids_under(data_dir) == []
-    assert live_broker_ids(f"127.0.0.1:{port}", timeout_s=1) == set()
+    assert live_broker_ids(admin, timeout_s=1) == set()
 
     after = _run("kafka", "status", "--data-dir", str(data_dir))
     assert after.returncode == 3, "LSB exit code for 'not running'"
+
+
+def _assert_tls_is_required(admin: KafkaConnection, tmp_path: Path) -> None:
+    """The TLS listener carries data for a client that trusts its CA; a client that trusts
+    another CA, or speaks plaintext SASL to it, is refused."""
+    from kafka.admin import NewTopic
+
+    with admin_client(admin, "tls-test") as client:
+        client.create_topics([NewTopic("tls-check", 1, 1)], timeout_ms=30_000)
+    producer = KafkaProducer(**admin.client_config(), acks="all")
+    producer.send("tls-check", b"over tls").get(timeout=30)
+    producer.close()
+    stranger = create_local_pki(tmp_path / "other-ca")
+    for wrong in (
+        dataclasses.replace(admin, ssl_cafile=str(stranger.ca_cert)),
+        dataclasses.replace(admin, security_protocol="SASL_PLAINTEXT", ssl_cafile=None),
+    ):
+        assert live_broker_ids(wrong, timeout_s=3) == set(), wrong
 
 
 def test_dry_run_changes_nothing(tmp_path: Path) -> None:

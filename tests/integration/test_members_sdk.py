@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from broker.policy.demo_keys import demo_encryption_key, demo_signing_key
+from broker.provision import Consortium
 from consumers.feed_reader import FeedReader, FeedReaderConfig
 from producers.publisher import Publisher, PublisherConfig
 from tests.integration.routers import RouterProcess
@@ -21,25 +23,32 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
-def routed(consortium_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    router = RouterProcess(consortium_bootstrap, tmp_path_factory.mktemp("router"))
+def routed(
+    consortium: Consortium, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Consortium]:
+    router = RouterProcess(consortium.router, tmp_path_factory.mktemp("router"))
     router.start().wait_ready()
-    yield consortium_bootstrap
+    yield consortium
     assert router.stop() == 0
 
 
-def _publisher(bootstrap: str, member: str) -> Publisher:
-    return Publisher(PublisherConfig(bootstrap, member, demo_signing_key(member),
-                                     f"{member}-sig-2026"))  # fmt: skip
+def _publisher(consortium: Consortium, member: str) -> Publisher:
+    """A member's publisher, connected as the member's own principal."""
+    kafka = consortium.member(member)
+    return Publisher(PublisherConfig(kafka.bootstrap, member, demo_signing_key(member),
+                                     f"{member}-sig-2026", client=kafka.security()))  # fmt: skip
 
 
-def _reader(bootstrap: str, member: str, group: str) -> FeedReader:
-    return FeedReader(FeedReaderConfig(bootstrap, member, demo_encryption_key(member),
-                                       group_id=group))  # fmt: skip
+def _reader(consortium: Consortium, member: str, group: str) -> FeedReader:
+    kafka = consortium.member(member)
+    return FeedReader(FeedReaderConfig(kafka.bootstrap, member, demo_encryption_key(member),
+                                       group_id=group, client=kafka.security()))  # fmt: skip
 
 
-def test_publisher_to_feed_reader_round_trip_with_decryption_and_resume(routed: str) -> None:
-    group = f"test.{uuid.uuid4().hex[:8]}"
+def test_publisher_to_feed_reader_round_trip_with_decryption_and_resume(
+    routed: Consortium,
+) -> None:
+    group = f"platform-a.test-{uuid.uuid4().hex[:8]}"  # members own the groups <id>.*
     first = indicator("payments-x", 31, purpose="FRAUD_PREVENTION", confidence=95)
     with _publisher(routed, "payments-x") as publisher:
         publisher.publish(first)
@@ -63,7 +72,9 @@ def test_publisher_to_feed_reader_round_trip_with_decryption_and_resume(routed: 
     assert str(first.to_avro()["indicator_id"]) not in ids, "resumed after the committed one"
 
 
-def test_publish_cli_then_feed_cli_sync_sellers_and_export(routed: str, tmp_path: Path) -> None:
+def test_publish_cli_then_feed_cli_sync_sellers_and_export(
+    routed: Consortium, tmp_path: Path
+) -> None:
     run = uuid.uuid4().hex[:6]
     rows = ["seller.account_id,seller.email,seller.phone,seller.country,product_categories,"
             "confidence,tlp"]  # fmt: skip
@@ -73,9 +84,10 @@ def test_publish_cli_then_feed_cli_sync_sellers_and_export(routed: str, tmp_path
     csv_file = tmp_path / "alerts.csv"
     csv_file.write_text("\n".join(rows) + "\n")
     publish = subprocess.run(
-        [str(BIN / "action-publish"), "--bootstrap-server", routed, "--member", "platform-a",
+        [str(BIN / "action-publish"), "--member", "platform-a",
          "--demo-keys", "indicators", str(csv_file), "-o", "json"],
         capture_output=True, text=True, check=False, timeout=120,
+        env={**os.environ, **routed.member("platform-a").environment()},
     )  # fmt: skip
     assert publish.returncode == 4, publish.stderr
     assert json.loads(publish.stdout)[0]["published"] == 3
@@ -85,10 +97,11 @@ def test_publish_cli_then_feed_cli_sync_sellers_and_export(routed: str, tmp_path
         publisher.publish(indicator("payments-x", 1, purpose="FRAUD_PREVENTION",
                                     seller={"email": f"s1-{run}@shop.example"}))  # fmt: skip
     store = tmp_path / "ipr.sqlite"
-    feed = [str(BIN / "action-feed"), "--bootstrap-server", routed, "--member", "ipr-center",
-            "--demo-keys", "--store", str(store), "--group", f"t.{run}"]  # fmt: skip
+    feed = [str(BIN / "action-feed"), "--member", "ipr-center",
+            "--demo-keys", "--store", str(store), "--group", f"ipr-center.t{run}"]  # fmt: skip
+    as_ipr_center = {**os.environ, **routed.member("ipr-center").environment()}
     sync = subprocess.run([*feed, "sync", "--idle", "8", "-o", "json"], capture_output=True,
-                          text=True, check=False, timeout=180)  # fmt: skip
+                          text=True, check=False, timeout=180, env=as_ipr_center)  # fmt: skip
     assert sync.returncode == 0, sync.stderr
     assert json.loads(sync.stdout)[0]["added"] >= 4
     sellers = subprocess.run([*feed, "sellers", "--min-sources", "2", "-o", "json"],

@@ -20,6 +20,7 @@ from kafka import KafkaProducer
 
 from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
+from broker.connection import KafkaConnection
 from broker.events import Retraction, SellerIndicator
 from broker.registry import RegistryServer
 
@@ -66,12 +67,12 @@ def _events() -> list[SellerIndicator | Retraction]:
 
 
 def test_confluent_avro_deserializer_reads_our_records(
-    kafka_bootstrap: str, new_topic: Callable[..., str], registry_url: str
+    kafka: KafkaConnection, new_topic: Callable[..., str], registry_url: str
 ) -> None:
     topic = new_topic(partitions=1)
     codec = AvroCodec(CATALOG)
     events = _events()
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer = KafkaProducer(**kafka.client_config(), acks="all")
     for event in events:
         producer.send(topic, codec.encode(event.avro_type, event.to_avro()))
     producer.flush(timeout=30)
@@ -79,7 +80,12 @@ def test_confluent_avro_deserializer_reads_our_records(
 
     consumer = Consumer(
         {
-            "bootstrap.servers": kafka_bootstrap,
+            "bootstrap.servers": kafka.bootstrap,
+            # librdkafka spells the same settings with dots.
+            "security.protocol": kafka.security_protocol,
+            "sasl.mechanism": kafka.sasl_mechanism,
+            "sasl.username": kafka.username,
+            "sasl.password": kafka.password,
             "group.id": f"confluent-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,

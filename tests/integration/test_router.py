@@ -4,6 +4,7 @@ SIGKILL and aborted transactions, dead letters, retractions, reloads, metrics.""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -24,6 +25,7 @@ from broker.events import Event
 from broker.policy.demo_keys import demo_signing_key
 from broker.policy.loader import load_policies
 from broker.policy.model import Treatment
+from broker.provision import Consortium
 from broker.signing import sign_record
 from policies import POLICY_DIR
 from tests.integration.routers import (
@@ -41,14 +43,9 @@ MEMBERS = [m.id for m in POLICIES.registry.members]
 FEEDS = [f"action.feed.{m}" for m in MEMBERS]
 
 
-@pytest.fixture(scope="module")
-def bootstrap(consortium_bootstrap: str) -> str:
-    return consortium_bootstrap
-
-
 @pytest.fixture
-def router(bootstrap: str, tmp_path: Path) -> Iterator[RouterProcess]:
-    process = RouterProcess(bootstrap, tmp_path).start().wait_ready()
+def router(consortium: Consortium, tmp_path: Path) -> Iterator[RouterProcess]:
+    process = RouterProcess(consortium.router, tmp_path).start().wait_ready()
     yield process
     process.stop()
 
@@ -77,13 +74,15 @@ def _without_ciphertext(record: Any) -> Any:
     return json.loads(re.sub(r'"hpke1\.([^".]+)\.[^"]+"', r'"hpke1.\1"', text))
 
 
-def test_feeds_hold_exactly_what_the_engine_decides(bootstrap: str, router: RouterProcess) -> None:
+def test_feeds_hold_exactly_what_the_engine_decides(
+    consortium: Consortium, router: RouterProcess
+) -> None:
     events = mixed_stream(300)
     expected = expected_deliveries(POLICIES, events)
     assert len({recipient for recipient, _ in expected}) >= 6, "the stream fans out widely"
     ids = {str(e.to_avro()["indicator_id"]) for e in events}
-    publish(bootstrap, events)
-    reader = TopicReader(bootstrap, FEEDS)
+    publish(consortium, events)
+    reader = TopicReader(consortium.admin, FEEDS)
     seen: Counter[tuple[str, str]] = Counter()
     records = wait_for(reader, set(expected), seen)
     records += [r for r in reader.read_until_quiet(quiet_s=2) if feed_key(r)[1] in ids]
@@ -117,7 +116,7 @@ def test_feeds_hold_exactly_what_the_engine_decides(bootstrap: str, router: Rout
 
 
 def test_bad_input_goes_to_the_dead_letter_topic_and_the_router_keeps_going(
-    bootstrap: str, router: RouterProcess
+    consortium: Consortium, router: RouterProcess
 ) -> None:
     run = uuid.uuid4().hex[:8].encode()
     good = indicator("platform-a", 1, tlp="GREEN")
@@ -139,9 +138,9 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_router_keeps_going(
         b"tombstone": ("action.in.platform-a", None, [], "record.empty"),
     }  # fmt: skip
     for name, (topic, data, hdrs, _) in cases.items():
-        send_raw(bootstrap, topic, data, run + b"-" + name, hdrs)
-    send_raw(bootstrap, "action.in.platform-a", value, key, headers)  # then a good one
-    dlq = TopicReader(bootstrap, ["action.dlq"])
+        send_raw(consortium.admin, topic, data, run + b"-" + name, hdrs)
+    send_raw(consortium.admin, "action.in.platform-a", value, key, headers)  # then a good one
+    dlq = TopicReader(consortium.admin, ["action.dlq"])
     letters: dict[bytes, Any] = {}
     deadline = time.monotonic() + 60
     while len(letters) < len(cases) and time.monotonic() < deadline:
@@ -156,7 +155,7 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_router_keeps_going(
         assert letter.value == data, "original bytes kept"
         assert all(h in letter.headers for h in hdrs), "original headers kept"
         assert got["action.dlq.origin"].startswith(b"action.in.platform-a/")
-    feeds = TopicReader(bootstrap, FEEDS)
+    feeds = TopicReader(consortium.admin, FEEDS)
     seen: Counter[tuple[str, str]] = Counter()
     wait_for(feeds, {("ipr-center", str(good.to_avro()["indicator_id"]))}, seen, 60)
     feeds.close()
@@ -166,13 +165,13 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_router_keeps_going(
 
 
 def test_a_retraction_reaches_exactly_the_recipients_of_the_original(
-    bootstrap: str, router: RouterProcess
+    consortium: Consortium, router: RouterProcess
 ) -> None:
     original = indicator("platform-b", 5, tlp="GREEN", confidence=95)
-    publish(bootstrap, [original, retraction(original)])
+    publish(consortium, [original, retraction(original)])
     indicator_id = str(original.to_avro()["indicator_id"])
     received = {r for (r, i) in expected_deliveries(POLICIES, [original]) if i == indicator_id}
-    reader = TopicReader(bootstrap, FEEDS)
+    reader = TopicReader(consortium.admin, FEEDS)
     retractions: dict[str, Any] = {}
     copies: Counter[str] = Counter()
 
@@ -196,27 +195,27 @@ def test_a_retraction_reaches_exactly_the_recipients_of_the_original(
 
 
 def test_policies_reload_on_sighup_and_a_broken_folder_is_refused(
-    bootstrap: str, tmp_path: Path
+    consortium: Consortium, tmp_path: Path
 ) -> None:
     policy_dir = tmp_path / "policies"
     shutil.copytree(POLICY_DIR, policy_dir, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    router = RouterProcess(bootstrap, tmp_path, policy_dir=policy_dir).start().wait_ready()
+    router = RouterProcess(consortium.router, tmp_path, policy_dir=policy_dir).start().wait_ready()
     try:
         first = indicator("platform-a", 11)
-        publish(bootstrap, [first])
+        publish(consortium, [first])
         mou = policy_dir / "mou" / "platform-a.yaml"
         mou.write_text(mou.read_text().replace("min_confidence: 70", "min_confidence: 71"))
         new_version = load_policies(policy_dir).version
         router.signal(signal.SIGHUP)
         _wait_metric(router, "action_router_policy_reloads_total", 1, result="applied")
         second = indicator("platform-a", 12)
-        publish(bootstrap, [second])
+        publish(consortium, [second])
         mou.write_text("member: platform-a\nshares: [oops\n")
         router.signal(signal.SIGHUP)
         _wait_metric(router, "action_router_policy_reloads_total", 1, result="refused")
         third = indicator("platform-a", 13)
-        publish(bootstrap, [third])
-        versions = _audited_versions(bootstrap, [first, second, third])
+        publish(consortium, [third])
+        versions = _audited_versions(consortium, [first, second, third])
         assert versions == [POLICIES.version, new_version, new_version]
         assert metric_value(router.metrics(), "action_router_policy_info",
                             version=new_version) == 1  # fmt: skip
@@ -234,10 +233,10 @@ def _wait_metric(router: RouterProcess, name: str, at_least: float, **labels: st
     raise AssertionError(f"{name}{labels} never reached {at_least}")
 
 
-def _audited_versions(bootstrap: str, events: list[Event]) -> list[str]:
+def _audited_versions(consortium: Consortium, events: list[Event]) -> list[str]:
     ids = [str(e.to_avro()["indicator_id"]) for e in events]
     versions: dict[str, str] = {}
-    reader = TopicReader(bootstrap, ["action.audit"])
+    reader = TopicReader(consortium.admin, ["action.audit"])
     deadline = time.monotonic() + 60
     while len(versions) < len(ids) and time.monotonic() < deadline:
         for record in reader.poll():
@@ -249,25 +248,29 @@ def _audited_versions(bootstrap: str, events: list[Event]) -> list[str]:
 
 
 def test_audit_verify_names_a_removed_entry(
-    bootstrap: str, router: RouterProcess, new_topic: Any
+    consortium: Consortium, router: RouterProcess, new_topic: Any
 ) -> None:
     from kafka import KafkaProducer
 
     events = mixed_stream(30)
-    publish(bootstrap, events)
-    reader = TopicReader(bootstrap, FEEDS)
+    publish(consortium, events)
+    reader = TopicReader(consortium.admin, FEEDS)
     wait_for(reader, set(expected_deliveries(POLICIES, events)), Counter(), 120)
     reader.close()
     assert router.stop() == 0, "stopped: the committed heads no longer move"
-    verify = [ACTION_BROKER, "audit", "verify", "--bootstrap-server", bootstrap, "-o", "json"]
-    intact = subprocess.run(verify, capture_output=True, text=True, check=False, timeout=600)
+    verify = [ACTION_BROKER, "audit", "verify", "-o", "json"]
+    # The IPR Center's analysts may verify the trail: its ACLs let it read the audit topic
+    # and the router's committed chain heads.
+    as_ipr_center = {**os.environ, **consortium.member("ipr-center").environment()}
+    intact = subprocess.run(verify, capture_output=True, text=True, check=False, timeout=600,
+                            env=as_ipr_center)  # fmt: skip
     assert intact.returncode == 0, intact.stderr
     rows = json.loads(intact.stdout)
     assert rows
     assert {r["status"] for r in rows} == {"intact"}
     # A copy of one chain with an entry in its middle left out; no committed heads are
     # compared (an unknown group), so only the gap can be found.
-    reader = TopicReader(bootstrap, ["action.audit"])
+    reader = TopicReader(consortium.admin, ["action.audit"])
     records = reader.read_until_quiet(quiet_s=3, limit_s=300)
     reader.close()
     chain_of = [json.loads(r.value)["chain"] for r in records]
@@ -275,14 +278,16 @@ def test_audit_verify_names_a_removed_entry(
     chain = [r for r, c in zip(records, chain_of, strict=True) if c == shortest]
     victim = len(chain) // 2
     copy = new_topic(partitions=1)
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    producer = KafkaProducer(**consortium.admin.client_config())
     for index, record in enumerate(chain):
         if index != victim:
             producer.send(copy, value=record.value, key=record.key)
     producer.flush()
     producer.close()
+    as_admin = {**os.environ, **consortium.admin.environment()}
     tampered = subprocess.run([*verify, "--topic", copy, "--group", f"none-{uuid.uuid4().hex}"],
-                              capture_output=True, text=True, check=False, timeout=600)  # fmt: skip
+                              capture_output=True, text=True, check=False, timeout=600,
+                              env=as_admin)  # fmt: skip
     assert tampered.returncode == 4, tampered.stderr
     (bad,) = json.loads(tampered.stdout)
     seq = json.loads(chain[victim].value)["seq"]
@@ -293,9 +298,9 @@ def test_audit_verify_names_a_removed_entry(
 class FeedWatcher(threading.Thread):
     """A read_committed consumer counting deliveries while the faults happen."""
 
-    def __init__(self, bootstrap: str, ids: set[str]) -> None:
+    def __init__(self, consortium: Consortium, ids: set[str]) -> None:
         super().__init__(daemon=True)
-        self.reader = TopicReader(bootstrap, FEEDS)
+        self.reader = TopicReader(consortium.admin, FEEDS)
         self.ids = ids
         self.seen: Counter[tuple[str, str]] = Counter()
         self.halt = threading.Event()
@@ -313,7 +318,7 @@ class FeedWatcher(threading.Thread):
         return [k for k, n in self.seen.items() if n > 1]
 
 
-def _assert_exactly_once(bootstrap: str, expected: set[tuple[str, str]], ids: set[str],
+def _assert_exactly_once(consortium: Consortium, expected: set[tuple[str, str]], ids: set[str],
                          watcher: FeedWatcher) -> None:  # fmt: skip
     deadline = time.monotonic() + 300
     while not expected <= set(watcher.seen) and time.monotonic() < deadline:
@@ -324,7 +329,7 @@ def _assert_exactly_once(bootstrap: str, expected: set[tuple[str, str]], ids: se
     assert not watcher.duplicates, f"duplicates seen during the faults: {watcher.duplicates[:5]}"
     missing = expected - set(watcher.seen)
     assert not missing, f"{len(missing)} deliveries missing, e.g. {sorted(missing)[:3]}"
-    after = TopicReader(bootstrap, FEEDS)
+    after = TopicReader(consortium.admin, FEEDS)
     final = Counter(feed_key(r) for r in after.read_until_quiet(quiet_s=3, limit_s=300)
                     if feed_key(r)[1] in ids)  # fmt: skip
     after.close()
@@ -333,14 +338,16 @@ def _assert_exactly_once(bootstrap: str, expected: set[tuple[str, str]], ids: se
 
 
 @pytest.mark.slow
-def test_exactly_once_when_the_router_is_killed_repeatedly(bootstrap: str, tmp_path: Path) -> None:
+def test_exactly_once_when_the_router_is_killed_repeatedly(
+    consortium: Consortium, tmp_path: Path
+) -> None:
     events = mixed_stream(50_000)
     expected = set(expected_deliveries(POLICIES, events))
     ids = {str(e.to_avro()["indicator_id"]) for e in events}
-    watcher = FeedWatcher(bootstrap, ids)
+    watcher = FeedWatcher(consortium, ids)
     watcher.start()
-    router = RouterProcess(bootstrap, tmp_path, router_batch_records=500).start()
-    publisher = threading.Thread(target=publish, args=(bootstrap, events), daemon=True)
+    router = RouterProcess(consortium.router, tmp_path, router_batch_records=500).start()
+    publisher = threading.Thread(target=publish, args=(consortium, events), daemon=True)
     publisher.start()
     kills = 0
     try:
@@ -354,27 +361,27 @@ def test_exactly_once_when_the_router_is_killed_repeatedly(bootstrap: str, tmp_p
             kills += 1
             router.start()
         publisher.join(120)
-        _assert_exactly_once(bootstrap, expected, ids, watcher)
+        _assert_exactly_once(consortium, expected, ids, watcher)
     finally:
         router.stop()
     assert kills == 3
     assert router.log().count("--- start") == 4
-    _assert_audit_chains_intact(bootstrap)
+    _assert_audit_chains_intact(consortium)
 
 
 def test_exactly_once_with_aborted_transactions_and_two_instances(
-    bootstrap: str, tmp_path: Path
+    consortium: Consortium, tmp_path: Path
 ) -> None:
     events = mixed_stream(4_000)
     expected = set(expected_deliveries(POLICIES, events))
     ids = {str(e.to_avro()["indicator_id"]) for e in events}
-    watcher = FeedWatcher(bootstrap, ids)
+    watcher = FeedWatcher(consortium, ids)
     watcher.start()
-    routers = [RouterProcess(bootstrap, tmp_path, instance=str(i), router_abort_ratio=0.33,
+    routers = [RouterProcess(consortium.router, tmp_path, instance=str(i), router_abort_ratio=0.33,
                              router_batch_records=100).start() for i in (0, 1)]  # fmt: skip
     try:
-        publish(bootstrap, events)
-        _assert_exactly_once(bootstrap, expected, ids, watcher)
+        publish(consortium, events)
+        _assert_exactly_once(consortium, expected, ids, watcher)
         texts = [r.metrics() for r in routers]
         aborted = sum(metric_value(t, "action_router_transactions_total", outcome="aborted")
                       for t in texts)  # fmt: skip
@@ -387,11 +394,11 @@ def test_exactly_once_with_aborted_transactions_and_two_instances(
     finally:
         for router in routers:
             assert router.stop() == 0
-    _assert_audit_chains_intact(bootstrap)
+    _assert_audit_chains_intact(consortium)
 
 
-def _assert_audit_chains_intact(bootstrap: str) -> None:
-    reader = TopicReader(bootstrap, ["action.audit"])
+def _assert_audit_chains_intact(consortium: Consortium) -> None:
+    reader = TopicReader(consortium.admin, ["action.audit"])
     records = reader.read_until_quiet(quiet_s=3, limit_s=300)
     reader.close()
     entries = [(f"{r.topic}/{r.partition}@{r.offset}", json.loads(r.value)) for r in records]

@@ -34,8 +34,8 @@ def _broker_config(admin: KafkaAdminClient, broker_id: int) -> dict[str, str]:
 
 
 def test_durability_settings(three_nodes: tuple[LocalCluster, ClusterState]) -> None:
-    _, state = three_nodes
-    admin = KafkaAdminClient(bootstrap_servers=state.bootstrap)
+    cluster, state = three_nodes
+    admin = KafkaAdminClient(**cluster.connection().client_config())
     try:
         for node in state.nodes:
             config = _broker_config(admin, node.node_id)
@@ -45,6 +45,8 @@ def test_durability_settings(three_nodes: tuple[LocalCluster, ClusterState]) -> 
             assert config["offsets.topic.replication.factor"] == "3"
             assert config["transaction.state.log.replication.factor"] == "3"
             assert config["transaction.state.log.min.isr"] == "2"
+            assert config["allow.everyone.if.no.acl.found"] == "false"
+            assert config["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
         features = admin.describe_features()
         assert features["eligible.leader.replicas.version"]["finalized"][1] >= 1
     finally:
@@ -54,12 +56,12 @@ def test_durability_settings(three_nodes: tuple[LocalCluster, ClusterState]) -> 
 def test_hard_killed_node_restarts_and_nothing_is_lost(
     three_nodes: tuple[LocalCluster, ClusterState],
 ) -> None:
-    cluster, state = three_nodes
-    admin = KafkaAdminClient(bootstrap_servers=state.bootstrap)
+    cluster, _ = three_nodes
+    admin = KafkaAdminClient(**cluster.connection().client_config())
     admin.create_topics([NewTopic("durable", 3, 3)], timeout_ms=30_000)
     admin.close()
     producer = KafkaProducer(
-        bootstrap_servers=state.bootstrap, acks="all", enable_idempotence=True, retries=20
+        **cluster.connection().client_config(), acks="all", enable_idempotence=True, retries=20
     )
     for i in range(500):
         producer.send("durable", key=str(i % 7).encode(), value=str(i).encode())
@@ -81,7 +83,7 @@ def test_hard_killed_node_restarts_and_nothing_is_lost(
     producer.close()
 
     consumer = KafkaConsumer(
-        bootstrap_servers=state.bootstrap,
+        **cluster.connection().client_config(),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         consumer_timeout_ms=20_000,
