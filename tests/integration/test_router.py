@@ -137,9 +137,11 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_router_keeps_going(
                   "record.too_large"),
         b"tombstone": ("action.in.platform-a", None, [], "record.empty"),
     }  # fmt: skip
+    # Sent by platform-a under its own principal: what a member's credentials can attempt.
+    platform_a = consortium.member("platform-a")
     for name, (topic, data, hdrs, _) in cases.items():
-        send_raw(consortium.admin, topic, data, run + b"-" + name, hdrs)
-    send_raw(consortium.admin, "action.in.platform-a", value, key, headers)  # then a good one
+        send_raw(platform_a, topic, data, run + b"-" + name, hdrs)
+    send_raw(platform_a, "action.in.platform-a", value, key, headers)  # then a good one
     dlq = TopicReader(consortium.admin, ["action.dlq"])
     letters: dict[bytes, Any] = {}
     deadline = time.monotonic() + 60
