@@ -170,6 +170,7 @@ def _comparable(record: Any) -> Any:
 def check(feeds: dict[str, list[Delivery]], expected: dict[tuple[str, str], Any]) -> list[str]:
     """Every mismatch between the feeds and the engine's decisions."""
     problems = []
+    members = set(feeds)
     got = Counter((member, d.record_id) for member, ds in feeds.items() for d in ds)
     for key, count in got.items():
         if count > 1:
@@ -186,6 +187,9 @@ def check(feeds: dict[str, list[Delivery]], expected: dict[tuple[str, str], Any]
                     problems.append(f"{member}: {delivery.record_id}: cannot decrypt "
                                     f"{', '.join(delivery.undecryptable)}")  # fmt: skip
                 continue
+            if delivery.source in members and not delivery.source_verified:
+                problems.append(f"{member}: {delivery.record_id}: the source's field proof "
+                                "is missing")  # fmt: skip
             want = _comparable(want)  # the engine encrypted to the member: open it the same way
             decrypt_fields(want, demo_encryption_key(member), f"{member}-", delivery.record_id)
             if _comparable(delivery.record) != want:
@@ -267,11 +271,13 @@ def main() -> None:
         members = [m.id for m in policies.registry.members]
         feeds = read_feeds(consortium, members, folder)
         summary = Table("recipient", "deliveries", "indicators", "retractions", "seizures",
-                        title="what each member received")  # fmt: skip
+                        "source-signed", title="what each member received")  # fmt: skip
         for member, deliveries in feeds.items():
             kinds = Counter(d.event_type for d in deliveries)
+            verified = sum(d.source_verified for d in deliveries)
             summary.add_row(member, str(len(deliveries)), str(kinds["SellerIndicator"]),
-                            str(kinds["Retraction"]), str(kinds["SeizureReport"]))  # fmt: skip
+                            str(kinds["Retraction"]), str(kinds["SeizureReport"]),
+                            str(verified))  # fmt: skip
         Console().print(summary)
         show_side_by_side(feeds)
         show_sellers(folder, "ipr-center")

@@ -24,6 +24,7 @@ from broker.policy.decision import Decision, FieldDecision
 from broker.policy.engine import PolicySet
 from broker.policy.model import Treatment
 from broker.policy.treatments import MatchTokenKey
+from broker.provenance import FieldProof
 from broker.signing import SignatureVerifier, header_map, sign_feed_record
 from broker.topics import feed_topic, topic_owner
 
@@ -117,8 +118,11 @@ class RecordRouter:
                 f"record claims source {source} but arrived on {owner}'s topic {inbound.topic}",
                 event_type=event_type,
             )
+        headers = header_map(inbound.headers)
         try:
-            self.verifier.verify(inbound.value, header_map(inbound.headers), source)
+            kid = self.verifier.verify(inbound.value, headers, source)
+            proof = FieldProof.verify(record, event_type, headers, kid,
+                                      self.verifier.public_key(kid))  # fmt: skip
         except ProvenanceError as exc:
             return _dead(exc.reason, exc.message, event_type=event_type)
         if event_type == "Retraction":
@@ -128,7 +132,7 @@ class RecordRouter:
                 record, event_type, now=now, match_key=self.match_key
             )
         try:
-            feeds = tuple(self._feed_record(d, inbound) for d in decisions if d.delivered)
+            feeds = tuple(self._feed_record(d, inbound, proof) for d in decisions if d.delivered)
         except EncodeError as exc:  # a treatment produced what the schema cannot carry
             return _dead(exc.reason, exc.message, event_type=event_type)
         update = None
@@ -139,10 +143,17 @@ class RecordRouter:
                       LedgerEntry(received, self.policy_set.version))  # fmt: skip
         return Routed(source, event_type, tuple(decisions), feeds, None, update)
 
-    def _feed_record(self, decision: Decision, inbound: Inbound) -> FeedRecord:
+    def _feed_record(self, decision: Decision, inbound: Inbound,
+                     proof: FieldProof | None) -> FeedRecord:  # fmt: skip
         assert decision.record is not None
         value = self.codec.encode(decision.event_type, decision.record)
-        headers = [
+        headers = []
+        # Only a named delivery carries the source's field proof: checking it needs the
+        # source's key, which would undo an anonymous or sector-only attribution.
+        if proof is not None and decision.record.get("source_member") == decision.source:
+            treated = [f.path for f in decision.fields if f.treatment is not Treatment.KEEP]
+            headers += proof.disclose(decision.record, treated)
+        headers += [
             (DECISION_ID_HEADER, decision.decision_id.encode()),
             (POLICY_VERSION_HEADER, decision.policy_version.encode()),
             (EVENT_TYPE_HEADER, decision.event_type.encode()),

@@ -93,6 +93,9 @@ class SignatureVerifier:
             for kid, public_key in public_keys(member.signing_keys).items():
                 self._keys[kid] = (member.id, public_key)
 
+    def public_key(self, kid: str) -> Ed25519PublicKey:
+        return self._keys[kid][1]
+
     def verify(self, value: bytes, headers: Mapping[str, bytes], source: str) -> str:
         """Check that ``source`` signed ``value``; returns the key id, raises ProvenanceError."""
         kid_bytes, signature = headers.get(KEY_ID_HEADER), headers.get(SIGNATURE_HEADER)

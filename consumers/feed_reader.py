@@ -31,6 +31,7 @@ from broker.events import Event, avro_values, parse_event
 from broker.policy.decision import decision_id_for
 from broker.policy.loader import load_policies
 from broker.policy.treatments import ENCRYPTED_PREFIX, HPKE_SUITE
+from broker.provenance import verify_delivered
 from broker.routing import (
     DECISION_ID_HEADER,
     EVENT_TYPE_HEADER,
@@ -55,6 +56,9 @@ class FeedReaderConfig:
     #: The router's public keys (members.yaml router_keys); every record must carry a
     #: signature by one of them. Default: the keys of the configured policy folder.
     router_keys: Mapping[str, Ed25519PublicKey] | None = None
+    #: The members' public signing keys, to check the source's field proof on named
+    #: deliveries. Default: the keys of the configured policy folder.
+    source_keys: Mapping[str, Ed25519PublicKey] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,11 @@ class Delivery:
     record: dict[str, Any]
     position: str  # topic/partition@offset
     undecryptable: tuple[str, ...] = ()  # fields encrypted to someone else, or corrupt
+    #: True when the source's own signature covers every field received in clear (named
+    #: deliveries from publishers with field proofs); False: only the router vouches.
+    source_verified: bool = False
+    #: Fields the router withheld or transformed, as the source's proof shows them.
+    transformed_fields: tuple[str, ...] = ()
 
     def event(self) -> Event | None:
         """The delivery as its typed event model, or None when the MOUs changed values
@@ -123,9 +132,14 @@ class FeedReader:
         self.codec = codec or AvroCodec(SchemaCatalog.load())
         self.topic = feed_topic(config.member)
         self.router_keys = config.router_keys
-        if self.router_keys is None:
+        self.source_keys = config.source_keys
+        if self.router_keys is None or self.source_keys is None:
             registry = load_policies(load_settings().policy_dir).registry
-            self.router_keys = public_keys(registry.router_keys)
+            if self.router_keys is None:
+                self.router_keys = public_keys(registry.router_keys)
+            if self.source_keys is None:
+                self.source_keys = public_keys(k for m in registry.members
+                                               for k in m.signing_keys)  # fmt: skip
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.duplicates = 0
         self.rejected: list[tuple[str, str]] = []  # (position, why)
@@ -197,13 +211,20 @@ class FeedReader:
         except DecodeError as exc:
             self.rejected.append((position, exc.message))
             return None
-        self._remember(claimed)
         plain = avro_values(decoded)  # UUIDs as text, like the records the engine decides on
+        try:
+            transformed = verify_delivered(plain, event_type, headers, self.source_keys or {})
+        except ProvenanceError as exc:
+            self.rejected.append((position, exc.message))
+            return None
+        self._remember(claimed)
         failed = decrypt_fields(plain, self.config.encryption_key, f"{self.config.member}-",
                                 record_id)  # fmt: skip
         source_ts = headers.get(SOURCE_TIMESTAMP_HEADER, b"0").decode() or "0"
         return Delivery(event_type, record_id, claimed, version, str(plain.get("source_member")),
-                        int(source_ts), plain, position, tuple(failed))  # fmt: skip
+                        int(source_ts), plain, position, tuple(failed),
+                        source_verified=transformed is not None,
+                        transformed_fields=tuple(transformed or ()))  # fmt: skip
 
     def _remember(self, decision: str) -> None:
         self._seen[decision] = None

@@ -68,7 +68,9 @@ def cli(ctx: click.Context, bootstrap: str | None, member: str, key_file: Path |
 
     def make_publisher() -> Publisher:
         kafka = resolve_kafka(bootstrap, settings)
-        return Publisher(PublisherConfig(kafka.bootstrap, member, key, kid, client=kafka.security()))
+        return Publisher(
+            PublisherConfig(kafka.bootstrap, member, key, kid, client=kafka.security())
+        )
 
     ctx.obj = _Context(member, make_publisher, dry_run)
 

@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
 from broker.errors import ActionError, PublishError
-from broker.events import Event
+from broker.events import EVENT_TYPES, Event
 from broker.policy.engine import record_id_of
+from broker.provenance import sign_fields
 from broker.signing import sign_record
 from broker.topics import inbound_topic
 
@@ -38,6 +39,16 @@ class PublisherConfig:
     #: Extra kafka-python producer settings (e.g. SASL credentials).
     client: dict[str, Any] = field(default_factory=dict)
     delivery_timeout_s: float = 60.0
+
+
+def sign_event(codec: AvroCodec, event: Event, key: Ed25519PrivateKey,
+               kid: str) -> tuple[bytes, list[tuple[str, bytes]]]:  # fmt: skip
+    """The encoded event and its headers: the record-wide signature the router checks, and
+    the per-field commitments recipients check after redaction (broker/provenance.py)."""
+    value = codec.encode(event.avro_type, event.to_avro())
+    # Commit to the record exactly as the router will see it: decoded, then normalized.
+    seen = EVENT_TYPES[event.avro_type].from_avro(codec.decode(value).record).to_avro()
+    return value, sign_record(value, key, kid) + sign_fields(seen, event.avro_type, key)
 
 
 def record_key(record: dict[str, Any]) -> bytes:
@@ -83,8 +94,8 @@ class Publisher:
                 f"{event.source_member}"
             )
         record = event.to_avro()
-        value = self.codec.encode(event.avro_type, record)
-        headers = sign_record(value, self.config.signing_key, self.config.signing_kid)
+        value, headers = sign_event(self.codec, event, self.config.signing_key,
+                                    self.config.signing_kid)  # fmt: skip
         return record, record_key(record), value, headers
 
     def publish(

@@ -10,7 +10,7 @@ from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
 from broker.events import EVENT_TYPES, Event
 from broker.policy.demo_keys import demo_signing_key
-from broker.signing import sign_record
+from producers.publisher import sign_event
 
 CODEC = AvroCodec(SchemaCatalog.load())
 BASE_TIME = dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.UTC)
@@ -22,9 +22,8 @@ def signing_kid(member: str) -> str:
 
 def signed(event: Event) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
     """(key, value, headers) as the member's publisher writes them to its inbound topic."""
-    value = CODEC.encode(event.avro_type, event.to_avro())
     member = event.source_member
-    headers = sign_record(value, demo_signing_key(member), signing_kid(member))
+    value, headers = sign_event(CODEC, event, demo_signing_key(member), signing_kid(member))
     record = event.to_avro()
     key = str(record.get("indicator_id") or record.get("report_id") or uuid.uuid4()).encode()
     return key, value, headers

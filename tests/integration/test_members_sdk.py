@@ -61,6 +61,11 @@ def test_publisher_to_feed_reader_round_trip_with_decryption_and_resume(
     assert delivery.record["seller"]["email"].startswith("mt1.k1."), "hashed by the MOU"
     assert delivery.source == "payments-x"
     assert not delivery.undecryptable
+    # Provenance survived the redaction: payments-x's own signature covers every field
+    # platform-a got in clear, and its proof names the fields the MOU changed.
+    assert delivery.source_verified
+    assert {"seller.email", "seller.payment_accounts"} <= set(delivery.transformed_fields)
+    assert "seller.account_id" not in delivery.transformed_fields
     second = retraction(first)
     with _publisher(routed, "payments-x") as publisher:
         publisher.publish(second)

@@ -18,6 +18,7 @@ from broker.ledger import DeliveryLedger, LedgerEntry
 from broker.policy.demo_keys import demo_match_secret, demo_signing_key, public_b64
 from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
+from broker.provenance import SOURCE_KEY_ID_HEADER
 from broker.routing import DECISION_ID_HEADER, Inbound, RecordRouter, Routed
 from broker.signing import SignatureVerifier, header_map, sign_record
 from broker.topics import consortium_topics, durability, topic_owner
@@ -179,7 +180,10 @@ def test_feeds_carry_exactly_the_engine_decisions() -> None:
         decoded = CODEC.decode(feed.value).record
         assert decoded["seller"]["email"] == delivered[recipient].record["seller"]["email"]
         assert dict(feed.headers)[DECISION_ID_HEADER] == delivered[recipient].decision_id.encode()
-        assert b"platform-a" not in b"".join(v for _, v in feed.headers), "no source header"
+        if delivered[recipient].record["source_member"] == "platform-a":
+            assert SOURCE_KEY_ID_HEADER in dict(feed.headers), "named: the source's proof"
+        else:
+            assert b"platform-a" not in b"".join(v for _, v in feed.headers), "no source header"
     assert routed.ledger_update is not None
     assert set(routed.ledger_update[1].recipients) == set(delivered)
 

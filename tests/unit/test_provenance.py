@@ -1,0 +1,149 @@
+"""Provenance that survives redaction: the source's field proof through the real router
+core, checked as a recipient checks it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from broker.errors import ProvenanceError
+from broker.events import avro_values
+from broker.ledger import DeliveryLedger
+from broker.policy.demo_keys import demo_match_secret, demo_signing_key
+from broker.policy.loader import load_policies
+from broker.policy.model import Treatment
+from broker.policy.treatments import MatchTokenKey
+from broker.provenance import (
+    FIELDS_SALTS_HEADER,
+    SOURCE_KEY_ID_HEADER,
+    SOURCE_PROOF_HEADER,
+    canonical,
+    commitment,
+    sign_fields,
+    verify_delivered,
+)
+from broker.routing import EVENT_TYPE_HEADER, FeedRecord, Inbound, RecordRouter
+from broker.signing import header_map, public_keys
+from policies import POLICY_DIR
+from tests.members import CODEC, indicator, mixed_stream, signed
+
+POLICIES = load_policies(POLICY_DIR)
+ROUTER = RecordRouter(POLICIES, CODEC, MatchTokenKey(1, demo_match_secret()))
+NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+SOURCE_KEYS = public_keys(k for m in POLICIES.registry.members for k in m.signing_keys)
+
+
+def _route(key: bytes, value: bytes, headers: list[tuple[str, bytes]], source: str) -> Any:
+    record = Inbound(f"action.in.{source}", 0, 0, key, value, tuple(headers), 1_795_000_000_000)
+    return ROUTER.route(record, now=NOW, ledger=DeliveryLedger())
+
+
+def _as_received(feed: FeedRecord) -> tuple[dict[str, Any], str, dict[str, bytes]]:
+    """What a recipient's FeedReader holds: the decoded record with plain values."""
+    headers = header_map(feed.headers)
+    record = avro_values(CODEC.decode(feed.value).record)
+    return record, headers[EVENT_TYPE_HEADER].decode(), headers
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(min_value=0, max_value=10_000))
+def test_every_named_delivery_verifies_and_names_what_was_changed(seed: int) -> None:
+    """Whatever the MOUs did to a record, the recipient verifies that every field it got
+    in clear is what the source signed, and the proof names exactly the treated fields."""
+    event = mixed_stream(seed % 40 + 1)[-1]
+    routed = _route(*signed(event), event.source_member)
+    assert routed.dead_letter is None
+    decisions = {d.recipient: d for d in routed.decisions if d.delivered}
+    for feed in routed.feeds:
+        decision = decisions[feed.topic.removeprefix("action.feed.")]
+        record, event_type, headers = _as_received(feed)
+        transformed = verify_delivered(record, event_type, headers, SOURCE_KEYS)
+        if record["source_member"] != event.source_member:
+            assert transformed is None, "anonymous: no proof that would name the source"
+            assert SOURCE_KEY_ID_HEADER not in headers
+            continue
+        assert transformed is not None
+        treated = {f.path for f in decision.fields if f.treatment is not Treatment.KEEP}
+
+        def overlaps(path: str, field: str) -> bool:
+            return path == field or path.startswith(field + ".") or field.startswith(path + ".")
+
+        assert all(any(overlaps(p, t) for t in treated) for p in transformed), "only treated"
+        assert all(any(overlaps(p, t) for p in transformed) for t in treated), "all treated"
+
+
+def _a_named_delivery_with_a_hidden_field() -> tuple[dict[str, Any], str, dict[str, bytes]]:
+    event = indicator("platform-a", 3, tlp="GREEN", purpose="IPR_ENFORCEMENT")
+    routed = _route(*signed(event), "platform-a")
+    for feed in routed.feeds:
+        record, event_type, headers = _as_received(feed)
+        proof = json.loads(headers.get(SOURCE_PROOF_HEADER, b"{}"))
+        if proof.get("commitments") and proof.get("salts"):
+            return record, event_type, headers
+    raise AssertionError("the example consortium treats some field of a GREEN indicator")
+
+
+def test_a_changed_clear_value_fails_the_check() -> None:
+    record, event_type, headers = _a_named_delivery_with_a_hidden_field()
+    assert verify_delivered(record, event_type, headers, SOURCE_KEYS)
+    forged = dict(record, confidence=(record["confidence"] or 0) + 1)
+    with pytest.raises(ProvenanceError, match="not what the source published"):
+        verify_delivered(forged, event_type, headers, SOURCE_KEYS)
+
+
+def test_unhiding_a_field_or_dropping_its_commitment_fails_the_check() -> None:
+    record, event_type, headers = _a_named_delivery_with_a_hidden_field()
+    proof = json.loads(headers[SOURCE_PROOF_HEADER])
+    hidden = next(iter(proof["commitments"]))
+    del proof["commitments"][hidden]
+    tampered = dict(headers, **{SOURCE_PROOF_HEADER: json.dumps(proof).encode()})
+    with pytest.raises(ProvenanceError):
+        verify_delivered(record, event_type, tampered, SOURCE_KEYS)
+
+
+def test_a_commitment_reveals_nothing_without_its_salt() -> None:
+    """Two commitments to the same low-entropy value differ: the salt hides the value."""
+    salt_a, salt_b = b"a" * 16, b"b" * 16
+    assert commitment("seller.country", "CN", salt_a) != commitment("seller.country", "CN", salt_b)
+    assert commitment("seller.country", "CN", salt_a) != commitment("seller.country", "US", salt_a)
+
+
+def test_timestamps_commit_at_avro_precision() -> None:
+    """The source commits before encoding (microseconds), the recipient after (millis)."""
+    fine = dt.datetime(2026, 1, 1, 0, 0, 0, 999_999, tzinfo=dt.UTC)
+    coarse = dt.datetime(2026, 1, 1, 0, 0, 0, 999_000, tzinfo=dt.UTC)
+    assert canonical(fine) == canonical(coarse)
+
+
+def test_an_inconsistent_inbound_proof_is_a_dead_letter() -> None:
+    event = indicator("platform-a", 4)
+    key, value, headers = signed(event)
+    other = sign_fields(dict(event.to_avro(), confidence=1), "SellerIndicator",
+                        demo_signing_key("platform-a"))  # fmt: skip
+    swapped = [h for h in headers if not h[0].startswith("action.fields")] + other
+    routed = _route(key, value, swapped, "platform-a")
+    assert routed.dead_letter is not None
+    assert routed.dead_letter.reason == "signature.fields_invalid"
+    salts = dict(headers)[FIELDS_SALTS_HEADER]
+    short = [h for h in headers if h[0] != FIELDS_SALTS_HEADER]
+    short.append((FIELDS_SALTS_HEADER, salts.replace(b'"confidence"', b'"confidenc"')))
+    reason = _route(key, value, short, "platform-a").dead_letter
+    assert reason is not None
+    assert reason.reason == "signature.fields_invalid"
+
+
+def test_records_without_a_field_proof_are_routed_and_say_so() -> None:
+    event = indicator("platform-a", 5, tlp="GREEN")
+    key, value, headers = signed(event)
+    plain = [h for h in headers if not h[0].startswith("action.fields")]
+    routed = _route(key, value, plain, "platform-a")
+    assert routed.dead_letter is None
+    assert routed.feeds
+    for feed in routed.feeds:
+        record, event_type, got = _as_received(feed)
+        assert verify_delivered(record, event_type, got, SOURCE_KEYS) is None
