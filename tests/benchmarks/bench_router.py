@@ -29,10 +29,11 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
+from broker.connection import KafkaConnection, connection_from_settings
 from broker.localkafka import LocalCluster
 from broker.metrics import RouterMetrics
 from broker.policy.loader import load_policies
-from broker.provision import provision_topics
+from broker.provision import Consortium
 from broker.router import RouterService
 from broker.settings import load_settings
 from broker.topics import INBOUND_PATTERN
@@ -53,11 +54,11 @@ def _counter(metrics: RouterMetrics, name: str) -> float:
     return total
 
 
-def route_all(bootstrap: str, expected_in: int, group: str) -> tuple[float, int]:
+def route_all(kafka: KafkaConnection, expected_in: int, group: str) -> tuple[float, int]:
     """Run the router until it has read ``expected_in`` records; (records/s, outputs)."""
     settings = load_settings(router_group=group, metrics_port=0)
     metrics = RouterMetrics()
-    service = RouterService(settings, bootstrap, metrics)
+    service = RouterService(settings, kafka, metrics)
     worker = threading.Thread(target=service.run, daemon=True)
     worker.start()
     first = None
@@ -77,13 +78,15 @@ def route_all(bootstrap: str, expected_in: int, group: str) -> tuple[float, int]
     return expected_in / max(elapsed, 1e-9), outputs
 
 
-def passthrough(bootstrap: str, expected_in: int, outputs: int, group: str, batch: int) -> float:
+def passthrough(
+    kafka: KafkaConnection, expected_in: int, outputs: int, group: str, batch: int
+) -> float:
     """Read the inbound records, write ``outputs`` records of their bytes, transactionally."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+    consumer = KafkaConsumer(**kafka.client_config(), group_id=group,
                              enable_auto_commit=False, isolation_level="read_committed",
                              auto_offset_reset="earliest", max_poll_records=batch)  # fmt: skip
     consumer.subscribe(pattern=INBOUND_PATTERN)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"{group}.raw",
+    producer = KafkaProducer(**kafka.client_config(), transactional_id=f"{group}.raw",
                              acks="all", linger_ms=5, batch_size=256 * 1024)  # fmt: skip
     producer.init_transactions()
     fan_out = outputs / expected_in
@@ -112,19 +115,21 @@ def passthrough(bootstrap: str, expected_in: int, outputs: int, group: str, batc
     return expected_in / max(elapsed, 1e-9)
 
 
-def latency(bootstrap: str, rate: int, seconds: int, group: str) -> tuple[float, float, int]:
+def latency(
+    kafka: KafkaConnection, rate: int, seconds: int, group: str
+) -> tuple[float, float, int]:
     settings = load_settings(router_group=group, metrics_port=0)
-    service = RouterService(settings, bootstrap, RouterMetrics())
+    service = RouterService(settings, kafka, RouterMetrics())
     worker = threading.Thread(target=service.run, daemon=True)
     worker.start()
     while not service.health.ready:  # joined the group, producer initialized
         time.sleep(0.1)
-    reader = TopicReader(bootstrap, ["action.feed.ipr-center"])
+    reader = TopicReader(kafka, ["action.feed.ipr-center"])
     reader.read_until_quiet(quiet_s=1)  # skip what earlier phases delivered
     events = [indicator("platform-a", i) for i in range(rate * seconds)]
     prepared = [signed(e) for e in events]
     ids = {str(e.to_avro()["indicator_id"]) for e in events}
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    producer = KafkaProducer(**kafka.client_config(), acks="all", linger_ms=0)
     latencies: list[float] = []
 
     def read() -> None:
@@ -163,31 +168,36 @@ def main() -> None:
                         help="a second latency run at a rate this machine sustains")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        bootstrap = os.environ.get("ACTION_KAFKA_BOOTSTRAP")
+        address = os.environ.get("ACTION_KAFKA_BOOTSTRAP")
         cluster = None
-        if not bootstrap:
+        if address:  # an existing cluster, reached as the ACTION_KAFKA_* super user
+            kafka = connection_from_settings(address, load_settings())
+        else:
             cluster = LocalCluster(Path(tmp) / "kafka", load_settings())
-            bootstrap = cluster.up(nodes=1).bootstrap
+            cluster.up(nodes=1)
+            kafka = cluster.connection()
         try:
-            run(bootstrap, args)
+            run(kafka, Path(tmp) / "credentials", args)
         finally:
             if cluster is not None:
                 cluster.down()
 
 
-def run(bootstrap: str, args: Any) -> None:
+def run(kafka: KafkaConnection, credentials: Path, args: Any) -> None:
+    """Members publish as themselves; the router and the passthrough run as the admin,
+    whose rights cover the benchmark's own group and transactional ids."""
     policies = load_policies(POLICY_DIR)
-    provision_topics(bootstrap, policies.registry, partitions=3, dry_run=False)
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    consortium = Consortium.provision(kafka, policies.registry, credentials)
+    admin = KafkaAdminClient(**kafka.client_config())
     with contextlib.suppress(TopicAlreadyExistsError):
         admin.create_topics({PASSTHROUGH_TOPIC: {"num_partitions": 3, "replication_factor": 1}})
     admin.close()
     tag = str(int(time.time()))
-    publish(bootstrap, mixed_stream(args.records))
-    router_rate, outputs = route_all(bootstrap, args.records, f"bench-router-{tag}")
-    raw_rate = passthrough(bootstrap, args.records, outputs, f"bench-raw-{tag}", 500)
+    publish(consortium, mixed_stream(args.records))
+    router_rate, outputs = route_all(kafka, args.records, f"bench-router-{tag}")
+    raw_rate = passthrough(kafka, args.records, outputs, f"bench-raw-{tag}", 500)
     runs = [
-        (rate, *latency(bootstrap, rate, args.seconds, f"bench-router-{tag}"))
+        (rate, *latency(kafka, rate, args.seconds, f"bench-router-{tag}"))
         for rate in (args.low_rate, args.rate)
     ]  # fmt: skip  (no backlog before the low rate)
     ratio = router_rate / raw_rate
