@@ -26,16 +26,26 @@ from dataclasses import dataclass
 
 from broker.errors import PolicyError
 from broker.policy.model import MemberRegistry
-from broker.topics import AUDIT_TOPIC, DLQ_TOPIC, LEDGER_TOPIC, feed_topic, inbound_topic
+from broker.topics import (
+    AUDIT_TOPIC,
+    DLQ_TOPIC,
+    FEED_PREFIX,
+    INBOUND_PREFIX,
+    LEDGER_TOPIC,
+    feed_topic,
+    inbound_topic,
+)
 
 TOPIC = "TOPIC"
 GROUP = "GROUP"
 TRANSACTIONAL_ID = "TRANSACTIONAL_ID"
 LITERAL = "LITERAL"
 PREFIXED = "PREFIXED"
-#: Every consortium topic starts with this; a principal holding an ACL on one is managed
-#: by provisioning, so a member removed from the registry loses all of its rights.
-CONSORTIUM_TOPIC_PREFIX = "action."
+#: A principal with any right on a member's inbound topic or feed is a member (or the
+#: router) as far as provisioning is concerned, so one removed from the registry loses
+#: all of its rights. Rights on the audit, DLQ or ledger topics alone (an operator's
+#: monitoring user) do not make a principal managed.
+MEMBER_TOPIC_PREFIXES = (INBOUND_PREFIX, FEED_PREFIX)
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -121,12 +131,13 @@ def managed_principals(
     registry: MemberRegistry, router_principal: str, existing: Iterable[AclBinding]
 ) -> frozenset[str]:
     """Principals whose ACLs provisioning owns: the registry's, the router's, and anyone
-    holding an ACL on a consortium topic (a member since removed from the registry)."""
+    holding a right on a member's inbound topic or feed (a member since removed from the
+    registry). Everyone else's ACLs are left alone."""
     managed = {m.principal for m in registry.members} | {router_principal}
     managed |= {
         acl.principal
         for acl in existing
-        if acl.resource_type == TOPIC and acl.resource_name.startswith(CONSORTIUM_TOPIC_PREFIX)
+        if acl.resource_type == TOPIC and acl.resource_name.startswith(MEMBER_TOPIC_PREFIXES)
     }
     return frozenset(managed)
 

@@ -79,6 +79,8 @@ def test_a_removed_member_is_still_managed_so_its_rights_can_be_revoked() -> Non
     assert "User:gone-member" in managed
     unrelated = AclBinding("User:other-app", "TOPIC", "billing.events", "LITERAL", "READ")
     assert "User:other-app" not in managed_principals(REGISTRY, ROUTER, {unrelated})
+    monitoring = AclBinding("User:ops-monitor", "TOPIC", "action.dlq", "LITERAL", "READ")
+    assert "User:ops-monitor" not in managed_principals(REGISTRY, ROUTER, {monitoring})
 
 
 def test_the_router_cannot_share_a_principal_with_a_member() -> None:
