@@ -8,6 +8,9 @@ The expected rights are written out here from the issue's rules, independently o
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +25,7 @@ from broker.connection import KafkaConnection
 from broker.policy.model import Member, MemberRegistry
 from broker.provision import Consortium, admin_client, current_acls
 from broker.topics import AUDIT_TOPIC, DLQ_TOPIC, LEDGER_TOPIC
+from tests.integration.routers import ACTION_BROKER
 
 ROUTER = "action-router"
 OPERATIONS = ("READ", "WRITE", "DESCRIBE", "CREATE", "DELETE", "ALTER")
@@ -90,6 +94,20 @@ def _principals(consortium: Consortium) -> list[str]:
 
 def _connection(consortium: Consortium, who: str) -> KafkaConnection:
     return consortium.router if who == ROUTER else consortium.member(who)
+
+
+def test_provision_cli_dry_run_reports_nothing_to_change(consortium: Consortium) -> None:
+    """First in this module, before the collision member exists: `action-broker provision
+    --dry-run` on the provisioned consortium finds every topic, user and ACL in place."""
+    env = {**os.environ, **consortium.admin.environment(),
+           "ACTION_CREDENTIALS_DIR": str(consortium.credentials_dir)}  # fmt: skip
+    run = subprocess.run([ACTION_BROKER, "provision", "--dry-run", "-o", "json"], env=env,
+                         capture_output=True, text=True, check=False, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    rows = json.loads(run.stdout)
+    assert {r["kind"] for r in rows} == {"topic"}, "no user or ACL would change"
+    assert {r["action"] for r in rows} == {"exists"}
+    assert "acls exists" in run.stderr
 
 
 def test_the_authorizer_grants_exactly_the_expected_rights(extended: Consortium) -> None:
