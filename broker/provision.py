@@ -73,7 +73,7 @@ def provision_topics(
     kafka: KafkaConnection, registry: MemberRegistry, *, partitions: int, dry_run: bool
 ) -> list[TopicOutcome]:
     """Create every missing topic; existing ones are left as they are and reported."""
-    from kafka.errors import TopicAlreadyExistsError
+    from kafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
 
     with admin_client(kafka, "action-provision") as admin:
         brokers = len(admin.describe_cluster()["brokers"])
@@ -94,8 +94,14 @@ def provision_topics(
                                 "replication_factor": s.replication, "configs": s.configs}
                        for s in missing}  # fmt: skip
             # Another provisioner may win the race: the topics are there either way.
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(request, timeout_ms=30_000, wait_for_metadata=True)
+            try:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    admin.create_topics(request, timeout_ms=30_000, wait_for_metadata=True)
+            except TopicAuthorizationFailedError as exc:
+                raise ActionError(
+                    f"{kafka.principal} may not create topics at {kafka.bootstrap}",
+                    hint="run provisioning as a super user (ACTION_KAFKA_SASL_USERNAME)",
+                ) from exc
         action = "would-create" if dry_run else "created"
         outcomes += [TopicOutcome(s.name, action, s.partitions, s.replication) for s in missing]
         return sorted(outcomes, key=lambda o: o.topic)
@@ -290,9 +296,24 @@ def provision_access(
     dry_run: bool,
 ) -> list[AccessOutcome]:
     """SCRAM users for every member and the router, then the ACLs the registry implies."""
+    from kafka.errors import ClusterAuthorizationFailedError, SecurityDisabledError
+
     wanted = desired_acls(registry, router_principal=router_principal, router_group=router_group)
     with admin_client(kafka, "action-provision") as admin:
-        managed = managed_principals(registry, router_principal, current_acls(admin))
+        try:
+            existing = current_acls(admin)
+        except SecurityDisabledError as exc:
+            raise ActionError(
+                f"Kafka at {kafka.bootstrap} has no authorizer: ACLs cannot be applied",
+                hint="configure the StandardAuthorizer, pass --topics-only, or recreate a "
+                "local cluster with `action-broker kafka up --fresh` (secured)",
+            ) from exc
+        except ClusterAuthorizationFailedError as exc:
+            raise ActionError(
+                f"{kafka.principal} may not manage ACLs at {kafka.bootstrap}",
+                hint="run provisioning as a super user (ACTION_KAFKA_SASL_USERNAME)",
+            ) from exc
+        managed = managed_principals(registry, router_principal, existing)
         present = [m.principal for m in registry.members] + [router_principal]
         removed = sorted(managed - set(present))
         outcomes = provision_users(admin, present, removed, credentials_dir, rotate=rotate,

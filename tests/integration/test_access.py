@@ -108,6 +108,12 @@ def test_provision_cli_dry_run_reports_nothing_to_change(consortium: Consortium)
     assert {r["kind"] for r in rows} == {"topic"}, "no user or ACL would change"
     assert {r["action"] for r in rows} == {"exists"}
     assert "acls exists" in run.stderr
+    as_member = {**env, **consortium.member("platform-a").environment()}
+    refused = subprocess.run([ACTION_BROKER, "provision"], env=as_member, capture_output=True,
+                             text=True, check=False, timeout=120)  # fmt: skip
+    assert refused.returncode == 1
+    assert "error: User:platform-a may not create topics" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def test_the_authorizer_grants_exactly_the_expected_rights(extended: Consortium) -> None:
