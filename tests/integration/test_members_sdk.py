@@ -64,8 +64,13 @@ def test_publisher_to_feed_reader_round_trip_with_decryption_and_resume(
     # Provenance survived the redaction: payments-x's own signature covers every field
     # platform-a got in clear, and its proof names the fields the MOU changed.
     assert delivery.source_verified
-    assert {"seller.email", "seller.payment_accounts"} <= set(delivery.transformed_fields)
-    assert "seller.account_id" not in delivery.transformed_fields
+    # payments-x's MOU: e-mail hashed, payment accounts encrypted, other optional fields
+    # dropped (default_fields: drop) except the kept store domain.
+    assert {"seller.email", "seller.payment_accounts", "seller.account_id"} <= set(
+        delivery.transformed_fields
+    )
+    assert "seller.store_domain" not in delivery.transformed_fields
+    assert "confidence" not in delivery.transformed_fields
     second = retraction(first)
     with _publisher(routed, "payments-x") as publisher:
         publisher.publish(second)
