@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from broker.localkafka import ClusterState, LocalCluster
 from broker.settings import load_settings
@@ -45,12 +47,40 @@ def test_durability_settings(three_nodes: tuple[LocalCluster, ClusterState]) -> 
             assert config["offsets.topic.replication.factor"] == "3"
             assert config["transaction.state.log.replication.factor"] == "3"
             assert config["transaction.state.log.min.isr"] == "2"
-            assert config["allow.everyone.if.no.acl.found"] == "false"
             assert config["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
         features = admin.describe_features()
         assert features["eligible.leader.replicas.version"]["finalized"][1] >= 1
     finally:
         admin.close()
+
+
+def test_a_user_without_acls_is_denied_on_every_node(
+    three_nodes: tuple[LocalCluster, ClusterState],
+) -> None:
+    """The 3-node cluster is secured too: a SCRAM user with no ACL gets nothing, whichever
+    node it bootstraps from."""
+    from kafka.admin import UserScramCredentialUpsertion
+
+    cluster, state = three_nodes
+    admin = KafkaAdminClient(**cluster.connection().client_config())
+    admin.create_topics([NewTopic("guarded", 1, 3)], timeout_ms=30_000)
+    admin.alter_user_scram_credentials(
+        [UserScramCredentialUpsertion("stranger", "SCRAM-SHA-512", "pw")]
+    )
+    admin.close()
+    for node in state.nodes:
+        stranger = cluster.connection(node.node_id).as_user("stranger", "pw")
+        for _ in range(50):  # the new user reaches every broker through the metadata log
+            try:
+                producer = KafkaProducer(**stranger.client_config(), max_block_ms=5_000)
+                break
+            except KafkaError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError(f"node {node.node_id} never accepted the new user")
+        with pytest.raises(TopicAuthorizationFailedError):
+            producer.send("guarded", b"x").get(timeout=15)
+        producer.close()
 
 
 def test_hard_killed_node_restarts_and_nothing_is_lost(
