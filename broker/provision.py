@@ -210,7 +210,8 @@ def _to_kafka(acl: AclBinding) -> Any:
 
 
 def current_acls(admin: KafkaAdminClient) -> set[AclBinding]:
-    """Every ALLOW binding for any host on the cluster (DENY rules are reported apart)."""
+    """Every ALLOW binding for any host on the cluster; DENY and host-specific rules are
+    never provisioning's and are left alone."""
     from kafka.admin import (
         ACLFilter,
         ACLOperation,
