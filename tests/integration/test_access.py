@@ -270,7 +270,8 @@ def _can_join(kafka: KafkaConnection, group: str, topic: str) -> bool:
 
 def test_no_member_can_fence_the_router_or_join_its_group(extended: Consortium) -> None:
     """WRITE on the router's transactional id would let a member fence it; READ on its
-    group would let a member take its partitions. Every member is refused both."""
+    group would let a member take its partitions. Every member is refused both, and may
+    not even describe the router's transactions."""
     for who in _members(extended):
         kafka = extended.member(who)
         producer = KafkaProducer(**kafka.client_config(), transactional_id=f"{ROUTER}.0",
@@ -279,7 +280,21 @@ def test_no_member_can_fence_the_router_or_join_its_group(extended: Consortium) 
             producer.init_transactions()
         with contextlib.suppress(kafka_errors.KafkaError):
             producer.close(timeout=5)
+        with (
+            admin_client(kafka, f"txn-probe-{who}") as admin,
+            pytest.raises(kafka_errors.TransactionalIdAuthorizationFailedError),
+        ):
+            admin.describe_transactions([f"{ROUTER}.0"])
         assert not _can_join(kafka, ROUTER, f"action.feed.{who}"), who
+    # The router itself may describe its transactional ids: not found, or no coordinator
+    # yet on a fresh cluster, but never refused.
+    with (
+        admin_client(extended.router, "txn-probe-router") as admin,
+        contextlib.suppress(
+            kafka_errors.TransactionalIdNotFoundError, kafka_errors.CoordinatorNotAvailableError
+        ),
+    ):
+        admin.describe_transactions([f"{ROUTER}.0"])
 
 
 def test_members_cannot_create_delete_or_reconfigure_topics(extended: Consortium) -> None:
