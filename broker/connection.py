@@ -66,7 +66,7 @@ class KafkaConnection:
         """The Kafka principal the brokers see for this connection."""
         return f"User:{self.username}" if self.uses_sasl else "User:ANONYMOUS"
 
-    def as_user(self, username: str, password: str) -> KafkaConnection:
+    def as_user(self, username: str, password: str | None) -> KafkaConnection:
         """The same cluster, reached as another SASL user."""
         return replace(self, username=username, password=password)
 

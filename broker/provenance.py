@@ -38,6 +38,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -132,17 +133,15 @@ def sign_fields(
     return [(FIELDS_SIGNATURE_HEADER, signature), (FIELDS_SALTS_HEADER, encoded.encode())]
 
 
+@dataclass(frozen=True, slots=True)
 class FieldProof:
-    """A verified inbound proof: the commitments and salts of one record's leaves."""
+    """A verified inbound proof: one record's leaves with their commitments and salts."""
 
-    def __init__(self, event_type: str, kid: str, signature: bytes,
-                 commitments: dict[str, bytes], salts: dict[str, bytes]) -> None:  # fmt: skip
-        self.event_type = event_type
-        self.kid = kid
-        self.signature = signature
-        self.commitments = commitments
-        self.salts = salts
-        self._original = {}  # type: dict[str, Any]
+    kid: str
+    signature: bytes
+    values: dict[str, Any]
+    commitments: dict[str, bytes]
+    salts: dict[str, bytes]
 
     @classmethod
     def verify(cls, record: Mapping[str, Any], event_type: str, headers: Mapping[str, bytes],
@@ -172,9 +171,7 @@ class FieldProof:
                 "the signature over the field commitments does not verify",
                 reason="signature.fields_invalid",
             ) from None
-        proof = cls(event_type, kid, signature, commitments, salts)
-        proof._original = values
-        return proof
+        return cls(kid, signature, values, commitments, salts)
 
     def disclose(
         self, delivered: Mapping[str, Any], changed: Iterable[str]
@@ -185,7 +182,7 @@ class FieldProof:
         treated = tuple(changed)
         now = leaves(delivered)
         salts, hidden = {}, {}
-        for path, original in self._original.items():
+        for path, original in self.values.items():
             overlaps = any(path == t or path.startswith(t + ".") or t.startswith(path + ".")
                            for t in treated)  # fmt: skip
             if overlaps or path not in now or now[path] != original:

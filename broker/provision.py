@@ -239,13 +239,13 @@ def current_acls(admin: KafkaAdminClient) -> set[AclBinding]:
 
 
 def provision_acls(
-    admin: KafkaAdminClient, wanted: frozenset[AclBinding], managed: frozenset[str],
-    *, dry_run: bool,
+    admin: KafkaAdminClient, wanted: frozenset[AclBinding], have: set[AclBinding],
+    managed: frozenset[str], *, dry_run: bool,
 ) -> list[AccessOutcome]:  # fmt: skip
-    """Create the missing bindings; delete the managed principals' bindings not wanted."""
+    """Create the missing bindings; delete the managed principals' bindings not wanted.
+    ``have`` is what :func:`current_acls` found on the cluster."""
     from kafka.admin import ACLFilter
 
-    have = current_acls(admin)
     missing = sorted(wanted - have)
     stale = sorted(acl for acl in have - wanted if acl.principal in managed)
     created, deleted = ("would-create", "would-delete") if dry_run else ("created", "deleted")
@@ -265,7 +265,7 @@ def provision_acls(
         for _, _, error in admin.delete_acls(exact):
             if error.errno:
                 raise ActionError(f"Kafka refused to delete an ACL: {error.__name__}")
-    _await(lambda: (have := current_acls(admin)) >= wanted and not have & set(stale),
+    _await(lambda: (now := current_acls(admin)) >= wanted and not now & set(stale),
            "the ACL changes")  # fmt: skip
     return outcomes
 
@@ -319,7 +319,7 @@ def provision_access(
         removed = sorted(managed - set(present))
         outcomes = provision_users(admin, present, removed, credentials_dir, rotate=rotate,
                                    dry_run=dry_run)  # fmt: skip
-        outcomes += provision_acls(admin, wanted, managed, dry_run=dry_run)
+        outcomes += provision_acls(admin, wanted, existing, managed, dry_run=dry_run)
     return outcomes
 
 

@@ -14,7 +14,7 @@ import click
 
 from broker.cli.output import emit_rows, info, output_option
 from broker.connection import KafkaConnection, connection_from_settings
-from broker.errors import ClusterNotRunningError, ConfigError
+from broker.errors import ClusterNotRunningError
 from broker.localkafka import LocalCluster
 from broker.policy.loader import load_policies
 from broker.settings import Settings, load_settings
@@ -48,15 +48,10 @@ def resolve_kafka(explicit: str | None, settings: Settings) -> KafkaConnection:
         )
     connection = local.connection()
     if settings.kafka_sasl_username and connection.uses_sasl:
-        password = settings.kafka_sasl_password
-        if password is None:
-            raise ConfigError(
-                f"ACTION_KAFKA_SASL_USERNAME is {settings.kafka_sasl_username} but no password "
-                "is set",
-                hint="set ACTION_KAFKA_SASL_PASSWORD",
-            )
-        connection = connection.as_user(settings.kafka_sasl_username,
-                                         password.get_secret_value())  # fmt: skip
+        # KafkaConnection itself refuses a user without a password, with the hint.
+        secret = settings.kafka_sasl_password
+        password = secret.get_secret_value() if secret else None
+        connection = connection.as_user(settings.kafka_sasl_username, password)
     return connection
 
 

@@ -122,7 +122,10 @@ def latency(
     service = RouterService(settings, kafka, RouterMetrics())
     worker = threading.Thread(target=service.run, daemon=True)
     worker.start()
+    started = time.monotonic()
     while not service.health.ready:  # joined the group, producer initialized
+        if time.monotonic() - started > 120:
+            raise SystemExit("the in-process router did not become ready within 120 s")
         time.sleep(0.1)
     reader = TopicReader(kafka, ["action.feed.ipr-center"])
     reader.read_until_quiet(quiet_s=1)  # skip what earlier phases delivered
