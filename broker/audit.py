@@ -11,6 +11,7 @@ where the committed entries end. Pure code: no Kafka.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -49,6 +50,31 @@ def decision_entry(decision: Decision, *, decided_at_ms: int, position: str) -> 
     }
 
 
+# The fields a chain adds to every entry, in canonical (sorted) order.
+_CHAIN_KEYS = ("chain", "prev", "seq")
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEntry:
+    """An entry's content serialized ahead of time, as the canonical JSON of the runs of
+    keys that fall before ``chain``, between ``chain`` and ``prev``, between ``prev`` and
+    ``seq``, and after ``seq``. :meth:`ChainHead.append_prepared` slots the chain fields in
+    between, so the content is serialized once, wherever that happens (a routing worker),
+    and the chain, which is sequential, only concatenates and hashes."""
+
+    runs: tuple[bytes, bytes, bytes, bytes]
+
+
+def prepare_entry(content: Mapping[str, Any]) -> PreparedEntry:
+    runs: list[dict[str, Any]] = [{}, {}, {}, {}]
+    for key in content:
+        if key in _CHAIN_KEYS or key == "hash":
+            raise ValueError(f"audit content may not set the chain's own field {key!r}")
+        runs[bisect.bisect(_CHAIN_KEYS, key)][key] = content[key]
+    first, second, third, fourth = (canonical(run)[1:-1] for run in runs)  # without braces
+    return PreparedEntry((first, second, third, fourth))
+
+
 @dataclass(frozen=True, slots=True)
 class ChainHead:
     """The last entry of one chain: its sequence number and hash."""
@@ -59,18 +85,27 @@ class ChainHead:
 
     def append(self, content: Mapping[str, Any]) -> tuple[ChainHead, dict[str, Any]]:
         """The chained entry for ``content`` and the head after it."""
-        head, entry, _ = self.append_encoded(content)
-        return head, entry
+        head, encoded = self.append_prepared(prepare_entry(content))
+        return head, json.loads(encoded)
 
-    def append_encoded(self, content: Mapping[str, Any]) -> tuple[ChainHead, dict[str, Any], bytes]:
-        """As :meth:`append`, plus the entry's JSON, serialized once for hash and write.
-        (The hash goes last in the bytes; verification re-canonicalizes without it.)"""
-        entry = {**content, "chain": self.chain, "seq": self.seq + 1, "prev": self.hash}
-        body = canonical(entry)
+    def append_prepared(self, prepared: PreparedEntry) -> tuple[ChainHead, bytes]:
+        """The head after the entry and the entry's JSON: the canonical JSON of the content
+        plus ``chain``, ``seq`` and ``prev``, which is what the hash covers, with the hash
+        added last (verification re-canonicalizes without it)."""
+        seq = self.seq + 1
+        chain_fields = (b'"chain":' + json.dumps(self.chain).encode(),
+                        b'"prev":"' + self.hash.encode() + b'"',
+                        b'"seq":' + str(seq).encode())  # fmt: skip
+        parts = []
+        for run, chain_field in zip(prepared.runs, (*chain_fields, b""), strict=True):
+            if run:
+                parts.append(run)
+            if chain_field:
+                parts.append(chain_field)
+        body = b"{" + b",".join(parts) + b"}"
         digest = hashlib.sha256(self.hash.encode() + body).hexdigest()
-        entry["hash"] = digest
         encoded = body[:-1] + b',"hash":"' + digest.encode() + b'"}'
-        return ChainHead(self.chain, self.seq + 1, digest), entry, encoded
+        return ChainHead(self.chain, seq, digest), encoded
 
     def to_metadata(self) -> str:
         return f"audit:{self.seq}:{self.hash}"

@@ -99,19 +99,19 @@ class RouterMetrics:
 
     # Per-decision counters: label children are cached, as .labels() costs microseconds
     # and runs several times per routed record.
-    def decision(self, source: str, recipient: str, outcome: str) -> None:
+    def decision(self, source: str, recipient: str, outcome: str, count: int = 1) -> None:
         key = (source, recipient, outcome)
         child = self._decision_children.get(key)
         if child is None:
             child = self._decision_children[key] = self.decisions.labels(*key)
-        child.inc()
+        child.inc(count)
 
-    def treatment(self, field: str, treatment: str) -> None:
+    def treatment(self, field: str, treatment: str, count: int = 1) -> None:
         key = (field, treatment)
         child = self._treatment_children.get(key)
         if child is None:
             child = self._treatment_children[key] = self.field_treatments.labels(*key)
-        child.inc()
+        child.inc(count)
 
     def set_policy_version(self, version: str) -> None:
         self.policy_version.clear()

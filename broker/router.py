@@ -20,8 +20,10 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -30,7 +32,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from broker.audit import ChainHead, decision_entry
+from broker.audit import ChainHead
 from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
 from broker.connection import KafkaConnection
@@ -42,7 +44,8 @@ from broker.policy.demo_keys import demo_match_secret
 from broker.policy.engine import PolicySet
 from broker.policy.loader import load_policies, policy_version
 from broker.policy.treatments import MatchTokenKey
-from broker.routing import Inbound, RecordRouter, Routed
+from broker.routing import Checked, Inbound, RecordRouter, Writes
+from broker.routing_pool import RoutingPool
 from broker.settings import Settings
 from broker.topics import (
     AUDIT_TOPIC,
@@ -77,6 +80,19 @@ class _Batch:
     heads: dict[TopicPartition, ChainHead]
     feed_timestamps: list[int]
     records: int = 0
+    # Counted per batch and added to the metrics once: a counter per decision and per
+    # field was a measurable share of the router's own process.
+    records_in: Counter[tuple[str, str]] = field(default_factory=Counter)
+    decisions: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    treatments: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def count(self, metrics: RouterMetrics) -> None:
+        for (source, event_type), n in self.records_in.items():
+            metrics.records_in.labels(source, event_type).inc(n)
+        for (source, recipient, outcome), n in self.decisions.items():
+            metrics.decision(source, recipient, outcome, n)
+        for (path, treatment), n in self.treatments.items():
+            metrics.treatment(path, treatment, n)
 
 
 def match_key_from(settings: Settings) -> MatchTokenKey:
@@ -107,6 +123,7 @@ class RouterService:
         self._random = random.Random()  # noqa: S311 - fault injection, not security
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
+        self._pool: RoutingPool | None = None
         self._ledger_reader: KafkaConsumer | None = None
         self._last_processed_ms: dict[TopicPartition, int] = {}
         self._audit_partitions: dict[bytes, int] = {}
@@ -151,6 +168,8 @@ class RouterService:
         if policy_set.version != self.core.policy_set.version:
             log.info("policies %s -> %s", self.core.policy_set.version, policy_set.version)
         self.core = self._compile(policy_set)
+        if self._pool is not None:
+            self._start_pool()
         self.metrics.policy_reloads.labels("applied").inc()
 
     # --- Kafka clients ----------------------------------------------------------------
@@ -235,6 +254,7 @@ class RouterService:
     def run(self) -> int:
         log.info("router %s starting: policies %s, Kafka %s", self.transactional_id,
                  self.core.policy_set.version, self.kafka)  # fmt: skip
+        self._start_pool()
         try:
             self._ledger_reader = self._new_ledger_reader()
             self._producer = self._new_producer()
@@ -269,7 +289,9 @@ class RouterService:
                 client.close(autocommit=False)
         if self._producer is not None:
             self._producer.close(timeout=5)
-        self._consumer = self._ledger_reader = self._producer = None
+        if self._pool is not None:
+            self._pool.close()
+        self._consumer = self._ledger_reader = self._producer = self._pool = None
 
     def _route_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
         assert self._consumer is not None
@@ -280,14 +302,19 @@ class RouterService:
             if tp not in self._heads:
                 self._heads[tp] = self._committed_head(tp)
         work = _Batch(heads=dict(self._heads), feed_timestamps=[])
+        inbound = [Inbound(r.topic, r.partition, r.offset, r.key, r.value,
+                           tuple(r.headers or ()), r.timestamp)
+                   for records in batch.values() for r in records]  # fmt: skip
         try:
             self._producer.begin_transaction()
-            offsets = {}
-            for tp, records in batch.items():
-                for record in records:
-                    self._route_one(record, work)
-                offsets[tp] = OffsetAndMetadata(records[-1].offset + 1,
-                                                work.heads[tp].to_metadata(), -1)  # fmt: skip
+            for record, writes, seconds in self._routed(inbound):
+                started = time.perf_counter()
+                self._write(writes, record, work)
+                self.metrics.processing.observe(seconds + time.perf_counter() - started)
+                work.records += 1
+            offsets = {tp: OffsetAndMetadata(records[-1].offset + 1,
+                                             work.heads[tp].to_metadata(), -1)
+                       for tp, records in batch.items()}  # fmt: skip
             if self._random.random() < self.settings.router_abort_ratio:
                 raise _InjectedAbortError
             self._bounded("send_offsets_to_transaction", self._producer.send_offsets_to_transaction,
@@ -300,25 +327,53 @@ class RouterService:
             log.error("%s; replacing the producer and rewinding", exc)
             self._fail()
             return
+        except BrokenProcessPool as exc:
+            log.error("a routing worker died (%s); aborting, restarting the workers", exc)
+            self._abort(exc)
+            self._start_pool()
+            return
+        finally:
+            work.count(self.metrics)
         self._committed(batch, work)
 
-    def _route_one(self, record: Any, work: _Batch) -> None:
-        assert self._producer is not None
-        inbound = Inbound(record.topic, record.partition, record.offset, record.key,
-                          record.value, tuple(record.headers or ()), record.timestamp)  # fmt: skip
-        started = time.perf_counter()
-        routed = self.core.route(inbound, now=dt.datetime.now(dt.UTC), ledger=self.ledger)
-        self._write(routed, inbound, work)
-        self.metrics.processing.observe(time.perf_counter() - started)
-        work.records += 1
+    def _routed(self, records: list[Inbound]) -> Iterator[tuple[Inbound, Writes, float]]:
+        """Each record's writes, in order, with the seconds spent deciding it. Lazy: the
+        ledger entries of earlier records are staged before a later retraction is decided."""
+        now = dt.datetime.now(dt.UTC)
+        if self._pool is None:
+            for record in records:
+                started = time.perf_counter()
+                routed = self.core.route(record, now=now, ledger=self.ledger)
+                writes = routed.writes(record, decided_at_ms=_now_ms())
+                yield record, writes, time.perf_counter() - started
+            return
+        for record, (outcome, seconds) in zip(records, self._pool.route(records, now),
+                                              strict=True):  # fmt: skip
+            if isinstance(outcome, Checked):  # a retraction: only this process has the ledger
+                started = time.perf_counter()
+                routed = self.core.decide(outcome, now=now, ledger=self.ledger)
+                outcome = routed.writes(record, decided_at_ms=_now_ms())
+                seconds += time.perf_counter() - started
+            yield record, outcome, seconds
 
-    def _write(self, routed: Routed, inbound: Inbound, work: _Batch) -> None:
+    def _start_pool(self) -> None:
+        """(Re)start the routing workers with the policies in force; none when configured so."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        if self.settings.router_workers > 0:
+            self._pool = RoutingPool(self.core, self.settings.router_workers)
+            self._pool.warm_up()
+            log.info("routing workers %s (policies %s)", self._pool.pids,
+                     self._pool.policy_version)  # fmt: skip
+
+    def _write(self, writes: Writes, inbound: Inbound, work: _Batch) -> None:
         assert self._producer is not None
         producer = self._producer
-        source = routed.source or topic_owner(inbound.topic) or "unknown"
-        self.metrics.records_in.labels(source, routed.event_type or "undecodable").inc()
-        if routed.dead_letter is not None:
-            letter = routed.dead_letter
+        source = writes.source or topic_owner(inbound.topic) or "unknown"
+        work.records_in[(source, writes.event_type or "undecodable")] += 1
+        if writes.dead_letter is not None:
+            letter = writes.dead_letter
             headers = [*inbound.headers,
                        (DLQ_REASON_HEADER, letter.reason.encode()),
                        (DLQ_DETAIL_HEADER, letter.detail[:2000].encode()),
@@ -327,26 +382,22 @@ class RouterService:
             producer.send(DLQ_TOPIC, value=inbound.value, key=inbound.key, headers=headers)
             self.metrics.dlq.labels(letter.reason).inc()
             return
-        for feed in routed.feeds:
+        for feed in writes.feeds:
             producer.send(feed.topic, value=feed.value, key=feed.key, headers=feed.headers)
             work.feed_timestamps.append(inbound.timestamp_ms)
         tp = TopicPartition(inbound.topic, inbound.partition)
         head = work.heads[tp]
         chain_key = head.chain.encode()
-        decided_at = int(time.time() * 1000)
-        for decision in routed.decisions:
-            head, _, encoded = head.append_encoded(
-                decision_entry(decision, decided_at_ms=decided_at, position=inbound.position)
-            )
-            producer.send(AUDIT_TOPIC, value=encoded, key=chain_key,
-                          partition=self._audit_partition(chain_key))  # fmt: skip
+        partition = self._audit_partition(chain_key)
+        for decision in writes.decisions:
+            head, encoded = head.append_prepared(decision.entry)
+            producer.send(AUDIT_TOPIC, value=encoded, key=chain_key, partition=partition)
             outcome = "delivered" if decision.delivered else "withheld"
-            self.metrics.decision(decision.source, decision.recipient, outcome)
-            for field in decision.fields if decision.delivered else ():
-                self.metrics.treatment(field.path, field.treatment.value)
+            work.decisions[(decision.source, decision.recipient, outcome)] += 1
+            work.treatments.update(decision.treatments)
         work.heads[tp] = head
-        if routed.ledger_update is not None:
-            key, entry_value = routed.ledger_update
+        if writes.ledger_update is not None:
+            key, entry_value = writes.ledger_update
             self.ledger.stage(key, entry_value)
             producer.send(LEDGER_TOPIC, value=entry_value.encode(), key=key.encode())
 
@@ -464,6 +515,10 @@ class RouterService:
         for topic, value in lag.items():
             self.metrics.lag_records.labels(topic).set(value)
             self.metrics.lag_seconds.labels(topic).set(age.get(topic, 0.0))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _chain(tp: TopicPartition) -> str:

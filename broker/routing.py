@@ -16,6 +16,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from broker.audit import PreparedEntry, decision_entry, prepare_entry
 from broker.codec import AvroCodec
 from broker.errors import DecodeError, EncodeError, EventValidationError, ProvenanceError
 from broker.events import EVENT_TYPES
@@ -79,6 +80,62 @@ class Routed:
     dead_letter: DeadLetter | None = None
     ledger_update: tuple[str, LedgerEntry] | None = field(default=None)
 
+    def writes(self, inbound: Inbound, *, decided_at_ms: int) -> Writes:
+        """What the router writes for this outcome, with every audit entry serialized."""
+        audited = tuple(
+            AuditedDecision(
+                prepare_entry(decision_entry(d, decided_at_ms=decided_at_ms,
+                                             position=inbound.position)),
+                d.source, d.recipient, d.delivered,
+                tuple((f.path, f.treatment.value) for f in d.fields) if d.delivered else (),
+            )
+            for d in self.decisions
+        )  # fmt: skip
+        return Writes(self.source, self.event_type, self.feeds, audited, self.dead_letter,
+                      self.ledger_update)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class AuditedDecision:
+    """One decision as the router records it: its audit entry, serialized but not yet
+    chained, and what the metrics count."""
+
+    entry: PreparedEntry
+    source: str
+    recipient: str
+    delivered: bool
+    treatments: tuple[tuple[str, str], ...]  # (field, treatment) when delivered
+
+
+@dataclass(frozen=True, slots=True)
+class Writes:
+    """Everything the router writes for one inbound record, ready for Kafka: what a
+    routing worker hands back (smaller than the decisions, which carry whole records)."""
+
+    source: str | None
+    event_type: str | None
+    feeds: tuple[FeedRecord, ...]
+    decisions: tuple[AuditedDecision, ...]
+    dead_letter: DeadLetter | None
+    ledger_update: tuple[str, LedgerEntry] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """An inbound record that passed every check (decoded, valid, from its topic's owner,
+    signed), before the policies decide on it."""
+
+    inbound: Inbound
+    source: str
+    event_type: str
+    record: dict[str, Any]
+    proof: FieldProof | None
+
+    @property
+    def needs_ledger(self) -> bool:
+        """A retraction goes to whoever received the indicator: the ledger decides."""
+        return self.event_type == "Retraction"
+
 
 class RecordRouter:
     def __init__(
@@ -96,6 +153,13 @@ class RecordRouter:
         self.router_key = router_key  # (kid, key): signs every feed record
 
     def route(self, inbound: Inbound, *, now: dt.datetime, ledger: DeliveryLedger) -> Routed:
+        checked = self.check(inbound)
+        if isinstance(checked, Routed):
+            return checked
+        return self.decide(checked, now=now, ledger=ledger)
+
+    def check(self, inbound: Inbound) -> Checked | Routed:
+        """Every step before the policies: a :class:`Checked` record or a dead letter."""
         owner = topic_owner(inbound.topic)
         if owner is None or owner not in self.policy_set.members:
             return _dead("source.unknown_topic", f"{inbound.topic} is no member's inbound topic")
@@ -125,14 +189,25 @@ class RecordRouter:
                                       self.verifier.public_key(kid))  # fmt: skip
         except ProvenanceError as exc:
             return _dead(exc.reason, exc.message, event_type=event_type)
-        if event_type == "Retraction":
+        return Checked(inbound, source, event_type, record, proof)
+
+    def decide(self, checked: Checked, *, now: dt.datetime,
+               ledger: DeliveryLedger | None) -> Routed:  # fmt: skip
+        """The policies' decisions for every other member and the encoded feed records.
+        Only a retraction consults the ledger (``checked.needs_ledger``)."""
+        inbound, source, event_type, record = (checked.inbound, checked.source,
+                                               checked.event_type, checked.record)  # fmt: skip
+        if checked.needs_ledger:
+            if ledger is None:
+                raise ValueError("a retraction is decided against the delivery ledger")
             decisions = self._retraction_decisions(record, now, ledger)
         else:
             decisions = self.policy_set.evaluate_all(
                 record, event_type, now=now, match_key=self.match_key
             )
         try:
-            feeds = tuple(self._feed_record(d, inbound, proof) for d in decisions if d.delivered)
+            feeds = tuple(self._feed_record(d, inbound, checked.proof)
+                          for d in decisions if d.delivered)  # fmt: skip
         except EncodeError as exc:  # a treatment produced what the schema cannot carry
             return _dead(exc.reason, exc.message, event_type=event_type)
         update = None

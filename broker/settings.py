@@ -113,6 +113,13 @@ class Settings(BaseSettings):
         "restarted instance fences its predecessor at once",
     )
     router_batch_records: int = Field(default=500, ge=1, le=10_000, description="per transaction")
+    router_workers: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="processes that decode, verify, decide and encode beside the Kafka I/O; "
+        "0 does it all in the router's own process",
+    )
     router_transaction_deadline_s: float = Field(
         default=30.0,
         gt=0,

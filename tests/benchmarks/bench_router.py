@@ -4,11 +4,13 @@ end-to-end latency at a fixed input rate, against a real local Kafka.
 Run:  .venv/bin/python -m tests.benchmarks.bench_router [--records N] [--rate R]
 
 1. N signed records from the example consortium are loaded into the inbound topics.
-2. The router (in this process, one core's worth of Python) routes them all: input
-   records/s from its first to its last commit.
+2. The router (``action-broker run``, its own process with its routing workers) routes
+   them all: input records/s from its first commit to its last, read from its group's
+   committed offsets.
 3. A raw passthrough reads the same input with a consumer and writes the same number of
    output records the router wrote (feeds + audit + ledger), in transactions of the same
    size, with no decoding, policy or crypto: the practical limit for kafka-python here.
+   Timed the same way, from its first commit to its last.
 4. Latency: records published at a fixed rate; p50/p99 from the source's produce time to
    the feed record becoming visible to a read_committed consumer.
 Uses ACTION_KAFKA_BOOTSTRAP when set, else starts a one-node Kafka in a temporary folder.
@@ -31,57 +33,70 @@ from kafka.structs import OffsetAndMetadata
 
 from broker.connection import KafkaConnection, connection_from_settings
 from broker.localkafka import LocalCluster
-from broker.metrics import RouterMetrics
 from broker.policy.loader import load_policies
 from broker.provision import Consortium
-from broker.router import RouterService
 from broker.settings import load_settings
 from broker.topics import INBOUND_PATTERN
 from policies import POLICY_DIR
-from tests.integration.routers import TopicReader, publish
+from tests.integration.routers import RouterProcess, TopicReader, publish
 from tests.members import indicator, mixed_stream, signed
 
 TARGET_RATIO = 0.8
 PASSTHROUGH_TOPIC = "bench.passthrough"
 
 
-def _counter(metrics: RouterMetrics, name: str) -> float:
+def committed_records(admin: KafkaAdminClient, group: str) -> int:
+    """Inbound records whose transaction committed: the group's committed offsets."""
+    offsets = admin.list_group_offsets({group: None}).get(group, {})
+    return sum(o.offset for o in offsets.values() if o.offset > 0)
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of every sample of ``name`` with ``labels`` in Prometheus text format."""
     total = 0.0
-    for family in metrics.registry.collect():
-        for sample in family.samples:
-            if sample.name == name:
-                total += sample.value
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        if head.split("{")[0] == name and all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
     return total
 
 
-def route_all(kafka: KafkaConnection, expected_in: int, group: str) -> tuple[float, int]:
-    """Run the router until it has read ``expected_in`` records; (records/s, outputs)."""
-    settings = load_settings(router_group=group, metrics_port=0)
-    metrics = RouterMetrics()
-    service = RouterService(settings, kafka, metrics)
-    worker = threading.Thread(target=service.run, daemon=True)
-    worker.start()
-    first = None
-    while _counter(metrics, "action_router_records_in_total") < expected_in:
-        if first is None and _counter(metrics, "action_router_records_in_total") > 0:
-            first = time.perf_counter()
-        time.sleep(0.01)
-    elapsed = time.perf_counter() - (first or time.perf_counter())
-    decisions = _counter(metrics, "action_router_decisions_total")
-    delivered = sum(
-        s.value for f in metrics.registry.collect() for s in f.samples
-        if s.name == "action_router_decisions_total" and s.labels.get("outcome") == "delivered"
-    )  # fmt: skip
-    service.request_stop()
-    worker.join(60)
+def route_all(kafka: KafkaConnection, expected_in: int, group: str, log_dir: Path,
+              workers: int | None) -> tuple[float, int]:  # fmt: skip
+    """Run ``action-broker run`` until its group has committed ``expected_in`` records;
+    (input records/s from its first commit to its last, output records written)."""
+    settings: dict[str, Any] = {"router_group": group}
+    if workers is not None:
+        settings["router_workers"] = workers
+    router = RouterProcess(kafka, log_dir, instance="throughput", **settings).start()
+    admin = KafkaAdminClient(**kafka.client_config())
+    first: tuple[float, int] | None = None
+    deadline = time.monotonic() + 1800
+    try:
+        router.wait_ready(120)
+        while (done := committed_records(admin, group)) < expected_in:
+            if first is None and done > 0:
+                first = (time.perf_counter(), done)
+            if time.monotonic() > deadline or router.exited():
+                raise SystemExit(f"the router stopped at {done:,} records:\n{router.log()[-3000:]}")
+            time.sleep(0.25)
+        finished = time.perf_counter()
+        text = router.metrics()
+    finally:
+        admin.close()
+        router.stop()
+    started, at_first = first or (finished, 0)
+    decisions = metric_sum(text, "action_router_decisions_total")
+    delivered = metric_sum(text, "action_router_decisions_total", outcome="delivered")
     outputs = int(decisions + delivered + expected_in)  # audit + feeds + ledger/dlq
-    return expected_in / max(elapsed, 1e-9), outputs
+    return (expected_in - at_first) / max(finished - started, 1e-9), outputs
 
 
 def passthrough(
     kafka: KafkaConnection, expected_in: int, outputs: int, group: str, batch: int
 ) -> float:
-    """Read the inbound records, write ``outputs`` records of their bytes, transactionally."""
+    """Read the inbound records, write ``outputs`` records of their bytes, transactionally.
+    Timed like the router: from the first commit to the last."""
     consumer = KafkaConsumer(**kafka.client_config(), group_id=group,
                              enable_auto_commit=False, isolation_level="read_committed",
                              auto_offset_reset="earliest", max_poll_records=batch)  # fmt: skip
@@ -91,12 +106,11 @@ def passthrough(
     producer.init_transactions()
     fan_out = outputs / expected_in
     read = written = 0
-    first = None
+    first: tuple[float, int] | None = None
     while read < expected_in:
         polled = consumer.poll(timeout_ms=500)
         if not polled:
             continue
-        first = first or time.perf_counter()
         producer.begin_transaction()
         offsets = {}
         for tp, records in polled.items():
@@ -109,24 +123,21 @@ def passthrough(
             offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
         producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
         producer.commit_transaction()
-    elapsed = time.perf_counter() - (first or time.perf_counter())
+        first = first or (time.perf_counter(), read)
+    finished = time.perf_counter()
     consumer.close()
     producer.close()
-    return expected_in / max(elapsed, 1e-9)
+    started, at_first = first or (finished, 0)
+    return (expected_in - at_first) / max(finished - started, 1e-9)
 
 
-def latency(
-    kafka: KafkaConnection, rate: int, seconds: int, group: str
-) -> tuple[float, float, int]:
-    settings = load_settings(router_group=group, metrics_port=0)
-    service = RouterService(settings, kafka, RouterMetrics())
-    worker = threading.Thread(target=service.run, daemon=True)
-    worker.start()
-    started = time.monotonic()
-    while not service.health.ready:  # joined the group, producer initialized
-        if time.monotonic() - started > 120:
-            raise SystemExit("the in-process router did not become ready within 120 s")
-        time.sleep(0.1)
+def latency(kafka: KafkaConnection, rate: int, seconds: int, group: str, log_dir: Path,
+            workers: int | None) -> tuple[float, float, int]:  # fmt: skip
+    settings: dict[str, Any] = {"router_group": group}
+    if workers is not None:
+        settings["router_workers"] = workers
+    router = RouterProcess(kafka, log_dir, instance=f"latency-{rate}", **settings)
+    router.start().wait_ready(120)  # joined the group, producer initialized
     reader = TopicReader(kafka, ["action.feed.ipr-center"])
     reader.read_until_quiet(quiet_s=1)  # skip what earlier phases delivered
     events = [indicator("platform-a", i) for i in range(rate * seconds)]
@@ -153,9 +164,9 @@ def latency(
         producer.send("action.in.platform-a", value=value, key=key, headers=headers)
     producer.flush()
     reading.join()
-    service.request_stop()
-    worker.join(60)
+    router.stop()
     reader.close()
+    producer.close()
     ordered = sorted(latencies)
     if not ordered:
         return float("nan"), float("nan"), 0
@@ -169,6 +180,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--low-rate", type=int, default=100,
                         help="a second latency run at a rate this machine sustains")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=None,
+                        help="the router's routing processes (default: its setting)")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         address = os.environ.get("ACTION_KAFKA_BOOTSTRAP")
@@ -196,16 +209,20 @@ def run(kafka: KafkaConnection, credentials: Path, args: Any) -> None:
         admin.create_topics({PASSTHROUGH_TOPIC: {"num_partitions": 3, "replication_factor": 1}})
     admin.close()
     tag = str(int(time.time()))
+    logs = credentials.parent / "logs"
+    logs.mkdir(exist_ok=True)
     publish(consortium, mixed_stream(args.records))
-    router_rate, outputs = route_all(kafka, args.records, f"bench-router-{tag}")
+    router_group = f"bench-router-{tag}"
+    router_rate, outputs = route_all(kafka, args.records, router_group, logs, args.workers)
     raw_rate = passthrough(kafka, args.records, outputs, f"bench-raw-{tag}", 500)
     runs = [
-        (rate, *latency(kafka, rate, args.seconds, f"bench-router-{tag}"))
+        (rate, *latency(kafka, rate, args.seconds, router_group, logs, args.workers))
         for rate in (args.low_rate, args.rate)
     ]  # fmt: skip  (no backlog before the low rate)
     ratio = router_rate / raw_rate
+    workers = args.workers if args.workers is not None else load_settings().router_workers
     print(f"{args.records:,} input records, example consortium; {outputs:,} output records "
-          f"(feeds + audit + ledger)")  # fmt: skip
+          f"(feeds + audit + ledger); router with {workers} routing worker(s)")  # fmt: skip
     print(f"{'measure':<38} {'value':>12}")
     print(f"{'router input records/s':<38} {router_rate:>12,.0f}")
     print(f"{'raw passthrough input records/s':<38} {raw_rate:>12,.0f}")

@@ -62,6 +62,9 @@ class RouterProcess:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout)
 
+    def exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

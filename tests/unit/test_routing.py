@@ -254,6 +254,43 @@ def test_a_retraction_reaches_exactly_the_recipients_of_the_original(policy_copy
     assert all("did not receive" in d.reasons[0] for d in unknown.decisions)
 
 
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                 max_size=3),
+    max_leaves=8,
+)  # fmt: skip
+
+
+@given(content=st.dictionaries(st.text(max_size=10).filter(lambda k: k not in
+                                                            {"chain", "prev", "seq", "hash"}),
+                               _json_values, max_size=8),
+       chain=st.text(max_size=12), seq=st.integers(0, 10**9))  # fmt: skip
+@settings(max_examples=300, deadline=None)
+def test_an_entry_prepared_ahead_chains_to_the_canonical_json_of_the_whole_entry(
+    content: dict[str, Any], chain: str, seq: int
+) -> None:
+    """The law behind serializing audit content in a routing worker: slotting the chain's
+    fields into the prepared runs gives byte for byte the canonical JSON of the entry."""
+    from broker.audit import canonical, prepare_entry
+
+    head = ChainHead(chain, seq, "ab" * 32)
+    new_head, encoded = head.append_prepared(prepare_entry(content))
+    entry = {**content, "chain": chain, "seq": seq + 1, "prev": "ab" * 32}
+    assert encoded.startswith(canonical(entry)[:-1] + b',"hash":"')
+    decoded = json.loads(encoded)
+    assert decoded["hash"] == new_head.hash == entry_hash(decoded)
+    assert (new_head.chain, new_head.seq) == (chain, seq + 1)
+
+
+def test_audit_content_may_not_set_the_chains_own_fields() -> None:
+    from broker.audit import prepare_entry
+
+    for key in ("chain", "prev", "seq", "hash"):
+        with pytest.raises(ValueError, match=key):
+            prepare_entry({key: 1})
+
+
 def test_audit_entries_are_json_serializable() -> None:
     from broker.audit import canonical, decision_entry
 

@@ -1,0 +1,170 @@
+"""Routing in worker processes: the same writes as routing in-process, in input order;
+retractions left to the ledger holder; no worker outlives a killed parent. No Kafka."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.audit import ChainHead
+from broker.ledger import DeliveryLedger
+from broker.policy.demo_keys import demo_match_secret, demo_router_key
+from broker.policy.loader import load_policies
+from broker.policy.treatments import MatchTokenKey
+from broker.routing import Checked, FeedRecord, Inbound, RecordRouter, Writes
+from broker.routing_pool import RoutingPool
+from broker.signing import ROUTER_SIGNATURE_HEADER
+from broker.topics import inbound_topic
+from policies import POLICY_DIR
+from tests.members import CODEC, indicator, mixed_stream, retraction, signed
+
+POLICIES = load_policies(POLICY_DIR)
+NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+ROUTER = RecordRouter(POLICIES, CODEC, MatchTokenKey(1, demo_match_secret()),
+                      router_key=("action-router-2026", demo_router_key()))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[RoutingPool]:
+    pool = RoutingPool(ROUTER, workers=2)
+    yield pool
+    pool.close()
+
+
+def _inbound(events: list[Any]) -> list[Inbound]:
+    records = []
+    for offset, event in enumerate(events):
+        key, value, headers = signed(event)
+        topic = inbound_topic(event.source_member)
+        records.append(Inbound(topic, 0, offset, key, value, tuple(headers), 1_795_000_000_000))
+    return records
+
+
+def _feed_view(feed: FeedRecord) -> tuple[Any, ...]:
+    """A feed record less what encryption randomizes (HPKE ciphertexts, and so the
+    router's signature over the value)."""
+    record = json.dumps(CODEC.decode(feed.value).record, default=str, sort_keys=True)
+    stable = [(n, v) for n, v in feed.headers if n != ROUTER_SIGNATURE_HEADER]
+    return (feed.topic, feed.key, re.sub(r'"hpke1\.([^".]+)\.[^"]+"', r"\1", record),
+            stable)  # fmt: skip
+
+
+def _comparable(writes: Writes) -> dict[str, Any]:
+    """Everything written, with each audit entry's decision time left out."""
+    entries = []
+    for decision in writes.decisions:
+        _, encoded = ChainHead("c").append_prepared(decision.entry)
+        entry = json.loads(encoded)
+        for volatile in ("decided_at_ms", "hash"):
+            entry.pop(volatile)
+        entries.append((entry, decision.source, decision.recipient, decision.delivered,
+                        decision.treatments))  # fmt: skip
+    return {"source": writes.source, "event_type": writes.event_type,
+            "feeds": [_feed_view(f) for f in writes.feeds],
+            "audit": entries, "dead_letter": writes.dead_letter,
+            "ledger": writes.ledger_update}  # fmt: skip
+
+
+def test_workers_write_what_the_router_writes_in_process_in_input_order(
+    pool: RoutingPool,
+) -> None:
+    events = [e for e in mixed_stream(300) if type(e).__name__ != "Retraction"]
+    records = _inbound(events)
+    forged = Inbound("action.in.platform-b", 0, 999, b"k", records[0].value, records[0].headers, 1)
+    records += [forged, Inbound("action.in.platform-a", 0, 1000, b"k", b"\x00junk", (), 1)]
+    outcomes = list(pool.route(records, NOW))
+    assert len(outcomes) == len(records)
+    for record, (writes, seconds) in zip(records, outcomes, strict=True):
+        assert isinstance(writes, Writes)
+        assert seconds > 0
+        expected = ROUTER.route(record, now=NOW, ledger=DeliveryLedger())
+        assert _comparable(writes) == _comparable(expected.writes(record, decided_at_ms=0))
+    reasons = [w.dead_letter.reason for w, _ in outcomes[-2:] if isinstance(w, Writes)
+               and w.dead_letter is not None]  # fmt: skip
+    assert reasons == ["source.topic_mismatch", "schema.unknown_id"]
+    assert sum(len(w.feeds) for w, _ in outcomes if isinstance(w, Writes)) > 0
+
+
+def test_a_retraction_comes_back_checked_for_the_ledger_holder_to_decide(
+    pool: RoutingPool,
+) -> None:
+    original = indicator("platform-a", 7)
+    records = _inbound([original, retraction(original)])
+    (first, _), (second, _) = pool.route(records, NOW)
+    assert isinstance(first, Writes)
+    assert first.ledger_update is not None
+    assert isinstance(second, Checked)
+    assert second.needs_ledger
+    ledger = DeliveryLedger()
+    ledger.stage(*first.ledger_update)
+    decided = ROUTER.decide(second, now=NOW, ledger=ledger)
+    received = set(first.ledger_update[1].recipients)
+    assert {d.recipient for d in decided.decisions if d.delivered} == received
+    with pytest.raises(ValueError, match="ledger"):
+        ROUTER.decide(second, now=NOW, ledger=None)
+
+
+def test_a_pool_needs_a_worker() -> None:
+    with pytest.raises(ValueError, match="at least one worker"):
+        RoutingPool(ROUTER, workers=0)
+
+
+_ORPHAN_SCRIPT = textwrap.dedent("""
+    import time
+    from broker.policy.demo_keys import demo_match_secret
+    from broker.policy.loader import load_policies
+    from broker.policy.treatments import MatchTokenKey
+    from broker.routing import RecordRouter
+    from broker.routing_pool import RoutingPool
+    from policies import POLICY_DIR
+    from tests.members import CODEC
+
+    if __name__ == "__main__":
+        key = MatchTokenKey(1, demo_match_secret())
+        router = RecordRouter(load_policies(POLICY_DIR), CODEC, key)
+        pool = RoutingPool(router, workers=2)
+        pool.warm_up()
+        print(" ".join(str(pid) for pid in pool.pids), flush=True)
+        time.sleep(600)
+""")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
+def test_workers_exit_when_the_router_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "router_like.py"
+    script.write_text(_ORPHAN_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, env=env)
+    try:
+        assert parent.stdout is not None
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert len(pids) == 2
+        assert all(_alive(p) for p in pids)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 15
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in pids if _alive(p)], "a routing worker outlived its parent"
+    finally:
+        parent.kill()
