@@ -97,10 +97,10 @@ _worker_router: RecordRouter | None = None
 
 def _start_worker(setup: WorkerSetup, parent: int) -> None:
     global _worker_router
-    # The main process decides when workers stop; a terminal's Ctrl-C or a SIGTERM to
-    # the process group must not break the pool in the middle of a transaction.
+    # A terminal's Ctrl-C reaches the whole process group; the main process turns it into
+    # a graceful stop, which needs the workers. (SIGTERM stays: the executor uses it to
+    # end the surviving workers of a broken pool.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _worker_router = setup.router()
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 

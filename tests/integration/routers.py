@@ -62,6 +62,20 @@ class RouterProcess:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout)
 
+    def workers(self) -> list[int]:
+        """The routing worker processes (children running multiprocessing's spawn_main)."""
+        assert self.process is not None
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(") ", 1)[1].split()[1])
+                command = (stat.parent / "cmdline").read_bytes()
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            if ppid == self.process.pid and b"spawn_main" in command:
+                found.append(int(stat.parent.name))
+        return sorted(found)
+
     def exited(self) -> bool:
         return self.process is not None and self.process.poll() is not None
 

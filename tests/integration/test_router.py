@@ -379,8 +379,10 @@ def test_exactly_once_with_aborted_transactions_and_two_instances(
     ids = {str(e.to_avro()["indicator_id"]) for e in events}
     watcher = FeedWatcher(consortium, ids)
     watcher.start()
+    # Instance 1 routes in its own process (no workers): both paths under the same faults.
     routers = [RouterProcess(consortium.router, tmp_path, instance=str(i), router_abort_ratio=0.33,
-                             router_batch_records=100).start() for i in (0, 1)]  # fmt: skip
+                             router_batch_records=100, router_workers=1 - i).start()
+               for i in (0, 1)]  # fmt: skip
     try:
         publish(consortium, events)
         _assert_exactly_once(consortium, expected, ids, watcher)
@@ -396,6 +398,41 @@ def test_exactly_once_with_aborted_transactions_and_two_instances(
     finally:
         for router in routers:
             assert router.stop() == 0
+    _assert_audit_chains_intact(consortium)
+
+
+def test_a_killed_routing_worker_costs_an_aborted_transaction_and_nothing_else(
+    consortium: Consortium, tmp_path: Path
+) -> None:
+    events = mixed_stream(3_000)
+    expected = set(expected_deliveries(POLICIES, events))
+    ids = {str(e.to_avro()["indicator_id"]) for e in events}
+    watcher = FeedWatcher(consortium, ids)
+    watcher.start()
+    router = RouterProcess(consortium.router, tmp_path, router_batch_records=100,
+                           router_workers=2).start().wait_ready()  # fmt: skip
+    publisher = threading.Thread(target=publish, args=(consortium, events), daemon=True)
+    publisher.start()
+    replacements: list[int] = []
+    try:
+        deadline = time.monotonic() + 300
+        while len(watcher.seen) < 0.2 * len(expected):
+            assert time.monotonic() < deadline, f"no progress past {len(watcher.seen)}"
+            time.sleep(0.05)
+        victims = router.workers()
+        assert len(victims) == 2, router.log()[-2000:]
+        os.kill(victims[0], signal.SIGKILL)
+        publisher.join(120)
+        _assert_exactly_once(consortium, expected, ids, watcher)
+        assert "a routing worker died" in router.log()
+        replacements = router.workers()
+        assert len(replacements) == 2
+        assert not set(replacements) & set(victims), "the whole pool was replaced"
+        assert not router.exited()
+    finally:
+        assert router.stop() == 0
+    left = [pid for pid in replacements if Path(f"/proc/{pid}").exists()]
+    assert not left, f"routing workers {left} outlived the router"
     _assert_audit_chains_intact(consortium)
 
 

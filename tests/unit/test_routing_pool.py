@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,23 @@ def test_a_retraction_comes_back_checked_for_the_ledger_holder_to_decide(
     assert {d.recipient for d in decided.decisions if d.delivered} == received
     with pytest.raises(ValueError, match="ledger"):
         ROUTER.decide(second, now=NOW, ledger=None)
+
+
+def test_a_killed_worker_breaks_the_pool_which_closes_and_is_replaced() -> None:
+    records = _inbound(mixed_stream(1_000))  # about a second of work: still running when killed
+    broken = RoutingPool(ROUTER, workers=2)
+    broken.warm_up()
+    outcomes = broken.route(records, NOW)
+    next(outcomes)
+    os.kill(broken.pids[0], signal.SIGKILL)
+    with pytest.raises(BrokenProcessPool):
+        list(outcomes)
+    broken.close()  # ends the surviving worker too; must not hang
+    replacement = RoutingPool(ROUTER, workers=2)
+    try:
+        assert len(list(replacement.route(records, NOW))) == len(records)
+    finally:
+        replacement.close()
 
 
 def test_a_pool_needs_a_worker() -> None:
