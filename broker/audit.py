@@ -23,8 +23,12 @@ from broker.policy.decision import Decision
 GENESIS = "0" * 64
 
 
+# One encoder for every entry (json.dumps with options builds a new one per call).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def canonical(document: Mapping[str, Any]) -> bytes:
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return _CANONICAL.encode(document).encode()
 
 
 def entry_hash(entry: Mapping[str, Any]) -> str:
@@ -71,7 +75,7 @@ def prepare_entry(content: Mapping[str, Any]) -> PreparedEntry:
         if key in _CHAIN_KEYS or key == "hash":
             raise ValueError(f"audit content may not set the chain's own field {key!r}")
         runs[bisect.bisect(_CHAIN_KEYS, key)][key] = content[key]
-    first, second, third, fourth = (canonical(run)[1:-1] for run in runs)  # without braces
+    first, second, third, fourth = (canonical(run)[1:-1] if run else b"" for run in runs)
     return PreparedEntry((first, second, third, fourth))
 
 

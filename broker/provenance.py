@@ -89,9 +89,13 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot commit to a {type(value).__name__}")
 
 
+# One encoder for every commitment (json.dumps with options builds a new one per call).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              default=_plain)  # fmt: skip
+
+
 def canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=_plain).encode()  # fmt: skip
+    return _CANONICAL.encode(value).encode()
 
 
 def leaves(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -112,9 +116,14 @@ def commitment(path: str, value: Any, salt: bytes) -> bytes:
     ).digest()
 
 
-def _manifest(event_type: str, commitments: Mapping[str, bytes]) -> bytes:
-    lines = "".join(f"{path}={_b64(commitments[path])}\n" for path in sorted(commitments))
+def _manifest(event_type: str, commitments: Mapping[str, str]) -> bytes:
+    """What the source signs; ``commitments`` maps each path to its base64url commitment."""
+    lines = "".join(f"{path}={commitments[path]}\n" for path in sorted(commitments))
     return _MANIFEST_CONTEXT + event_type.encode() + b"\x00" + lines.encode()
+
+
+def _commitments(values: Mapping[str, Any], salts: Mapping[str, bytes]) -> dict[str, str]:
+    return {path: _b64(commitment(path, value, salts[path])) for path, value in values.items()}
 
 
 def sign_fields(
@@ -127,21 +136,21 @@ def sign_fields(
     """The source's headers: a fresh salt per leaf and the signature over the commitments."""
     values = leaves(record)
     salts = salts or {path: os.urandom(SALT_BYTES) for path in values}
-    commitments = {path: commitment(path, value, salts[path]) for path, value in values.items()}
-    signature = key.sign(_manifest(event_type, commitments))
+    signature = key.sign(_manifest(event_type, _commitments(values, salts)))
     encoded = json.dumps({p: _b64(s) for p, s in salts.items()}, separators=(",", ":"))
     return [(FIELDS_SIGNATURE_HEADER, signature), (FIELDS_SALTS_HEADER, encoded.encode())]
 
 
 @dataclass(frozen=True, slots=True)
 class FieldProof:
-    """A verified inbound proof: one record's leaves with their commitments and salts."""
+    """A verified inbound proof: one record's leaves with their commitments and salts,
+    both in base64url as they travel (encoded once per record, not once per delivery)."""
 
     kid: str
     signature: bytes
     values: dict[str, Any]
-    commitments: dict[str, bytes]
-    salts: dict[str, bytes]
+    commitments: dict[str, str]
+    salts: dict[str, str]
 
     @classmethod
     def verify(cls, record: Mapping[str, Any], event_type: str, headers: Mapping[str, bytes],
@@ -154,7 +163,8 @@ class FieldProof:
             return None
         values = leaves(record)
         try:
-            salts = {str(p): _unb64(str(s)) for p, s in json.loads(salts_json or b"").items()}
+            salts_b64 = {str(p): str(s) for p, s in json.loads(salts_json or b"").items()}
+            salts = {p: _unb64(s) for p, s in salts_b64.items()}
         except (ValueError, TypeError, AttributeError) as exc:
             raise ProvenanceError(f"unreadable {FIELDS_SALTS_HEADER} header: {exc}",
                                   reason="signature.fields_invalid") from None  # fmt: skip
@@ -163,7 +173,7 @@ class FieldProof:
             raise ProvenanceError(f"the field proof does not cover the record's fields "
                                   f"(differs at {', '.join(missing[:5]) or 'the signature'})",
                                   reason="signature.fields_invalid")  # fmt: skip
-        commitments = {p: commitment(p, v, salts[p]) for p, v in values.items()}
+        commitments = _commitments(values, salts)
         try:
             public_key.verify(signature, _manifest(event_type, commitments))
         except InvalidSignature:
@@ -171,7 +181,7 @@ class FieldProof:
                 "the signature over the field commitments does not verify",
                 reason="signature.fields_invalid",
             ) from None
-        return cls(kid, signature, values, commitments, salts)
+        return cls(kid, signature, values, commitments, salts_b64)
 
     def disclose(
         self, delivered: Mapping[str, Any], changed: Iterable[str]
@@ -179,20 +189,28 @@ class FieldProof:
         """Feed headers for one delivery: salts of the leaves delivered unchanged, only
         commitments for those in ``changed`` (paths the policy treated) or otherwise
         different from what the source sent."""
-        treated = tuple(changed)
+        # A leaf is hidden when it, a field holding it or a field inside it was treated.
+        treated = set(changed)
+        holding_treated = {prefix for path in treated for prefix in _prefixes(path)}
         now = leaves(delivered)
         salts, hidden = {}, {}
         for path, original in self.values.items():
-            overlaps = any(path == t or path.startswith(t + ".") or t.startswith(path + ".")
-                           for t in treated)  # fmt: skip
+            overlaps = (path in treated or path in holding_treated
+                        or not treated.isdisjoint(_prefixes(path)))  # fmt: skip
             if overlaps or path not in now or now[path] != original:
-                hidden[path] = _b64(self.commitments[path])
+                hidden[path] = self.commitments[path]
             else:
-                salts[path] = _b64(self.salts[path])
+                salts[path] = self.salts[path]
         proof = json.dumps({"salts": salts, "commitments": hidden}, separators=(",", ":"))
         return [(SOURCE_KEY_ID_HEADER, self.kid.encode()),
                 (SOURCE_SIGNATURE_HEADER, self.signature),
                 (SOURCE_PROOF_HEADER, proof.encode())]  # fmt: skip
+
+
+def _prefixes(path: str) -> list[str]:
+    """The fields that hold ``path``: "a" and "a.b" for "a.b.c"."""
+    parts = path.split(".")
+    return [".".join(parts[:n]) for n in range(1, len(parts))]
 
 
 def verify_delivered(record: Mapping[str, Any], event_type: str, headers: Mapping[str, bytes],
@@ -211,7 +229,7 @@ def verify_delivered(record: Mapping[str, Any], event_type: str, headers: Mappin
     try:
         proof = json.loads(headers.get(SOURCE_PROOF_HEADER) or b"")
         salts = {str(p): _unb64(str(s)) for p, s in proof["salts"].items()}
-        hidden = {str(p): _unb64(str(c)) for p, c in proof["commitments"].items()}
+        hidden = {str(p): str(c) for p, c in proof["commitments"].items()}
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ProvenanceError(f"unreadable {SOURCE_PROOF_HEADER} header: {exc}",
                               reason="source_proof.invalid") from None  # fmt: skip
@@ -220,7 +238,7 @@ def verify_delivered(record: Mapping[str, Any], event_type: str, headers: Mappin
     if missing:
         raise ProvenanceError(f"the proof discloses fields the record lacks: {missing[:5]}",
                               reason="source_proof.invalid")  # fmt: skip
-    commitments = {p: commitment(p, values[p], salt) for p, salt in salts.items()}
+    commitments = {p: _b64(commitment(p, values[p], salt)) for p, salt in salts.items()}
     commitments.update(hidden)
     try:
         key.verify(headers.get(SOURCE_SIGNATURE_HEADER) or b"", _manifest(event_type, commitments))
