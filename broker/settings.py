@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     )
     router_batch_records: int = Field(default=500, ge=1, le=10_000, description="per transaction")
     router_workers: int = Field(
-        default=1,
+        default=2,
         ge=0,
         le=64,
         description="processes that decode, verify, decide and encode beside the Kafka I/O; "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import tempfile
 import threading
 import time
@@ -62,9 +63,10 @@ def metric_sum(text: str, name: str, **labels: str) -> float:
 
 
 def route_all(kafka: KafkaConnection, expected_in: int, group: str, log_dir: Path,
-              workers: int | None) -> tuple[float, int]:  # fmt: skip
+              workers: int | None) -> tuple[float, int, float]:  # fmt: skip
     """Run ``action-broker run`` until its group has committed ``expected_in`` records;
-    (input records/s from its first commit to its last, output records written)."""
+    (input records/s from its first commit to its last, output records written, CPU
+    seconds of its main process alone)."""
     settings: dict[str, Any] = {"router_group": group}
     if workers is not None:
         settings["router_workers"] = workers
@@ -82,6 +84,8 @@ def route_all(kafka: KafkaConnection, expected_in: int, group: str, log_dir: Pat
             time.sleep(0.25)
         finished = time.perf_counter()
         text = router.metrics()
+        assert router.process is not None
+        main_cpu_s = _process_cpu_s(router.process.pid)
     finally:
         admin.close()
         router.stop()
@@ -89,7 +93,7 @@ def route_all(kafka: KafkaConnection, expected_in: int, group: str, log_dir: Pat
     decisions = metric_sum(text, "action_router_decisions_total")
     delivered = metric_sum(text, "action_router_decisions_total", outcome="delivered")
     outputs = int(decisions + delivered + expected_in)  # audit + feeds + ledger/dlq
-    return (expected_in - at_first) / max(finished - started, 1e-9), outputs
+    return (expected_in - at_first) / max(finished - started, 1e-9), outputs, main_cpu_s
 
 
 def passthrough(
@@ -193,13 +197,27 @@ def main() -> None:
             cluster.up(nodes=1)
             kafka = cluster.connection()
         try:
-            run(kafka, Path(tmp) / "credentials", args)
+            broker_pid = cluster.node_pid(1) if cluster is not None else None
+            run(kafka, Path(tmp) / "credentials", args, broker_pid)
         finally:
             if cluster is not None:
                 cluster.down()
 
 
-def run(kafka: KafkaConnection, credentials: Path, args: Any) -> None:
+def _process_cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far; NaN when unknown."""
+    if pid is None:
+        return float("nan")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(kafka: KafkaConnection, credentials: Path, args: Any, broker_pid: int | None) -> None:
     """Members publish as themselves; the router and the passthrough run as the admin,
     whose rights cover the benchmark's own group and transactional ids."""
     policies = load_policies(POLICY_DIR)
@@ -213,8 +231,18 @@ def run(kafka: KafkaConnection, credentials: Path, args: Any) -> None:
     logs.mkdir(exist_ok=True)
     publish(consortium, mixed_stream(args.records))
     router_group = f"bench-router-{tag}"
-    router_rate, outputs = route_all(kafka, args.records, router_group, logs, args.workers)
+    # CPU per input record: the router's (main process and its workers, which it reaps, so
+    # they count among this process's children once it has stopped; start-up included),
+    # the passthrough's (this process), and the broker's during each.
+    cpu = {"router": -_own_cpu_s(resource.RUSAGE_CHILDREN), "broker-r": -_process_cpu_s(broker_pid)}
+    router_rate, outputs, cpu["main"] = route_all(kafka, args.records, router_group, logs,
+                                                  args.workers)  # fmt: skip
+    cpu["router"] += _own_cpu_s(resource.RUSAGE_CHILDREN)
+    cpu["broker-r"] += _process_cpu_s(broker_pid)
+    cpu["raw"], cpu["broker-p"] = -_own_cpu_s(resource.RUSAGE_SELF), -_process_cpu_s(broker_pid)
     raw_rate = passthrough(kafka, args.records, outputs, f"bench-raw-{tag}", 500)
+    cpu["raw"] += _own_cpu_s(resource.RUSAGE_SELF)
+    cpu["broker-p"] += _process_cpu_s(broker_pid)
     runs = [
         (rate, *latency(kafka, rate, args.seconds, router_group, logs, args.workers))
         for rate in (args.low_rate, args.rate)
@@ -228,6 +256,13 @@ def run(kafka: KafkaConnection, credentials: Path, args: Any) -> None:
     print(f"{'raw passthrough input records/s':<38} {raw_rate:>12,.0f}")
     verdict = "ok" if ratio >= TARGET_RATIO else "UNDER"
     print(f"{'ratio (goal >= 0.8)':<38} {ratio:>12.3f}  {verdict}")
+    per_record = {k: v * 1000 / args.records for k, v in cpu.items()}
+    print(f"{'CPU ms/record: router (+workers)':<38} {per_record['router']:>12.2f}")
+    print(f"{'CPU ms/record: router main process':<38} {per_record['main']:>12.2f}")
+    print(f"{'CPU ms/record: raw passthrough':<38} {per_record['raw']:>12.2f}")
+    print(f"{'CPU ms/record: Kafka, router run':<38} {per_record['broker-r']:>12.2f}")
+    print(f"{'CPU ms/record: Kafka, passthrough run':<38} {per_record['broker-p']:>12.2f}")
+    print(f"{'cores on this machine':<38} {os.cpu_count():>12}")
     for rate, p50, p99, seen in runs:
         print(f"{f'end-to-end p50 at {rate}/s (ms)':<38} {p50:>12.1f}")
         print(f"{f'end-to-end p99 at {rate}/s (ms, n={seen})':<38} {p99:>12.1f}")
