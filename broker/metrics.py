@@ -71,6 +71,11 @@ class RouterMetrics:
             "Transactional producers replaced after a timed-out or fatal transactional call",
             registry=r,
         )
+        self.worker_restarts = Counter(
+            "action_router_worker_restarts",
+            "Routing worker pools replaced because a worker died (its transaction aborted)",
+            registry=r,
+        )
         self.policy_version = Gauge(
             "action_router_policy_info", "The policy version in force (value 1)",
             ["version"], registry=r,

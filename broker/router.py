@@ -329,6 +329,7 @@ class RouterService:
             return
         except BrokenProcessPool as exc:
             log.error("a routing worker died (%s); aborting, restarting the workers", exc)
+            self.metrics.worker_restarts.inc()
             self._abort(exc)
             self._start_pool()
             return

@@ -425,6 +425,7 @@ def test_a_killed_routing_worker_costs_an_aborted_transaction_and_nothing_else(
         publisher.join(120)
         _assert_exactly_once(consortium, expected, ids, watcher)
         assert "a routing worker died" in router.log()
+        assert metric_value(router.metrics(), "action_router_worker_restarts_total") >= 1
         replacements = router.workers()
         assert len(replacements) == 2
         assert not set(replacements) & set(victims), "the whole pool was replaced"
