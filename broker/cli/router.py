@@ -109,10 +109,13 @@ def provision(bootstrap: str | None, policy_dir: Path | None, partitions: int,
 @click.option("--instance", help="Instance id, stable across restarts (default: 0).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
               help="Port of /metrics, /livez, /readyz (default 9464; 0: any free).")  # fmt: skip
+@click.option("--workers", type=click.IntRange(0, 64),
+              help="Routing worker processes beside the Kafka I/O (default 2; 0: route in "
+                   "this process).")  # fmt: skip
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
               default="INFO", show_default=True)  # fmt: skip
 def run(bootstrap: str | None, policy_dir: Path | None, instance: str | None,
-        metrics_port: int | None, log_level: str) -> None:  # fmt: skip
+        metrics_port: int | None, workers: int | None, log_level: str) -> None:  # fmt: skip
     """Run the router: every inbound record is decoded, checked, decided for every member
     and written to the feeds, the audit trail or the dead-letter topic, exactly once.
     SIGHUP reloads the policies; SIGTERM or Ctrl-C stops after the open transaction."""
@@ -134,7 +137,7 @@ def run(bootstrap: str | None, policy_dir: Path | None, instance: str | None,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(log_level)))
     settings = load_settings(policy_dir=policy_dir, router_instance=instance,
-                             metrics_port=metrics_port)  # fmt: skip
+                             metrics_port=metrics_port, router_workers=workers)  # fmt: skip
     from broker.metrics import RouterMetrics, serve
     from broker.router import RouterService
 

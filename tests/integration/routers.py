@@ -28,11 +28,12 @@ class RouterProcess:
     """``action-broker run`` in a subprocess, logging to a file."""
 
     def __init__(self, kafka: KafkaConnection, log_dir: Path, instance: str = "0",
-                 **settings: Any) -> None:  # fmt: skip
+                 args: Iterable[str] = (), **settings: Any) -> None:  # fmt: skip
         self.log_path = log_dir / f"router-{instance}.log"
         self.env = {**os.environ, **kafka.environment(),
                     "ACTION_ROUTER_INSTANCE": instance, "ACTION_METRICS_PORT": "0",
                     **{f"ACTION_{k.upper()}": str(v) for k, v in settings.items()}}  # fmt: skip
+        self.args = list(args)  # command-line options after `action-broker run`
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -41,7 +42,7 @@ class RouterProcess:
         log = self.log_path.open("ab")
         log.write(f"--- start {self.starts}\n".encode())
         log.flush()
-        self.process = subprocess.Popen([ACTION_BROKER, "run"], env=self.env,
+        self.process = subprocess.Popen([ACTION_BROKER, "run", *self.args], env=self.env,
                                         stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         log.close()
         return self

@@ -381,7 +381,7 @@ def test_exactly_once_with_aborted_transactions_and_two_instances(
     watcher.start()
     # Instance 1 routes in its own process (no workers): both paths under the same faults.
     routers = [RouterProcess(consortium.router, tmp_path, instance=str(i), router_abort_ratio=0.33,
-                             router_batch_records=100, router_workers=1 - i).start()
+                             router_batch_records=100, args=["--workers", str(1 - i)]).start()
                for i in (0, 1)]  # fmt: skip
     try:
         publish(consortium, events)
@@ -395,6 +395,8 @@ def test_exactly_once_with_aborted_transactions_and_two_instances(
         assert all(metric_value(t, "action_router_assigned_partitions") > 0 for t in texts), (
             "both instances own partitions"
         )
+        assert "routing workers [" in routers[0].log()
+        assert "routing workers" not in routers[1].log(), "--workers 0 routes in-process"
     finally:
         for router in routers:
             assert router.stop() == 0
