@@ -298,14 +298,24 @@ def test_audit_verify_names_a_removed_entry(
 
 
 class FeedWatcher(threading.Thread):
-    """A read_committed consumer counting deliveries while the faults happen."""
+    """A read_committed consumer counting deliveries of ``events`` while the faults happen;
+    ``expected`` is what the policy engine says they must be."""
 
-    def __init__(self, consortium: Consortium, ids: set[str]) -> None:
+    def __init__(self, consortium: Consortium, events: list[Event]) -> None:
         super().__init__(daemon=True)
         self.reader = TopicReader(consortium.admin, FEEDS)
-        self.ids = ids
+        self.expected = set(expected_deliveries(POLICIES, events))
+        self.ids = {str(e.to_avro()["indicator_id"]) for e in events}
         self.seen: Counter[tuple[str, str]] = Counter()
         self.halt = threading.Event()
+        self.start()
+
+    def await_share(self, share: float, limit_s: float = 300) -> None:
+        """Until ``share`` of the expected deliveries have been seen; fails at the limit."""
+        deadline = time.monotonic() + limit_s
+        while len(self.seen) < share * len(self.expected):
+            assert time.monotonic() < deadline, f"no progress past {len(self.seen)}"
+            time.sleep(0.05)
 
     def run(self) -> None:
         while not self.halt.is_set():
@@ -320,8 +330,8 @@ class FeedWatcher(threading.Thread):
         return [k for k, n in self.seen.items() if n > 1]
 
 
-def _assert_exactly_once(consortium: Consortium, expected: set[tuple[str, str]], ids: set[str],
-                         watcher: FeedWatcher) -> None:  # fmt: skip
+def _assert_exactly_once(consortium: Consortium, watcher: FeedWatcher) -> None:
+    expected, ids = watcher.expected, watcher.ids
     deadline = time.monotonic() + 300
     while not expected <= set(watcher.seen) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -344,26 +354,20 @@ def test_exactly_once_when_the_router_is_killed_repeatedly(
     consortium: Consortium, tmp_path: Path
 ) -> None:
     events = mixed_stream(50_000)
-    expected = set(expected_deliveries(POLICIES, events))
-    ids = {str(e.to_avro()["indicator_id"]) for e in events}
-    watcher = FeedWatcher(consortium, ids)
-    watcher.start()
+    watcher = FeedWatcher(consortium, events)
     router = RouterProcess(consortium.router, tmp_path, router_batch_records=500).start()
     publisher = threading.Thread(target=publish, args=(consortium, events), daemon=True)
     publisher.start()
     kills = 0
     try:
         for threshold in (0.2, 0.45, 0.7):
-            deadline = time.monotonic() + 300
-            while len(watcher.seen) < threshold * len(expected):
-                assert time.monotonic() < deadline, f"no progress past {len(watcher.seen)}"
-                time.sleep(0.05)
+            watcher.await_share(threshold)
             time.sleep(0.05 * kills)  # land the kills at different points of a transaction
             router.kill()
             kills += 1
             router.start()
         publisher.join(120)
-        _assert_exactly_once(consortium, expected, ids, watcher)
+        _assert_exactly_once(consortium, watcher)
     finally:
         router.stop()
     assert kills == 3
@@ -375,17 +379,14 @@ def test_exactly_once_with_aborted_transactions_and_two_instances(
     consortium: Consortium, tmp_path: Path
 ) -> None:
     events = mixed_stream(4_000)
-    expected = set(expected_deliveries(POLICIES, events))
-    ids = {str(e.to_avro()["indicator_id"]) for e in events}
-    watcher = FeedWatcher(consortium, ids)
-    watcher.start()
+    watcher = FeedWatcher(consortium, events)
     # Instance 1 routes in its own process (no workers): both paths under the same faults.
     routers = [RouterProcess(consortium.router, tmp_path, instance=str(i), router_abort_ratio=0.33,
                              router_batch_records=100, args=["--workers", str(1 - i)]).start()
                for i in (0, 1)]  # fmt: skip
     try:
         publish(consortium, events)
-        _assert_exactly_once(consortium, expected, ids, watcher)
+        _assert_exactly_once(consortium, watcher)
         texts = [r.metrics() for r in routers]
         aborted = sum(metric_value(t, "action_router_transactions_total", outcome="aborted")
                       for t in texts)  # fmt: skip
@@ -407,25 +408,19 @@ def test_a_killed_routing_worker_costs_an_aborted_transaction_and_nothing_else(
     consortium: Consortium, tmp_path: Path
 ) -> None:
     events = mixed_stream(3_000)
-    expected = set(expected_deliveries(POLICIES, events))
-    ids = {str(e.to_avro()["indicator_id"]) for e in events}
-    watcher = FeedWatcher(consortium, ids)
-    watcher.start()
+    watcher = FeedWatcher(consortium, events)
     router = RouterProcess(consortium.router, tmp_path, router_batch_records=100,
                            router_workers=2).start().wait_ready()  # fmt: skip
     publisher = threading.Thread(target=publish, args=(consortium, events), daemon=True)
     publisher.start()
     replacements: list[int] = []
     try:
-        deadline = time.monotonic() + 300
-        while len(watcher.seen) < 0.2 * len(expected):
-            assert time.monotonic() < deadline, f"no progress past {len(watcher.seen)}"
-            time.sleep(0.05)
+        watcher.await_share(0.2)
         victims = router.workers()
         assert len(victims) == 2, router.log()[-2000:]
         os.kill(victims[0], signal.SIGKILL)
         publisher.join(120)
-        _assert_exactly_once(consortium, expected, ids, watcher)
+        _assert_exactly_once(consortium, watcher)
         assert "a routing worker died" in router.log()
         assert metric_value(router.metrics(), "action_router_worker_restarts_total") >= 1
         replacements = router.workers()
