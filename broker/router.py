@@ -201,7 +201,11 @@ class RouterService:
             transaction_timeout_ms=self.settings.router_transaction_timeout_ms,
             acks="all",
             max_request_size=DLQ_MAX_BYTES + 100_000,
-            linger_ms=5,
+            # Nothing in a transaction is visible before its commit, which sends whatever
+            # still waits, so lingering costs no latency. It fills batches: Kafka's cost
+            # per partition append, across ~40 partitions per transaction, was most of
+            # its CPU at 5 ms (0.7 ms per input record against 0.2 for the passthrough).
+            linger_ms=2000,
             batch_size=256 * 1024,
         )
         self._bounded("init_transactions", producer.init_transactions)
@@ -317,6 +321,9 @@ class RouterService:
                        for tp, records in batch.items()}  # fmt: skip
             if self._random.random() < self.settings.router_abort_ratio:
                 raise _InjectedAbortError
+            # Flushed here, not by the commit: kafka-python's commit starts a flush it
+            # never ends, after which every record goes out alone whatever linger_ms says.
+            self._bounded("flush", self._producer.flush)
             self._bounded("send_offsets_to_transaction", self._producer.send_offsets_to_transaction,
                           offsets, self._consumer.group_metadata())  # fmt: skip
             self._bounded("commit_transaction", self._producer.commit_transaction)
