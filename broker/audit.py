@@ -69,6 +69,36 @@ class PreparedEntry:
     runs: tuple[bytes, bytes, bytes, bytes]
 
 
+# The canonical encoder's form of a string (it escapes to ASCII).
+_quoted = json.encoder.encode_basestring_ascii
+
+
+def _strings(items: Iterable[str]) -> str:
+    return "[" + ",".join(map(_quoted, items)) + "]"
+
+
+def prepare_decision(decision: Decision, *, decided_at_ms: int, position: str) -> PreparedEntry:
+    """``prepare_entry(decision_entry(...))`` without the dictionaries: a decision entry's
+    keys are fixed, so its runs are written in their canonical (sorted) order directly.
+    A routing worker writes seven or so per record; the general path was a sixth of its
+    time. A property test holds the two paths equal."""
+    treatments = {f.path: f.treatment.value for f in decision.fields}
+    fields = ",".join(f"{_quoted(p)}:{_quoted(treatments[p])}" for p in sorted(treatments))
+    outcome = "delivered" if decision.delivered else "withheld"
+    before_prev = (
+        f'"decided_at_ms":{int(decided_at_ms)},"decision_id":{_quoted(decision.decision_id)},'
+        f'"event_type":{_quoted(decision.event_type)},"fields":{{{fields}}},'
+        f'"input":{_quoted(position)},"outcome":"{outcome}",'
+        f'"policy_version":{_quoted(decision.policy_version)}'
+    )
+    before_seq = (
+        f'"reasons":{_strings(decision.reasons)},"recipient":{_quoted(decision.recipient)},'
+        f'"record_id":{_quoted(decision.record_id)},"rule_ids":{_strings(decision.rule_ids)}'
+    )
+    after_seq = f'"source":{_quoted(decision.source)}'
+    return PreparedEntry((b"", before_prev.encode(), before_seq.encode(), after_seq.encode()))
+
+
 def prepare_entry(content: Mapping[str, Any]) -> PreparedEntry:
     runs: list[dict[str, Any]] = [{}, {}, {}, {}]
     for key in content:

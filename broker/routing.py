@@ -16,7 +16,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from broker.audit import PreparedEntry, decision_entry, prepare_entry
+from broker.audit import PreparedEntry, prepare_decision
 from broker.codec import AvroCodec
 from broker.errors import DecodeError, EncodeError, EventValidationError, ProvenanceError
 from broker.events import EVENT_TYPES
@@ -87,10 +87,10 @@ class Routed:
 
     def writes(self, inbound: Inbound, *, decided_at_ms: int) -> Writes:
         """What the router writes for this outcome, with every audit entry serialized."""
+        position = inbound.position
         audited = tuple(
             AuditedDecision(
-                prepare_entry(decision_entry(d, decided_at_ms=decided_at_ms,
-                                             position=inbound.position)),
+                prepare_decision(d, decided_at_ms=decided_at_ms, position=position),
                 d.source, d.recipient, d.delivered,
                 tuple((f.path, f.treatment.value) for f in d.fields) if d.delivered else (),
             )

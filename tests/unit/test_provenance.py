@@ -147,3 +147,39 @@ def test_records_without_a_field_proof_are_routed_and_say_so() -> None:
     for feed in routed.feeds:
         record, event_type, got = _as_received(feed)
         assert verify_delivered(record, event_type, got, SOURCE_KEYS) is None
+
+
+_leaf_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+    | st.datetimes(timezones=st.just(dt.UTC)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                 max_size=3),
+    max_leaves=6,
+)  # fmt: skip
+
+
+@given(_leaf_values)
+def test_the_fast_canonical_forms_are_the_encoders_own(value: Any) -> None:
+    """Strings, integers and null skip the JSON encoder; they must come out exactly as it
+    writes them, or commitments made by older code would stop verifying."""
+    from broker.provenance import _CANONICAL
+
+    assert canonical(value) == _CANONICAL.encode(value).encode()
+
+
+@given(st.binary(max_size=40))
+def test_base64url_round_trips_as_the_base64_module_writes_it(data: bytes) -> None:
+    import base64
+
+    from broker.provenance import _b64, _unb64
+
+    assert _b64(data) == base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    assert _unb64(_b64(data)) == data
+
+
+@pytest.mark.parametrize("text", ["not base64!", "ünïcode", "A"])
+def test_unreadable_base64url_raises_value_error(text: str) -> None:
+    from broker.provenance import _unb64
+
+    with pytest.raises(ValueError, match=r"(?i)padding|ascii|base64|characters"):
+        _unb64(text)

@@ -15,8 +15,10 @@ from broker.audit import GENESIS, ChainHead, entry_hash, verify_chains
 from broker.codec import AvroCodec
 from broker.errors import ProvenanceError
 from broker.ledger import DeliveryLedger, LedgerEntry
+from broker.policy.decision import Decision, FieldDecision
 from broker.policy.demo_keys import demo_match_secret, demo_signing_key, public_b64
 from broker.policy.loader import load_policies
+from broker.policy.model import Treatment
 from broker.policy.treatments import MatchTokenKey
 from broker.provenance import SOURCE_KEY_ID_HEADER
 from broker.routing import DECISION_ID_HEADER, Inbound, RecordRouter, Routed
@@ -281,6 +283,31 @@ def test_an_entry_prepared_ahead_chains_to_the_canonical_json_of_the_whole_entry
     decoded = json.loads(encoded)
     assert decoded["hash"] == new_head.hash == entry_hash(decoded)
     assert (new_head.chain, new_head.seq) == (chain, seq + 1)
+
+
+_texts = st.text(max_size=12)  # any text: quotes, escapes, control and non-ASCII characters
+
+
+@given(delivered=st.booleans(), ids=st.tuples(_texts, _texts, _texts, _texts, _texts),
+       rule_ids=st.lists(_texts, max_size=3), reasons=st.lists(_texts, max_size=3),
+       fields=st.lists(st.tuples(_texts, st.sampled_from(list(Treatment))), max_size=4),
+       decided_at_ms=st.integers(0, 2**53), position=_texts)  # fmt: skip
+@settings(max_examples=300, deadline=None)
+def test_a_decision_prepared_directly_equals_its_entry_prepared_the_general_way(
+    delivered: bool, ids: tuple[str, ...], rule_ids: list[str], reasons: list[str],
+    fields: list[tuple[str, Treatment]], decided_at_ms: int, position: str,
+) -> None:  # fmt: skip
+    """The fast path writes a decision entry's canonical JSON runs by hand; it must give
+    exactly what serializing the entry's dictionary gives."""
+    from broker.audit import decision_entry, prepare_decision, prepare_entry
+
+    source, recipient, event_type, record_id, version = ids
+    decision = Decision(delivered, source, recipient, event_type, record_id, version,
+                        tuple(rule_ids), tuple(reasons),
+                        tuple(FieldDecision(p, t, ()) for p, t in fields))  # fmt: skip
+    expected = prepare_entry(decision_entry(decision, decided_at_ms=decided_at_ms,
+                                            position=position))  # fmt: skip
+    assert prepare_decision(decision, decided_at_ms=decided_at_ms, position=position) == expected
 
 
 def test_audit_content_may_not_set_the_chains_own_fields() -> None:
