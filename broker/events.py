@@ -239,9 +239,14 @@ class Event(_Model):
             ) from None
 
 
+_PLAIN_TYPES = frozenset({str, int, bool, float, type(None), dt.datetime, dt.date, bytes})
+
+
 def avro_values(value: Any) -> Any:
     """Plain values as the codec writes them and JSON carries them: enums as symbols,
     UUIDs as text."""
+    if type(value) in _PLAIN_TYPES:  # most leaves: nothing to convert, no isinstance chain
+        return value
     if isinstance(value, dict):
         return {k: avro_values(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -115,6 +115,12 @@ def canonical(value: Any) -> bytes:
         return int.__repr__(value).encode()
     if value is None:
         return b"null"
+    if kind is bool:
+        return b"true" if value else b"false"
+    if kind is dt.datetime:
+        return int.__repr__(_plain(value)).encode()
+    if kind is list and all(type(item) is str for item in value):
+        return ("[" + ",".join(map(_quoted, value)) + "]").encode()
     return _CANONICAL.encode(value).encode()
 
 
