@@ -12,6 +12,8 @@ Run:  .venv/bin/python -m tests.benchmarks.bench_router [--records N] [--rate R]
    output records the router wrote (feeds + audit + ledger), in transactions of the same
    size, with no decoding, policy or crypto: the practical limit for kafka-python here.
    Timed the same way, from its first commit to its last.
+   Both runs report the CPU per input record of every process involved (the router's
+   main process and workers, the passthrough, Kafka) within that same window.
 4. Latency: records published at a fixed rate; p50/p99 from the source's produce time to
    the feed record becoming visible to a read_committed consumer.
 Uses ACTION_KAFKA_BOOTSTRAP when set, else starts a one-node Kafka in a temporary folder.
@@ -26,6 +28,8 @@ import resource
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,43 +67,70 @@ def metric_sum(text: str, name: str, **labels: str) -> float:
     return total
 
 
+@dataclass
+class Timed:
+    """One run, measured from its first commit to its last: input records/s and CPU
+    milliseconds per input record of each process involved, within that window."""
+
+    rate: float
+    cpu_ms: dict[str, float]
+
+
+class CpuWindow:
+    """CPU seconds of some processes between two moments, and the records done between."""
+
+    def __init__(self, probes: dict[str, Callable[[], float]]) -> None:
+        self.probes = probes
+        self.started: tuple[float, int, dict[str, float]] | None = None
+
+    def open(self, done: int) -> None:
+        self.started = (time.perf_counter(), done, {k: probe() for k, probe in self.probes.items()})
+
+    def close(self, done: int) -> Timed:
+        finished, cpu = time.perf_counter(), {k: probe() for k, probe in self.probes.items()}
+        started, at_start, cpu_at_start = self.started or (finished, 0, cpu)
+        records = max(done - at_start, 1)
+        return Timed(records / max(finished - started, 1e-9),
+                     {k: (cpu[k] - cpu_at_start[k]) * 1000 / records for k in cpu})  # fmt: skip
+
+
 def route_all(kafka: KafkaConnection, expected_in: int, group: str, log_dir: Path,
-              workers: int | None) -> tuple[float, int, float]:  # fmt: skip
+              workers: int | None, broker_pid: int | None) -> tuple[Timed, int]:  # fmt: skip
     """Run ``action-broker run`` until its group has committed ``expected_in`` records;
-    (input records/s from its first commit to its last, output records written, CPU
-    seconds of its main process alone)."""
+    the timed run and the output records it wrote."""
     settings: dict[str, Any] = {"router_group": group}
     if workers is not None:
         settings["router_workers"] = workers
     router = RouterProcess(kafka, log_dir, instance="throughput", **settings).start()
     admin = KafkaAdminClient(**kafka.client_config())
-    first: tuple[float, int] | None = None
     deadline = time.monotonic() + 1800
     try:
         router.wait_ready(120)
+        assert router.process is not None
+        main_pid, worker_pids = router.process.pid, router.workers()
+        window = CpuWindow({
+            "router main process": lambda: _process_cpu_s(main_pid),
+            "routing workers": lambda: sum(_process_cpu_s(p) for p in worker_pids),
+            "Kafka": lambda: _process_cpu_s(broker_pid),
+        })  # fmt: skip
         while (done := committed_records(admin, group)) < expected_in:
-            if first is None and done > 0:
-                first = (time.perf_counter(), done)
+            if window.started is None and done > 0:
+                window.open(done)
             if time.monotonic() > deadline or router.exited():
                 raise SystemExit(f"the router stopped at {done:,} records:\n{router.log()[-3000:]}")
             time.sleep(0.25)
-        finished = time.perf_counter()
+        timed = window.close(done)
         text = router.metrics()
-        assert router.process is not None
-        main_cpu_s = _process_cpu_s(router.process.pid)
     finally:
         admin.close()
         router.stop()
-    started, at_first = first or (finished, 0)
     decisions = metric_sum(text, "action_router_decisions_total")
     delivered = metric_sum(text, "action_router_decisions_total", outcome="delivered")
-    outputs = int(decisions + delivered + expected_in)  # audit + feeds + ledger/dlq
-    return (expected_in - at_first) / max(finished - started, 1e-9), outputs, main_cpu_s
+    return timed, int(decisions + delivered + expected_in)  # audit + feeds + ledger/dlq
 
 
-def passthrough(
-    kafka: KafkaConnection, expected_in: int, outputs: int, group: str, batch: int
-) -> float:
+def passthrough(kafka: KafkaConnection, expected_in: int, outputs: int, group: str,
+                batch: int, broker_pid: int | None) -> Timed:  # fmt: skip
     """Read the inbound records, write ``outputs`` records of their bytes, transactionally.
     Timed like the router: from the first commit to the last."""
     consumer = KafkaConsumer(**kafka.client_config(), group_id=group,
@@ -112,7 +143,8 @@ def passthrough(
     producer.init_transactions()
     fan_out = outputs / expected_in
     read = written = 0
-    first: tuple[float, int] | None = None
+    window = CpuWindow({"passthrough": lambda: _own_cpu_s(resource.RUSAGE_SELF),
+                        "Kafka": lambda: _process_cpu_s(broker_pid)})  # fmt: skip
     while read < expected_in:
         polled = consumer.poll(timeout_ms=500)
         if not polled:
@@ -130,12 +162,12 @@ def passthrough(
         producer.flush()
         producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
         producer.commit_transaction()
-        first = first or (time.perf_counter(), read)
-    finished = time.perf_counter()
+        if window.started is None:
+            window.open(read)
+    timed = window.close(read)
     consumer.close()
     producer.close()
-    started, at_first = first or (finished, 0)
-    return (expected_in - at_first) / max(finished - started, 1e-9)
+    return timed
 
 
 def latency(kafka: KafkaConnection, rate: int, seconds: int, group: str, log_dir: Path,
@@ -236,43 +268,32 @@ def run(kafka: KafkaConnection, credentials: Path, args: Any, broker_pid: int | 
     # A fresh broker's JVM compiles its hot paths during the first minute of traffic, on
     # the same two cores: an unmeasured passthrough pays for that, so neither measured
     # run does (the router would otherwise, as it runs first).
-    passthrough(kafka, args.records, args.records * 8, f"bench-warm-up-{tag}", 500)
+    passthrough(kafka, args.records, args.records * 8, f"bench-warm-up-{tag}", 500, None)
     router_group = f"bench-router-{tag}"
-    # CPU per input record: the router's (main process and its workers, which it reaps, so
-    # they count among this process's children once it has stopped; start-up included),
-    # the passthrough's (this process), and the broker's during each.
-    cpu = {"router": -_own_cpu_s(resource.RUSAGE_CHILDREN), "broker-r": -_process_cpu_s(broker_pid)}
-    router_rate, outputs, cpu["main"] = route_all(kafka, args.records, router_group, logs,
-                                                  args.workers)  # fmt: skip
-    cpu["router"] += _own_cpu_s(resource.RUSAGE_CHILDREN)
-    cpu["broker-r"] += _process_cpu_s(broker_pid)
-    cpu["raw"], cpu["broker-p"] = -_own_cpu_s(resource.RUSAGE_SELF), -_process_cpu_s(broker_pid)
-    raw_rate = passthrough(kafka, args.records, outputs, f"bench-raw-{tag}", 500)
-    cpu["raw"] += _own_cpu_s(resource.RUSAGE_SELF)
-    cpu["broker-p"] += _process_cpu_s(broker_pid)
+    routed, outputs = route_all(kafka, args.records, router_group, logs, args.workers,
+                                broker_pid)  # fmt: skip
+    raw = passthrough(kafka, args.records, outputs, f"bench-raw-{tag}", 500, broker_pid)
     runs = [
         (rate, *latency(kafka, rate, args.seconds, router_group, logs, args.workers))
         for rate in (args.low_rate, args.rate)
     ]  # fmt: skip  (no backlog before the low rate)
-    ratio = router_rate / raw_rate
+    ratio = routed.rate / raw.rate
     workers = args.workers if args.workers is not None else load_settings().router_workers
     print(f"{args.records:,} input records, example consortium; {outputs:,} output records "
-          f"(feeds + audit + ledger); router with {workers} routing worker(s)")  # fmt: skip
-    print(f"{'measure':<38} {'value':>12}")
-    print(f"{'router input records/s':<38} {router_rate:>12,.0f}")
-    print(f"{'raw passthrough input records/s':<38} {raw_rate:>12,.0f}")
+          f"(feeds + audit + ledger); router with {workers} routing worker(s); "
+          f"{os.cpu_count()} cores")  # fmt: skip
+    print(f"{'measure':<44} {'value':>10}")
+    print(f"{'router input records/s':<44} {routed.rate:>10,.0f}")
+    print(f"{'raw passthrough input records/s':<44} {raw.rate:>10,.0f}")
     verdict = "ok" if ratio >= TARGET_RATIO else "UNDER"
-    print(f"{'ratio (goal >= 0.8)':<38} {ratio:>12.3f}  {verdict}")
-    per_record = {k: v * 1000 / args.records for k, v in cpu.items()}
-    print(f"{'CPU ms/record: router (+workers)':<38} {per_record['router']:>12.2f}")
-    print(f"{'CPU ms/record: router main process':<38} {per_record['main']:>12.2f}")
-    print(f"{'CPU ms/record: raw passthrough':<38} {per_record['raw']:>12.2f}")
-    print(f"{'CPU ms/record: Kafka, router run':<38} {per_record['broker-r']:>12.2f}")
-    print(f"{'CPU ms/record: Kafka, passthrough run':<38} {per_record['broker-p']:>12.2f}")
-    print(f"{'cores on this machine':<38} {os.cpu_count():>12}")
+    print(f"{'ratio (goal >= 0.8)':<44} {ratio:>10.3f}  {verdict}")
+    for who, timed in (("router", routed), ("passthrough", raw)):
+        for process, ms in timed.cpu_ms.items():
+            print(f"{f'CPU ms/record, {who} run: {process}':<44} {ms:>10.2f}")
+        print(f"{f'CPU ms/record, {who} run: all':<44} {sum(timed.cpu_ms.values()):>10.2f}")
     for rate, p50, p99, seen in runs:
-        print(f"{f'end-to-end p50 at {rate}/s (ms)':<38} {p50:>12.1f}")
-        print(f"{f'end-to-end p99 at {rate}/s (ms, n={seen})':<38} {p99:>12.1f}")
+        print(f"{f'end-to-end p50 at {rate}/s (ms)':<44} {p50:>10.1f}")
+        print(f"{f'end-to-end p99 at {rate}/s (ms, n={seen})':<44} {p99:>10.1f}")
 
 
 if __name__ == "__main__":
