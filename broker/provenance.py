@@ -56,6 +56,10 @@ SOURCE_KEY_ID_HEADER = "action.src-kid"
 SOURCE_SIGNATURE_HEADER = "action.src-fields-sig"
 SOURCE_PROOF_HEADER = "action.src-proof"
 
+#: Scheme v2: the pseudo-leaf committing to the encoded record (Avro names cannot hold
+#: "@", so no field collides with it).
+RECORD_LEAF = "@record"
+_RECORD_LEAF_BYTES = RECORD_LEAF.encode()
 _LEAF_CONTEXT = b"action.field.v1\x00"
 _MANIFEST_CONTEXT = b"action.fields.v1\x00"
 SALT_BYTES = 16
@@ -152,19 +156,31 @@ def _commitments(values: Mapping[str, Any], salts: Mapping[str, bytes]) -> dict[
     return {path: _b64(commitment(path, value, salts[path])) for path, value in values.items()}
 
 
+def record_commitment(encoded: bytes, salt: bytes) -> bytes:
+    """The commitment to the encoded record itself: its bytes, not a canonical form."""
+    return hashlib.sha256(_LEAF_CONTEXT + salt + _RECORD_LEAF_BYTES + b"\x00" + encoded).digest()
+
+
 def sign_fields(
     record: Mapping[str, Any],
     event_type: str,
     key: Ed25519PrivateKey,
     *,
     salts: Mapping[str, bytes] | None = None,
+    encoded: bytes | None = None,
 ) -> list[tuple[str, bytes]]:
-    """The source's headers: a fresh salt per leaf and the signature over the commitments."""
+    """The source's headers: a fresh salt per leaf and the signature over the commitments.
+    With ``encoded`` (the record's bytes as published), the proof also commits to them
+    (:data:`RECORD_LEAF`), so its one signature stands for the record-wide one too."""
     values = leaves(record)
-    salts = salts or {path: os.urandom(SALT_BYTES) for path in values}
-    signature = key.sign(_manifest(event_type, _commitments(values, salts)))
-    encoded = json.dumps({p: _b64(s) for p, s in salts.items()}, separators=(",", ":"))
-    return [(FIELDS_SIGNATURE_HEADER, signature), (FIELDS_SALTS_HEADER, encoded.encode())]
+    paths = [*values, RECORD_LEAF] if encoded is not None else list(values)
+    salts = salts or {path: os.urandom(SALT_BYTES) for path in paths}
+    commitments = _commitments(values, salts)
+    if encoded is not None:
+        commitments[RECORD_LEAF] = _b64(record_commitment(encoded, salts[RECORD_LEAF]))
+    signature = key.sign(_manifest(event_type, commitments))
+    salts_json = json.dumps({p: _b64(s) for p, s in salts.items()}, separators=(",", ":"))
+    return [(FIELDS_SIGNATURE_HEADER, signature), (FIELDS_SALTS_HEADER, salts_json.encode())]
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,11 +194,20 @@ class FieldProof:
     commitments: dict[str, str]
     salts: dict[str, str]
 
+    @property
+    def covers_record(self) -> bool:
+        """Whether the proof also commits to the encoded record (scheme v2)."""
+        return RECORD_LEAF in self.commitments
+
     @classmethod
     def verify(cls, record: Mapping[str, Any], event_type: str, headers: Mapping[str, bytes],
-               kid: str, public_key: Ed25519PublicKey) -> FieldProof | None:  # fmt: skip
-        """The proof in ``headers`` checked against ``record``; None when there is none
-        (a publisher without field provenance). Raises ProvenanceError when it is wrong."""
+               kid: str, public_key: Ed25519PublicKey, *,
+               encoded: bytes | None = None) -> FieldProof | None:  # fmt: skip
+        """The proof in ``headers`` checked against ``record`` and, when the proof commits
+        to it, ``encoded`` (the bytes ``record`` was decoded from); None when there is no
+        proof (a publisher without field provenance). Raises ProvenanceError when it is
+        wrong: ``signature.invalid`` when the proof covers the encoded record, whose own
+        signature it then is, ``signature.fields_invalid`` otherwise."""
         signature, salts_json = headers.get(FIELDS_SIGNATURE_HEADER), headers.get(
             FIELDS_SALTS_HEADER)  # fmt: skip
         if signature is None and salts_json is None:
@@ -194,15 +219,26 @@ class FieldProof:
         except (ValueError, TypeError, AttributeError) as exc:
             raise ProvenanceError(f"unreadable {FIELDS_SALTS_HEADER} header: {exc}",
                                   reason="signature.fields_invalid") from None  # fmt: skip
-        if set(salts) != set(values) or not signature:
-            missing = sorted(set(values) - set(salts)) or sorted(set(salts) - set(values))
+        covers_record = RECORD_LEAF in salts
+        paths = set(values) | {RECORD_LEAF} if covers_record else set(values)
+        if set(salts) != paths or not signature or (covers_record and encoded is None):
+            missing = sorted(paths - set(salts)) or sorted(set(salts) - paths)
             raise ProvenanceError(f"the field proof does not cover the record's fields "
                                   f"(differs at {', '.join(missing[:5]) or 'the signature'})",
                                   reason="signature.fields_invalid")  # fmt: skip
         commitments = _commitments(values, salts)
+        if covers_record:
+            assert encoded is not None
+            commitments[RECORD_LEAF] = _b64(record_commitment(encoded, salts[RECORD_LEAF]))
         try:
             public_key.verify(signature, _manifest(event_type, commitments))
         except InvalidSignature:
+            if covers_record:
+                raise ProvenanceError(
+                    "the signature over the record and its field commitments does not verify "
+                    "(altered in transit, or signed over other bytes)",
+                    reason="signature.invalid",
+                ) from None
             raise ProvenanceError(
                 "the signature over the field commitments does not verify",
                 reason="signature.fields_invalid",
@@ -219,7 +255,9 @@ class FieldProof:
         treated = set(changed)
         holding_treated = {prefix for path in treated for prefix in _prefixes(path)}
         now = leaves(delivered)
-        salts, hidden = {}, {}
+        salts: dict[str, str] = {}
+        # The encoded record's commitment always travels: the recipient gets other bytes.
+        hidden = {RECORD_LEAF: self.commitments[RECORD_LEAF]} if self.covers_record else {}
         for path, original in self.values.items():
             overlaps = (path in treated or path in holding_treated
                         or not treated.isdisjoint(_prefixes(path)))  # fmt: skip
@@ -274,4 +312,4 @@ def verify_delivered(record: Mapping[str, Any], event_type: str, headers: Mappin
             "clear is not what the source published",
             reason="source_proof.invalid",
         ) from None
-    return sorted(hidden)
+    return sorted(path for path in hidden if path != RECORD_LEAF)

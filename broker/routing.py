@@ -26,7 +26,7 @@ from broker.policy.engine import PolicySet
 from broker.policy.model import Treatment
 from broker.policy.treatments import MatchTokenKey
 from broker.provenance import FieldProof
-from broker.signing import SignatureVerifier, header_map, sign_feed_record
+from broker.signing import SIGNATURE_HEADER, SignatureVerifier, header_map, sign_feed_record
 from broker.topics import feed_topic, topic_owner
 
 # Headers on every feed record. The source is deliberately not among them: an anonymous
@@ -189,9 +189,18 @@ class RecordRouter:
             )
         headers = header_map(inbound.headers)
         try:
-            kid = self.verifier.verify(inbound.value, headers, source)
-            proof = FieldProof.verify(record, event_type, headers, kid,
-                                      self.verifier.public_key(kid))  # fmt: skip
+            kid, key = self.verifier.signer(headers, source)
+            signed_whole = SIGNATURE_HEADER in headers  # scheme v1 (see broker.signing)
+            if signed_whole:
+                self.verifier.check(inbound.value, headers, kid, key)
+            proof = FieldProof.verify(record, event_type, headers, kid, key,
+                                      encoded=inbound.value)  # fmt: skip
+            if not signed_whole and (proof is None or not proof.covers_record):
+                raise ProvenanceError(
+                    f"record from {source} is unsigned: it needs the {SIGNATURE_HEADER} "
+                    "header or a field proof that covers the encoded record",
+                    reason="signature.missing",
+                )
         except ProvenanceError as exc:
             return _dead(exc.reason, exc.message, event_type=event_type)
         return Checked(inbound, source, event_type, record, proof)

@@ -1,10 +1,17 @@
 """Record provenance: the source member signs what it publishes; the router verifies it.
 
-Scheme (v1): Ed25519 over ``b"action.record.v1\\0" + value``, where ``value`` is the exact
+Scheme v1: Ed25519 over ``b"action.record.v1\\0" + value``, where ``value`` is the exact
 framed Avro bytes written to the member's inbound topic. The signature travels in the
-``action.sig`` header (64 raw bytes) and the signing key's id in ``action.kid``. Every key
-a member has listed in members.yaml verifies, so records signed before a rotation still
-verify after it. Pure code: no Kafka.
+``action.sig`` header (64 raw bytes) and the signing key's id in ``action.kid``.
+
+Scheme v2 (what the SDK publishes): no ``action.sig``; the field proof
+(:mod:`broker.provenance`) also commits to ``value`` as one more, salted leaf, so its one
+signature covers the exact bytes and every field, and the router checks one signature
+per record instead of two. A record that carries ``action.sig`` has it checked, whatever
+else it carries.
+
+Every key a member has listed in members.yaml verifies, so records signed before a
+rotation still verify after it. Pure code: no Kafka.
 """
 
 from __future__ import annotations
@@ -31,6 +38,11 @@ _FEED_CONTEXT = b"action.feed.v1\x00"
 def sign_record(value: bytes, key: Ed25519PrivateKey, kid: str) -> list[tuple[str, bytes]]:
     """The headers that carry ``value``'s signature."""
     return [(KEY_ID_HEADER, kid.encode()), (SIGNATURE_HEADER, key.sign(_CONTEXT + value))]
+
+
+def key_id_header(kid: str) -> list[tuple[str, bytes]]:
+    """The header naming the signing key, all a scheme-v2 record carries beside its proof."""
+    return [(KEY_ID_HEADER, kid.encode())]
 
 
 def _feed_message(value: bytes, decision_id: str, recipient: str) -> bytes:
@@ -98,11 +110,24 @@ class SignatureVerifier:
 
     def verify(self, value: bytes, headers: Mapping[str, bytes], source: str) -> str:
         """Check that ``source`` signed ``value``; returns the key id, raises ProvenanceError."""
-        kid_bytes, signature = headers.get(KEY_ID_HEADER), headers.get(SIGNATURE_HEADER)
-        if not kid_bytes or not signature:
+        if not headers.get(SIGNATURE_HEADER):
             raise ProvenanceError(
                 f"record from {source} is unsigned: it needs the {KEY_ID_HEADER} and "
                 f"{SIGNATURE_HEADER} headers",
+                reason="signature.missing",
+            )
+        kid, public_key = self.signer(headers, source)
+        self.check(value, headers, kid, public_key)
+        return kid
+
+    def signer(self, headers: Mapping[str, bytes], source: str) -> tuple[str, Ed25519PublicKey]:
+        """The key id and key that signed a record from ``source``: the header names a key
+        listed for ``source`` in members.yaml. Checks no signature yet."""
+        kid_bytes = headers.get(KEY_ID_HEADER)
+        if not kid_bytes:
+            raise ProvenanceError(
+                f"record from {source} is unsigned: it needs the {KEY_ID_HEADER} header and "
+                f"a signature ({SIGNATURE_HEADER}, or a field proof over the record)",
                 reason="signature.missing",
             )
         kid = kid_bytes.decode("utf-8", "replace")
@@ -118,12 +143,17 @@ class SignatureVerifier:
                 f"record claims source {source} but is signed with {owner}'s key {kid!r}",
                 reason="signature.wrong_signer",
             )
+        return kid, public_key
+
+    @staticmethod
+    def check(value: bytes, headers: Mapping[str, bytes], kid: str,
+              public_key: Ed25519PublicKey) -> None:  # fmt: skip
+        """Check the record-wide signature (scheme v1) of ``value`` with the signer's key."""
         try:
-            public_key.verify(signature, _CONTEXT + value)
+            public_key.verify(headers.get(SIGNATURE_HEADER) or b"", _CONTEXT + value)
         except InvalidSignature:
             raise ProvenanceError(
-                f"record from {source}: the signature made with key {kid!r} does not verify "
+                f"the record's signature made with key {kid!r} does not verify "
                 "(altered in transit, or signed over other bytes)",
                 reason="signature.invalid",
             ) from None
-        return kid

@@ -26,7 +26,7 @@ from broker.errors import ActionError, PublishError
 from broker.events import EVENT_TYPES, Event
 from broker.policy.engine import record_id_of
 from broker.provenance import sign_fields
-from broker.signing import sign_record
+from broker.signing import key_id_header
 from broker.topics import inbound_topic
 
 
@@ -43,12 +43,14 @@ class PublisherConfig:
 
 def sign_event(codec: AvroCodec, event: Event, key: Ed25519PrivateKey,
                kid: str) -> tuple[bytes, list[tuple[str, bytes]]]:  # fmt: skip
-    """The encoded event and its headers: the record-wide signature the router checks, and
-    the per-field commitments recipients check after redaction (broker/provenance.py)."""
+    """The encoded event and its headers (signing scheme v2, broker/signing.py): the key id
+    and one signature over salted commitments to every field and to the encoded bytes. The
+    router checks it whole; recipients check the fields they receive after redaction
+    (broker/provenance.py)."""
     value = codec.encode(event.avro_type, event.to_avro())
     # Commit to the record exactly as the router will see it: decoded, then normalized.
     seen = EVENT_TYPES[event.avro_type].from_avro(codec.decode(value).record).to_avro()
-    return value, sign_record(value, key, kid) + sign_fields(seen, event.avro_type, key)
+    return value, key_id_header(kid) + sign_fields(seen, event.avro_type, key, encoded=value)
 
 
 def record_key(record: dict[str, Any]) -> bytes:

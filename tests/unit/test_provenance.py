@@ -20,6 +20,7 @@ from broker.policy.model import Treatment
 from broker.policy.treatments import MatchTokenKey
 from broker.provenance import (
     FIELDS_SALTS_HEADER,
+    RECORD_LEAF,
     SOURCE_KEY_ID_HEADER,
     SOURCE_PROOF_HEADER,
     canonical,
@@ -28,9 +29,9 @@ from broker.provenance import (
     verify_delivered,
 )
 from broker.routing import EVENT_TYPE_HEADER, FeedRecord, Inbound, RecordRouter
-from broker.signing import header_map, public_keys
+from broker.signing import SIGNATURE_HEADER, header_map, public_keys, sign_record
 from policies import POLICY_DIR
-from tests.members import CODEC, indicator, mixed_stream, signed
+from tests.members import CODEC, indicator, mixed_stream, signed, signing_kid
 
 POLICIES = load_policies(POLICY_DIR)
 ROUTER = RecordRouter(POLICIES, CODEC, MatchTokenKey(1, demo_match_secret()))
@@ -83,7 +84,7 @@ def _a_named_delivery_with_a_hidden_field() -> tuple[dict[str, Any], str, dict[s
     for feed in routed.feeds:
         record, event_type, headers = _as_received(feed)
         proof = json.loads(headers.get(SOURCE_PROOF_HEADER, b"{}"))
-        if proof.get("commitments") and proof.get("salts"):
+        if set(proof.get("commitments", ())) - {RECORD_LEAF} and proof.get("salts"):
             return record, event_type, headers
     raise AssertionError("the example consortium treats some field of a GREEN indicator")
 
@@ -99,7 +100,7 @@ def test_a_changed_clear_value_fails_the_check() -> None:
 def test_unhiding_a_field_or_dropping_its_commitment_fails_the_check() -> None:
     record, event_type, headers = _a_named_delivery_with_a_hidden_field()
     proof = json.loads(headers[SOURCE_PROOF_HEADER])
-    hidden = next(iter(proof["commitments"]))
+    hidden = next(p for p in proof["commitments"] if p != RECORD_LEAF)
     del proof["commitments"][hidden]
     tampered = dict(headers, **{SOURCE_PROOF_HEADER: json.dumps(proof).encode()})
     with pytest.raises(ProvenanceError):
@@ -139,8 +140,8 @@ def test_an_inconsistent_inbound_proof_is_a_dead_letter() -> None:
 
 def test_records_without_a_field_proof_are_routed_and_say_so() -> None:
     event = indicator("platform-a", 5, tlp="GREEN")
-    key, value, headers = signed(event)
-    plain = [h for h in headers if not h[0].startswith("action.fields")]
+    key, value, _ = signed(event)
+    plain = sign_record(value, demo_signing_key("platform-a"), signing_kid("platform-a"))  # v1
     routed = _route(key, value, plain, "platform-a")
     assert routed.dead_letter is None
     assert routed.feeds
@@ -183,3 +184,53 @@ def test_unreadable_base64url_raises_value_error(text: str) -> None:
 
     with pytest.raises(ValueError, match=r"(?i)padding|ascii|base64|characters"):
         _unb64(text)
+
+
+def test_the_sdk_signs_once_and_the_proof_covers_the_encoded_record() -> None:
+    """Scheme v2: no record-wide signature; the field proof's one signature covers the
+    exact bytes, so altering them is a bad signature, not just a bad proof."""
+    event = indicator("platform-a", 6, tlp="GREEN")
+    key, value, headers = signed(event)
+    names = {name for name, _ in headers}
+    assert SIGNATURE_HEADER not in names
+    assert RECORD_LEAF in json.loads(dict(headers)[FIELDS_SALTS_HEADER])
+    assert _route(key, value, headers, "platform-a").dead_letter is None
+    altered = value.replace(b"seller6@", b"seller7@")
+    assert altered != value
+    dead = _route(key, altered, headers, "platform-a").dead_letter
+    assert dead is not None
+    assert dead.reason == "signature.invalid"
+
+
+def test_a_proof_stripped_of_its_record_commitment_is_a_dead_letter() -> None:
+    key, value, headers = signed(indicator("platform-a", 7))
+    salts = json.loads(dict(headers)[FIELDS_SALTS_HEADER])
+    del salts[RECORD_LEAF]
+    stripped = [h for h in headers if h[0] != FIELDS_SALTS_HEADER]
+    stripped.append((FIELDS_SALTS_HEADER, json.dumps(salts).encode()))
+    dead = _route(key, value, stripped, "platform-a").dead_letter
+    assert dead is not None
+    assert dead.reason == "signature.fields_invalid"
+
+
+def test_records_of_scheme_v1_still_route_and_verify_for_recipients() -> None:
+    """A publisher of the first scheme: the record-wide signature and a field proof
+    without the record leaf. Both are checked, and recipients verify what they get."""
+    event = indicator("platform-a", 8, tlp="GREEN")
+    key, value, _ = signed(event)
+    seen = event.to_avro()
+    signing_key = demo_signing_key("platform-a")
+    v1 = sign_record(value, signing_key, signing_kid("platform-a")) + sign_fields(
+        seen, "SellerIndicator", signing_key)  # fmt: skip
+    routed = _route(key, value, v1, "platform-a")
+    assert routed.dead_letter is None
+    named = [f for f in routed.feeds if SOURCE_KEY_ID_HEADER in header_map(f.headers)]
+    assert named
+    for feed in named:
+        record, event_type, got = _as_received(feed)
+        assert RECORD_LEAF not in json.loads(got[SOURCE_PROOF_HEADER])["commitments"]
+        assert verify_delivered(record, event_type, got, SOURCE_KEYS) is not None
+    bad = [*v1[:1], (SIGNATURE_HEADER, bytes(64)), *v1[2:]]
+    dead = _route(key, value, bad, "platform-a").dead_letter
+    assert dead is not None
+    assert dead.reason == "signature.invalid", "a record-wide signature is checked if present"
