@@ -190,7 +190,7 @@ class RecordRouter:
         headers = header_map(inbound.headers)
         try:
             kid, key = self.verifier.signer(headers, source)
-            signed_whole = SIGNATURE_HEADER in headers  # scheme v1 (see broker.signing)
+            signed_whole = bool(headers.get(SIGNATURE_HEADER))  # scheme v1 (broker.signing)
             if signed_whole:
                 self.verifier.check(inbound.value, headers, kid, key)
             proof = FieldProof.verify(record, event_type, headers, kid, key,

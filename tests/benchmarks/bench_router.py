@@ -268,11 +268,12 @@ def run(kafka: KafkaConnection, credentials: Path, args: Any, broker_pid: int | 
     # A fresh broker's JVM compiles its hot paths during the first minute of traffic, on
     # the same two cores: an unmeasured passthrough pays for that, so neither measured
     # run does (the router would otherwise, as it runs first).
-    passthrough(kafka, args.records, args.records * 8, f"bench-warm-up-{tag}", 500, None)
+    batch = load_settings().router_batch_records  # the passthrough's transactions too
+    passthrough(kafka, args.records, args.records * 8, f"bench-warm-up-{tag}", batch, None)
     router_group = f"bench-router-{tag}"
     routed, outputs = route_all(kafka, args.records, router_group, logs, args.workers,
                                 broker_pid)  # fmt: skip
-    raw = passthrough(kafka, args.records, outputs, f"bench-raw-{tag}", 500, broker_pid)
+    raw = passthrough(kafka, args.records, outputs, f"bench-raw-{tag}", batch, broker_pid)
     runs = [
         (rate, *latency(kafka, rate, args.seconds, router_group, logs, args.workers))
         for rate in (args.low_rate, args.rate)
