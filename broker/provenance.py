@@ -140,10 +140,13 @@ def leaves(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _leaf_digest(salt: bytes, path: bytes, body: bytes) -> bytes:
+    """The one layout of every commitment: SHA-256(context salt path 0x00 body)."""
+    return hashlib.sha256(_LEAF_CONTEXT + salt + path + b"\x00" + body).digest()
+
+
 def commitment(path: str, value: Any, salt: bytes) -> bytes:
-    return hashlib.sha256(
-        _LEAF_CONTEXT + salt + path.encode() + b"\x00" + canonical(value)
-    ).digest()
+    return _leaf_digest(salt, path.encode(), canonical(value))
 
 
 def _manifest(event_type: str, commitments: Mapping[str, str]) -> bytes:
@@ -158,7 +161,7 @@ def _commitments(values: Mapping[str, Any], salts: Mapping[str, bytes]) -> dict[
 
 def record_commitment(encoded: bytes, salt: bytes) -> bytes:
     """The commitment to the encoded record itself: its bytes, not a canonical form."""
-    return hashlib.sha256(_LEAF_CONTEXT + salt + _RECORD_LEAF_BYTES + b"\x00" + encoded).digest()
+    return _leaf_digest(salt, _RECORD_LEAF_BYTES, encoded)
 
 
 def sign_fields(
@@ -179,7 +182,7 @@ def sign_fields(
     if encoded is not None:
         commitments[RECORD_LEAF] = _b64(record_commitment(encoded, salts[RECORD_LEAF]))
     signature = key.sign(_manifest(event_type, commitments))
-    salts_json = json.dumps({p: _b64(s) for p, s in salts.items()}, separators=(",", ":"))
+    salts_json = _COMPACT.encode({p: _b64(s) for p, s in salts.items()})
     return [(FIELDS_SIGNATURE_HEADER, signature), (FIELDS_SALTS_HEADER, salts_json.encode())]
 
 
