@@ -1,9 +1,10 @@
 """``action-broker run``: the router service, exactly once between inbound topics and feeds.
 
-One consumer group reads every ``action.in.<member>`` topic. Each poll's batch is one
-Kafka transaction: the feed records, the audit entries, the dead letters, the ledger
-entries and the consumed offsets (with each partition's audit-chain head as offset
-metadata) commit together or not at all. The pure work per record is
+One consumer group reads every ``action.in.<member>`` topic. Each poll's records are
+written in one or more Kafka transactions of ``router_batch_records``: per transaction,
+the feed records, the audit entries, the dead letters, the ledger entries and the
+consumed offsets (with each partition's audit-chain head as offset metadata) commit
+together or not at all. The pure work per record is
 :class:`broker.routing.RecordRouter`; this module is the Kafka I/O around it.
 
 Defence in depth around kafka-python's transactions (it lacks KIP-890 part 2, and its
@@ -16,12 +17,13 @@ new one under the same transactional id, whose epoch bump fences the old one.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -182,7 +184,8 @@ class RouterService:
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset="earliest",
-            max_poll_records=self.settings.router_batch_records,
+            max_poll_records=self.settings.router_batch_records
+            * self.settings.router_poll_transactions,
             max_partition_fetch_bytes=DLQ_MAX_BYTES,
             metadata_max_age_ms=10_000,  # new members' topics are picked up quickly
             # Static membership: a restarted instance takes its partitions straight back
@@ -266,6 +269,9 @@ class RouterService:
         except kafka_errors.KafkaError as exc:
             self.close()
             raise RouterError(f"cannot connect to Kafka at {self.kafka}: {exc}") from exc
+        # Start-up's objects (modules, schemas, policies, clients) live as long as the
+        # process: frozen, the collector's full passes stop walking them (see routing_pool).
+        gc.freeze()
         last_policy_check = last_lag = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -277,7 +283,7 @@ class RouterService:
                 self.health.beat()
                 self.health.ready = True
                 if batch:
-                    self._route_batch(batch)
+                    self._route_poll(batch)
                 if now - last_lag > _LAG_INTERVAL_S:
                     self._update_lag()
                     last_lag = now
@@ -297,28 +303,52 @@ class RouterService:
             self._pool.close()
         self._consumer = self._ledger_reader = self._producer = self._pool = None
 
-    def _route_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        assert self._consumer is not None
-        assert self._producer is not None
+    def _route_poll(self, polled: dict[TopicPartition, list[Any]]) -> None:
+        """One poll's records, in transactions of ``router_batch_records``. The workers get
+        the whole poll at once, so they route the next transaction's records while the
+        current one flushes and commits. An abort drops the rest of the poll (the consumer
+        is rewound to the committed offsets); no rebalance can come between, as that only
+        happens inside poll()."""
         if self._ledger_stale:
             self._catch_up_ledger()
-        for tp in batch:
+        for tp in polled:
             if tp not in self._heads:
                 self._heads[tp] = self._committed_head(tp)
-        work = _Batch(heads=dict(self._heads), feed_timestamps=[])
         inbound = [Inbound(r.topic, r.partition, r.offset, r.key, r.value,
                            tuple(r.headers or ()), r.timestamp)
-                   for records in batch.values() for r in records]  # fmt: skip
+                   for records in polled.values() for r in records]  # fmt: skip
+        size = self.settings.router_batch_records
+        routed = self._routed(inbound)
+        try:
+            for start in range(0, len(inbound), size):
+                if start and self._stop.is_set():
+                    return  # what is left was never committed: the next owner reads it
+                self.health.beat()
+                if not self._transact(inbound[start : start + size], routed):
+                    return
+        finally:
+            routed.close()  # cancels whatever the workers have not started
+
+    def _transact(self, records: list[Inbound],
+                  routed: Generator[tuple[Inbound, Writes, float]]) -> bool:  # fmt: skip
+        """Write ``records`` (the next ones ``routed`` yields) in one transaction; whether
+        it committed."""
+        assert self._consumer is not None
+        assert self._producer is not None
+        work = _Batch(heads=dict(self._heads), feed_timestamps=[])
+        last: dict[TopicPartition, Inbound] = {}
         try:
             self._producer.begin_transaction()
-            for record, writes, seconds in self._routed(inbound):
+            for expected in records:
+                record, writes, seconds = next(routed)
+                assert record is expected, "routed results come back in input order"
                 started = time.perf_counter()
                 self._write(writes, record, work)
                 self.metrics.processing.observe(seconds + time.perf_counter() - started)
                 work.records += 1
-            offsets = {tp: OffsetAndMetadata(records[-1].offset + 1,
-                                             work.heads[tp].to_metadata(), -1)
-                       for tp, records in batch.items()}  # fmt: skip
+                last[TopicPartition(record.topic, record.partition)] = record
+            offsets = {tp: OffsetAndMetadata(record.offset + 1, work.heads[tp].to_metadata(), -1)
+                       for tp, record in last.items()}  # fmt: skip
             if self._random.random() < self.settings.router_abort_ratio:
                 raise _InjectedAbortError
             # Flushed here, not by the commit: kafka-python's commit starts a flush it
@@ -329,22 +359,23 @@ class RouterService:
             self._bounded("commit_transaction", self._producer.commit_transaction)
         except (_InjectedAbortError, kafka_errors.KafkaError) as exc:
             self._abort(exc)
-            return
+            return False
         except TransactionTimeoutError as exc:
             log.error("%s; replacing the producer and rewinding", exc)
             self._fail()
-            return
+            return False
         except BrokenProcessPool as exc:
             log.error("a routing worker died (%s); aborting, restarting the workers", exc)
             self.metrics.worker_restarts.inc()
             self._abort(exc)
             self._start_pool()
-            return
+            return False
         finally:
             work.count(self.metrics)
-        self._committed(batch, work)
+        self._committed(last, work)
+        return True
 
-    def _routed(self, records: list[Inbound]) -> Iterator[tuple[Inbound, Writes, float]]:
+    def _routed(self, records: list[Inbound]) -> Generator[tuple[Inbound, Writes, float]]:
         """Each record's writes, in order, with the seconds spent deciding it. Lazy: the
         ledger entries of earlier records are staged before a later retraction is decided."""
         now = dt.datetime.now(dt.UTC)
@@ -355,14 +386,17 @@ class RouterService:
                 writes = routed.writes(record, decided_at_ms=_now_ms())
                 yield record, writes, time.perf_counter() - started
             return
-        for record, (outcome, seconds) in zip(records, self._pool.route(records, now),
-                                              strict=True):  # fmt: skip
-            if isinstance(outcome, Checked):  # a retraction: only this process has the ledger
-                started = time.perf_counter()
-                routed = self.core.decide(outcome, now=now, ledger=self.ledger)
-                outcome = routed.writes(record, decided_at_ms=_now_ms())
-                seconds += time.perf_counter() - started
-            yield record, outcome, seconds
+        outcomes = self._pool.route(records, now)
+        try:
+            for record, (outcome, seconds) in zip(records, outcomes, strict=True):
+                if isinstance(outcome, Checked):  # a retraction: only this process has the ledger
+                    started = time.perf_counter()
+                    routed = self.core.decide(outcome, now=now, ledger=self.ledger)
+                    outcome = routed.writes(record, decided_at_ms=_now_ms())
+                    seconds += time.perf_counter() - started
+                yield record, outcome, seconds
+        finally:
+            outcomes.close()  # cancels the chunks no worker has started
 
     def _start_pool(self) -> None:
         """(Re)start the routing workers with the policies in force; none when configured so."""
@@ -420,7 +454,7 @@ class RouterService:
             self._audit_partitions[chain_key] = partition
         return partition
 
-    def _committed(self, batch: dict[TopicPartition, list[Any]], work: _Batch) -> None:
+    def _committed(self, last: dict[TopicPartition, Inbound], work: _Batch) -> None:
         self._heads.update(work.heads)
         self.ledger.commit()
         self.metrics.transactions.labels("committed").inc()
@@ -429,8 +463,8 @@ class RouterService:
         self.metrics.last_success.set(now_ms / 1000)
         for timestamp in work.feed_timestamps:
             self.metrics.end_to_end.observe(max(0.0, (now_ms - timestamp) / 1000))
-        for tp, records in batch.items():
-            self._last_processed_ms[tp] = records[-1].timestamp
+        for tp, record in last.items():
+            self._last_processed_ms[tp] = record.timestamp_ms
 
     def _abort(self, cause: BaseException) -> None:
         assert self._producer is not None

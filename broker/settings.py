@@ -113,6 +113,13 @@ class Settings(BaseSettings):
         "restarted instance fences its predecessor at once",
     )
     router_batch_records: int = Field(default=500, ge=1, le=10_000, description="per transaction")
+    router_poll_transactions: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description="transactions' worth of records taken per poll: the routing workers "
+        "route the next transaction's records while the current one commits",
+    )
     router_workers: int = Field(
         default=2,
         ge=0,

@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,32 @@ def test_a_retraction_comes_back_checked_for_the_ledger_holder_to_decide(
     assert {d.recipient for d in decided.decisions if d.delivered} == received
     with pytest.raises(ValueError, match="ledger"):
         ROUTER.decide(second, now=NOW, ledger=None)
+
+
+def test_closing_a_routing_early_cancels_the_chunks_no_worker_started(
+    pool: RoutingPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The router drops the rest of a poll after an abort: those chunks must not keep the
+    workers busy, and the pool must route the next poll as if nothing happened."""
+    futures: list[Future[Any]] = []
+    submit = pool._executor.submit
+
+    def recording(*args: Any) -> Future[Any]:
+        futures.append(submit(*args))
+        return futures[-1]
+
+    monkeypatch.setattr(pool._executor, "submit", recording)
+    records = _inbound([indicator("platform-a", i) for i in range(800)])
+    routing = pool.route(records, NOW)
+    next(routing)
+    routing.close()
+    assert len(futures) == 16
+    assert sum(f.cancelled() for f in futures) >= 8  # at most workers + 1 were queued
+    again = records[:3]
+    outcomes = list(pool.route(again, NOW))
+    assert [w.ledger_update[0] for w, _ in outcomes if isinstance(w, Writes)
+            and w.ledger_update] == [ROUTER.route(r, now=NOW, ledger=DeliveryLedger())
+                                     .ledger_update[0] for r in again]  # fmt: skip
 
 
 def test_a_killed_worker_breaks_the_pool_which_closes_and_is_replaced() -> None:
