@@ -96,13 +96,14 @@ class CpuWindow:
 
 
 def route_all(kafka: KafkaConnection, expected_in: int, group: str, log_dir: Path,
-              workers: int | None, broker_pid: int | None) -> tuple[Timed, int]:  # fmt: skip
+              workers: int | None, broker_pid: int | None,
+              instance: str = "throughput") -> tuple[Timed, int]:  # fmt: skip
     """Run ``action-broker run`` until its group has committed ``expected_in`` records;
     the timed run and the output records it wrote."""
     settings: dict[str, Any] = {"router_group": group}
     if workers is not None:
         settings["router_workers"] = workers
-    router = RouterProcess(kafka, log_dir, instance="throughput", **settings).start()
+    router = RouterProcess(kafka, log_dir, instance=instance, **settings).start()
     admin = KafkaAdminClient(**kafka.client_config())
     deadline = time.monotonic() + 1800
     try:
@@ -278,7 +279,7 @@ def run(kafka: KafkaConnection, credentials: Path, args: Any, broker_pid: int | 
                                broker_pid)  # fmt: skip
     raw = passthrough(kafka, args.records, outputs, f"bench-raw-{tag}", batch, broker_pid)
     second, _ = route_all(kafka, args.records, f"bench-router-again-{tag}", logs, args.workers,
-                          broker_pid)  # fmt: skip
+                          broker_pid, instance="throughput-again")  # fmt: skip
     routed = Timed((first.rate + second.rate) / 2,
                    {k: (first.cpu_ms[k] + second.cpu_ms[k]) / 2 for k in first.cpu_ms})  # fmt: skip
     runs = [
