@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from broker.policy.decision import Decision
 
@@ -58,8 +58,7 @@ def decision_entry(decision: Decision, *, decided_at_ms: int, position: str) -> 
 _CHAIN_KEYS = ("chain", "prev", "seq")
 
 
-@dataclass(frozen=True)  # not slotted: pickled for routing workers (broker.routing PICKLING)
-class PreparedEntry:
+class PreparedEntry(NamedTuple):  # a tuple: pickled by routing workers (broker.routing PICKLING)
     """An entry's content serialized ahead of time, as the canonical JSON of the runs of
     keys that fall before ``chain``, between ``chain`` and ``prev``, between ``prev`` and
     ``seq``, and after ``seq``. :meth:`ChainHead.append_prepared` slots the chain fields in

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -39,10 +39,13 @@ SOURCE_TIMESTAMP_HEADER = "action.source-ts"  # ms since the epoch, as the sourc
 
 RETRACTION_RULE = "ledger.retraction"
 
-# PICKLING: the values that cross to and from routing workers are frozen dataclasses
-# without slots. Pickle restores a slotted dataclass through its Python-level
-# __setstate__; a plain one gets its __dict__ filled in C. For a batch of results that
-# made pickling 3.5 times and unpickling 1.2 times faster.
+# PICKLING: a routing worker's results (Writes, FeedRecord, AuditedDecision, DeadLetter,
+# audit.PreparedEntry) are NamedTuples. Pickle writes and restores a tuple in C, without
+# an instance dictionary per object; as frozen dataclasses the results of one record took
+# 69 us to pickle in the worker and 91 us to unpickle in the main process, as tuples 22
+# and 45. Inbound and Checked go the other way, one per record, and stay frozen
+# dataclasses without slots (pickle fills a plain one's __dict__ in C, a slotted one's
+# through Python-level __setstate__).
 
 
 @dataclass(frozen=True)  # not slotted: crosses to or from routing workers (see PICKLING)
@@ -62,16 +65,14 @@ class Inbound:
         return f"{self.topic}/{self.partition}@{self.offset}"
 
 
-@dataclass(frozen=True)  # not slotted: crosses to or from routing workers (see PICKLING)
-class FeedRecord:
+class FeedRecord(NamedTuple):  # a tuple: crosses from routing workers (see PICKLING)
     topic: str
     key: bytes
     value: bytes
     headers: list[tuple[str, bytes]]
 
 
-@dataclass(frozen=True)  # not slotted: crosses to or from routing workers (see PICKLING)
-class DeadLetter:
+class DeadLetter(NamedTuple):  # a tuple: crosses from routing workers (see PICKLING)
     reason: str  # a stable code: wire.bad_magic, event.invalid, signature.invalid, ...
     detail: str
 
@@ -100,8 +101,7 @@ class Routed:
                       self.ledger_update)  # fmt: skip
 
 
-@dataclass(frozen=True)  # not slotted: crosses to or from routing workers (see PICKLING)
-class AuditedDecision:
+class AuditedDecision(NamedTuple):  # a tuple: crosses from routing workers (see PICKLING)
     """One decision as the router records it: its audit entry, serialized but not yet
     chained, and what the metrics count."""
 
@@ -112,8 +112,7 @@ class AuditedDecision:
     treatments: tuple[tuple[str, str], ...]  # (field, treatment) when delivered
 
 
-@dataclass(frozen=True)  # not slotted: crosses to or from routing workers (see PICKLING)
-class Writes:
+class Writes(NamedTuple):  # a tuple: crosses from routing workers (see PICKLING)
     """Everything the router writes for one inbound record, ready for Kafka: what a
     routing worker hands back (smaller than the decisions, which carry whole records)."""
 
