@@ -272,7 +272,7 @@ def run(kafka: KafkaConnection, credentials: Path, args: Any, broker_pid: int | 
     # run does (the router would otherwise, as it runs first).
     batch = load_settings().router_batch_records  # the passthrough's transactions too
     passthrough(kafka, args.records, args.records * 8, f"bench-warm-up-{tag}", batch, None)
-    # Router, passthrough, router again: this machine's speed drifts by up to a third
+    # Router, passthrough, router again: this machine's speed drifts by up to a half
     # within minutes, so the passthrough is compared with the router's runs around it.
     router_group = f"bench-router-{tag}"
     first, outputs = route_all(kafka, args.records, router_group, logs, args.workers,
