@@ -431,8 +431,8 @@ class RouterService:
         head = work.heads[tp]
         chain_key = head.chain.encode()
         partition = self._audit_partition(chain_key)
-        for decision in writes.decisions:
-            head, encoded = head.append_prepared(decision.entry)
+        head, entries = head.extend(decision.entry for decision in writes.decisions)
+        for decision, encoded in zip(writes.decisions, entries, strict=True):
             producer.send(AUDIT_TOPIC, value=encoded, key=chain_key, partition=partition)
             outcome = "delivered" if decision.delivered else "withheld"
             work.decisions[(decision.source, decision.recipient, outcome)] += 1

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from broker.audit import PreparedEntry, prepare_decision
+from broker.audit import PreparedEntry, field_treatments, prepare_decision
 from broker.codec import AvroCodec
 from broker.errors import DecodeError, EncodeError, EventValidationError, ProvenanceError
 from broker.events import EVENT_TYPES
@@ -93,7 +93,7 @@ class Routed:
             AuditedDecision(
                 prepare_decision(d, decided_at_ms=decided_at_ms, position=position),
                 d.source, d.recipient, d.delivered,
-                tuple((f.path, f.treatment.value) for f in d.fields) if d.delivered else (),
+                field_treatments(d.fields) if d.delivered else (),
             )
             for d in self.decisions
         )  # fmt: skip

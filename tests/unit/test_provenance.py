@@ -152,7 +152,7 @@ def test_records_without_a_field_proof_are_routed_and_say_so() -> None:
 
 _leaf_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
-    | st.datetimes(timezones=st.just(dt.UTC)),
+    | st.datetimes(timezones=st.just(dt.UTC)) | st.sampled_from(list(Treatment)),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
                                                                  max_size=3),
     max_leaves=6,

@@ -285,6 +285,27 @@ def test_an_entry_prepared_ahead_chains_to_the_canonical_json_of_the_whole_entry
     assert (new_head.chain, new_head.seq) == (chain, seq + 1)
 
 
+@given(contents=st.lists(st.dictionaries(st.text(max_size=6).filter(
+           lambda k: k not in {"chain", "prev", "seq", "hash"}), _json_values, max_size=4),
+       max_size=6), chain=st.text(max_size=12))  # fmt: skip
+@settings(max_examples=100, deadline=None)
+def test_extending_a_chain_at_once_equals_appending_one_entry_at_a_time(
+    contents: list[dict[str, Any]], chain: str
+) -> None:
+    """The router chains a record's entries in one call; it must write what appending them
+    one by one writes, and end at the same head."""
+    from broker.audit import prepare_entry
+
+    prepared = [prepare_entry(content) for content in contents]
+    one_by_one, head = [], ChainHead(chain, 7, "cd" * 32)
+    for entry in prepared:
+        head, encoded = head.append_prepared(entry)
+        one_by_one.append(encoded)
+    at_once_head, at_once = ChainHead(chain, 7, "cd" * 32).extend(prepared)
+    assert at_once == one_by_one
+    assert at_once_head == head
+
+
 _texts = st.text(max_size=12)  # any text: quotes, escapes, control and non-ASCII characters
 
 
@@ -308,6 +329,24 @@ def test_a_decision_prepared_directly_equals_its_entry_prepared_the_general_way(
     expected = prepare_entry(decision_entry(decision, decided_at_ms=decided_at_ms,
                                             position=position))  # fmt: skip
     assert prepare_decision(decision, decided_at_ms=decided_at_ms, position=position) == expected
+
+
+def test_treatments_cached_by_tuple_identity_never_answer_for_another_tuple() -> None:
+    """Decisions' field treatments are cached by the identity of their ``fields`` tuple:
+    an equal-looking or new tuple gets its own answer, and the cache stays bounded."""
+    from broker import audit
+
+    def fields(treatment: Treatment) -> tuple[FieldDecision, ...]:
+        return (FieldDecision("seller.email", treatment, ("r",)),
+                FieldDecision("brands", Treatment.KEEP, ("r",)))  # fmt: skip
+
+    hashed = fields(Treatment.HASH)
+    assert audit.field_treatments(hashed) == (("seller.email", "hash"), ("brands", "keep"))
+    for _ in range(audit._TREATMENTS_MAX + 10):  # past the bound: cleared, ids reused
+        dropped = fields(Treatment.DROP)
+        assert audit.field_treatments(dropped)[0] == ("seller.email", "drop")
+    assert len(audit._TREATMENTS) <= audit._TREATMENTS_MAX
+    assert audit.field_treatments(hashed)[0] == ("seller.email", "hash")
 
 
 def test_audit_content_may_not_set_the_chains_own_fields() -> None:
