@@ -23,6 +23,7 @@ from broker.provenance import (
     RECORD_LEAF,
     SOURCE_KEY_ID_HEADER,
     SOURCE_PROOF_HEADER,
+    _b64,
     canonical,
     commitment,
     sign_fields,
@@ -168,6 +169,18 @@ def test_the_fast_canonical_forms_are_the_encoders_own(value: Any) -> None:
     assert canonical(value) == _CANONICAL.encode(value).encode()
 
 
+@given(values=st.dictionaries(st.text(max_size=8), _leaf_values, max_size=6),
+       salt=st.binary(min_size=16, max_size=16))  # fmt: skip
+def test_the_inlined_commitments_are_commitment_then_base64url(
+    values: dict[str, Any], salt: bytes
+) -> None:
+    from broker.provenance import _commitments
+
+    salts = {path: salt for path in values}
+    expected = {path: _b64(commitment(path, value, salt)) for path, value in values.items()}
+    assert _commitments(values, salts) == expected
+
+
 @given(st.binary(max_size=40))
 def test_base64url_round_trips_as_the_base64_module_writes_it(data: bytes) -> None:
     import base64
@@ -184,6 +197,36 @@ def test_unreadable_base64url_raises_value_error(text: str) -> None:
 
     with pytest.raises(ValueError, match=r"(?i)padding|ascii|base64|characters"):
         _unb64(text)
+
+
+def test_a_salt_with_a_character_outside_base64_is_a_dead_letter() -> None:
+    """A lenient decoder would skip the stray character, verify, and forward the salt's
+    text to recipients as it came: a quote in it would break the proof header's JSON."""
+    key, value, headers = signed(indicator("platform-a", 8))
+    salts = json.loads(dict(headers)[FIELDS_SALTS_HEADER])
+    salts["confidence"] = salts["confidence"][:5] + '"' + salts["confidence"][5:]
+    tampered = [h for h in headers if h[0] != FIELDS_SALTS_HEADER]
+    tampered.append((FIELDS_SALTS_HEADER, json.dumps(salts).encode()))
+    dead = _route(key, value, tampered, "platform-a").dead_letter
+    assert dead is not None
+    assert dead.reason == "signature.fields_invalid"
+    assert "unreadable" in dead.detail
+
+
+_paths = st.from_regex(r"@record|[A-Za-z_][A-Za-z0-9_]{0,8}(\.[A-Za-z_][A-Za-z0-9_]{0,8})?",
+                       fullmatch=True)  # fmt: skip
+_base64url = st.binary(max_size=33).map(_b64)
+
+
+@given(salts=st.dictionaries(_paths, _base64url, max_size=6),
+       commitments=st.dictionaries(_paths, _base64url, max_size=6))  # fmt: skip
+def test_the_proof_header_is_written_as_the_json_encoder_writes_it(
+    salts: dict[str, str], commitments: dict[str, str]
+) -> None:
+    from broker.provenance import _COMPACT, _proof_json
+
+    expected = _COMPACT.encode({"salts": salts, "commitments": commitments})
+    assert _proof_json(salts, commitments) == expected
 
 
 def test_the_sdk_signs_once_and_the_proof_covers_the_encoded_record() -> None:
