@@ -14,13 +14,16 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from broker.policy.decision import Decision, FieldDecision
 
 GENESIS = "0" * 64
+
+K = TypeVar("K", bound=tuple[Any, ...])
+V = TypeVar("V")
 
 
 # One encoder for every entry (json.dumps with options builds a new one per call).
@@ -72,8 +75,33 @@ class PreparedEntry(NamedTuple):  # a tuple: pickled by routing workers (broker.
 _quoted = json.encoder.encode_basestring_ascii
 
 
-def _strings(items: Iterable[str]) -> str:
+class _ByIdentity(Generic[K, V]):
+    """``compute(key)`` cached by the identity of the tuple ``key``. The compiled policies
+    hand out the same tuples (a rule pair's field treatments, rule ids and reasons) for
+    every record they decide alike, so each is serialized once, not seven times per
+    record. Each entry keeps its tuple alive, so an id is not reused while it is cached;
+    bounded, because some tuples are made per record (a retraction's, say)."""
+
+    def __init__(self, compute: Callable[[K], V], limit: int = 4096) -> None:
+        self.compute, self.limit = compute, limit
+        self.entries: dict[int, tuple[K, V]] = {}
+
+    def __call__(self, key: K) -> V:
+        cached = self.entries.get(id(key))
+        if cached is not None and cached[0] is key:
+            return cached[1]
+        value = self.compute(key)
+        if len(self.entries) >= self.limit:
+            self.entries.clear()
+        self.entries[id(key)] = (key, value)
+        return value
+
+
+def _json_strings(items: tuple[str, ...]) -> str:
     return "[" + ",".join(map(_quoted, items)) + "]"
+
+
+_strings = _ByIdentity(_json_strings)
 
 
 class _Treatments(NamedTuple):
@@ -81,26 +109,13 @@ class _Treatments(NamedTuple):
     json: str  # the canonical JSON object's members, sorted by field
 
 
-# A decision's field treatments, by the identity of its ``fields`` tuple: the compiled
-# policies hand out the same tuple for every record a candidate rule pair delivers, so
-# the conversion, sorting and quoting happen once per rule pair, not seven times per
-# record. Each value keeps its tuple alive, so an id is not reused while it is cached;
-# bounded, because a retraction's decisions bring tuples of their own.
-_TREATMENTS: dict[int, tuple[tuple[FieldDecision, ...], _Treatments]] = {}
-_TREATMENTS_MAX = 4096
-
-
-def _treatments(fields: tuple[FieldDecision, ...]) -> _Treatments:
-    cached = _TREATMENTS.get(id(fields))
-    if cached is not None and cached[0] is fields:
-        return cached[1]
+def _compute_treatments(fields: tuple[FieldDecision, ...]) -> _Treatments:
     pairs = tuple((f.path, f.treatment.value) for f in fields)
     ordered = sorted(dict(pairs).items())
-    found = _Treatments(pairs, ",".join(f"{_quoted(p)}:{_quoted(t)}" for p, t in ordered))
-    if len(_TREATMENTS) >= _TREATMENTS_MAX:
-        _TREATMENTS.clear()
-    _TREATMENTS[id(fields)] = (fields, found)
-    return found
+    return _Treatments(pairs, ",".join(f"{_quoted(p)}:{_quoted(t)}" for p, t in ordered))
+
+
+_treatments = _ByIdentity(_compute_treatments)
 
 
 def field_treatments(fields: tuple[FieldDecision, ...]) -> tuple[tuple[str, str], ...]:

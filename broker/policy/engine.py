@@ -47,6 +47,7 @@ TIME_FIELDS = {
     "SeizureReport": "seized_on",
 }
 # Own ids first: a retraction, sighting or action also names the indicator it is about.
+_SHARED_REASONS_MAX = 4096
 _RECORD_IDS = ("retraction_id", "sighting_id", "action_id", "report_id", "indicator_id")
 
 
@@ -59,6 +60,9 @@ class Candidate:
     recipient_named: bool  # named in the share rule, not only through its sector
     fields: tuple[FieldDecision, ...]
     changed_fields: tuple[FieldDecision, ...]  # the fields whose treatment is not keep
+    # What a delivery through this pair says, built once: every delivery shares the tuples.
+    rule_ids: tuple[str, ...]
+    reasons: tuple[str, ...]
 
 
 def parties_include(parties: Parties, member: Member) -> bool:
@@ -95,6 +99,7 @@ class PolicySet:
             if m.encryption_keys
         }
         self.plans = self._compile()
+        self._shared_reasons: dict[tuple[Any, ...], tuple[str, ...]] = {}
         # Rule ids named by a withheld decision that had candidates: fixed per plan.
         self._considered = {
             key: tuple(sorted({c.share.id for c in cands} | {c.accept.id for c in cands}))
@@ -144,7 +149,9 @@ class PolicySet:
                 rules = (share.id,) if combined == source_treatment else (accept.id,)
             fields.append(FieldDecision(path, combined, rules))
         changed = tuple(f for f in fields if f.treatment is not Treatment.KEEP)
-        return Candidate(share, accept, recipient.id in share.to.members, tuple(fields), changed)
+        return Candidate(share, accept, recipient.id in share.to.members, tuple(fields), changed,
+                         (share.id, accept.id),
+                         (f"shared by {share.id}, accepted by {accept.id}",))  # fmt: skip
 
     # --- evaluate ---------------------------------------------------------------------
 
@@ -175,11 +182,9 @@ class PolicySet:
         plan_key = (source, event_type, recipient)
         candidates = self.plans.get(plan_key)
         if not candidates:
-            return withheld(
-                f"no rule allows {event_type} from {source} to {recipient}: {source}'s MOU must "
-                f"share it with {recipient} (or its sector) and {recipient}'s MOU must accept it"
-            )
-        reasons: list[str] = []
+            return Decision(False, source, recipient, event_type, record_id, self.version, (),
+                            self._no_plan_reasons(plan_key))  # fmt: skip
+        refusals: list[str] = []
         for candidate in candidates:
             refusal = self._refusal(candidate, record, event_type, now)
             if refusal is None:
@@ -187,8 +192,37 @@ class PolicySet:
                 return self._deliver(
                     candidate, record, event_type, source, recipient, record_id, match_key, memo
                 )
-            reasons.append(f"{candidate.share.id} + {candidate.accept.id}: {refusal}")
-        return withheld(*reasons, rule_ids=self._considered[plan_key])
+            refusals.append(refusal)
+        reasons = self._refusal_reasons(candidates, refusals)
+        return Decision(False, source, recipient, event_type, record_id, self.version,
+                        self._considered[plan_key], reasons)  # fmt: skip
+
+    # A withheld decision's reasons are the same text for the same rules and refusals:
+    # built once and shared, so the audit trail (which caches by identity) serializes them
+    # once. Bounded, as a refusal can quote a record's value (a confidence, a date).
+
+    def _no_plan_reasons(self, plan_key: tuple[str, str, str]) -> tuple[str, ...]:
+        reasons = self._shared_reasons.get(plan_key)
+        if reasons is None:
+            source, event_type, recipient = plan_key
+            reasons = (
+                f"no rule allows {event_type} from {source} to {recipient}: {source}'s MOU must "
+                f"share it with {recipient} (or its sector) and {recipient}'s MOU must accept it",
+            )
+            self._shared_reasons[plan_key] = reasons
+        return reasons
+
+    def _refusal_reasons(self, candidates: tuple[Candidate, ...],
+                         refusals: list[str]) -> tuple[str, ...]:  # fmt: skip
+        key = (id(candidates), *refusals)  # candidates live as long as this policy set
+        reasons = self._shared_reasons.get(key)
+        if reasons is None:
+            reasons = tuple(f"{c.share.id} + {c.accept.id}: {refusal}"
+                            for c, refusal in zip(candidates, refusals, strict=True))  # fmt: skip
+            if len(self._shared_reasons) >= _SHARED_REASONS_MAX:
+                self._shared_reasons.clear()
+            self._shared_reasons[key] = reasons
+        return reasons
 
     def evaluate_all(
         self,
@@ -297,8 +331,8 @@ class PolicySet:
             event_type=event_type,
             record_id=record_id,
             policy_version=self.version,
-            rule_ids=(candidate.share.id, candidate.accept.id),
-            reasons=(f"shared by {candidate.share.id}, accepted by {candidate.accept.id}",),
+            rule_ids=candidate.rule_ids,
+            reasons=candidate.reasons,
             fields=candidate.fields,
             record=out,
         )

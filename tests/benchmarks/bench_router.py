@@ -6,8 +6,9 @@ Run:  .venv/bin/python -m tests.benchmarks.bench_router [--records N] [--rate R]
 1. N signed records from the example consortium are loaded into the inbound topics.
 2. The router (``action-broker run``, its own process with its routing workers) routes
    them all: input records/s from its first commit to its last, read from its group's
-   committed offsets. It runs twice, before and after the passthrough, under two groups;
-   the ratio uses the mean, as the machine's speed drifts between runs.
+   committed offsets. It takes turns with the passthrough (``--turns`` passthrough runs,
+   each between two router runs, every run under a group of its own); the ratio compares
+   their means, as the machine's speed drifts between runs.
    Before it, an unmeasured passthrough warms the broker's JVM up.
 3. A raw passthrough reads the same input with a consumer and writes the same number of
    output records the router wrote (feeds + audit + ledger), in transactions of the same
@@ -221,6 +222,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--low-rate", type=int, default=100,
                         help="a second latency run at a rate this machine sustains")  # fmt: skip
+    parser.add_argument("--turns", type=int, default=2,
+                        help="passthrough runs, each between two router runs")  # fmt: skip
     parser.add_argument("--workers", type=int, default=None,
                         help="the router's routing processes (default: its setting)")  # fmt: skip
     args = parser.parse_args()
@@ -239,6 +242,12 @@ def main() -> None:
         finally:
             if cluster is not None:
                 cluster.down()
+
+
+def _mean(runs: list[Timed]) -> Timed:
+    """The mean rate and CPU per record of several runs of one side."""
+    cpu = {k: sum(run.cpu_ms[k] for run in runs) / len(runs) for k in runs[0].cpu_ms}
+    return Timed(sum(run.rate for run in runs) / len(runs), cpu)
 
 
 def _process_cpu_s(pid: int | None) -> float:
@@ -272,16 +281,22 @@ def run(kafka: KafkaConnection, credentials: Path, args: Any, broker_pid: int | 
     # run does (the router would otherwise, as it runs first).
     batch = load_settings().router_batch_records  # the passthrough's transactions too
     passthrough(kafka, args.records, args.records * 8, f"bench-warm-up-{tag}", batch, None)
-    # Router, passthrough, router again: this machine's speed drifts by up to a half
-    # within minutes, so the passthrough is compared with the router's runs around it.
+    # Router and passthrough in turns, starting and ending with the router: this machine's
+    # speed drifts by up to a half within minutes, so each side is measured across the
+    # same stretch of time and the ratio compares their means.
     router_group = f"bench-router-{tag}"
-    first, outputs = route_all(kafka, args.records, router_group, logs, args.workers,
-                               broker_pid)  # fmt: skip
-    raw = passthrough(kafka, args.records, outputs, f"bench-raw-{tag}", batch, broker_pid)
-    second, _ = route_all(kafka, args.records, f"bench-router-again-{tag}", logs, args.workers,
-                          broker_pid, instance="throughput-again")  # fmt: skip
-    routed = Timed((first.rate + second.rate) / 2,
-                   {k: (first.cpu_ms[k] + second.cpu_ms[k]) / 2 for k in first.cpu_ms})  # fmt: skip
+    routed_runs: list[Timed] = []
+    raw_runs: list[Timed] = []
+    outputs = 0
+    for turn in range(args.turns + 1):
+        group = router_group if turn == 0 else f"{router_group}-{turn}"
+        timed, outputs = route_all(kafka, args.records, group, logs, args.workers, broker_pid,
+                                   instance=f"throughput-{turn}")  # fmt: skip
+        routed_runs.append(timed)
+        if turn < args.turns:
+            raw_runs.append(passthrough(kafka, args.records, outputs, f"bench-raw-{tag}-{turn}",
+                                        batch, broker_pid))  # fmt: skip
+    routed, raw = _mean(routed_runs), _mean(raw_runs)
     runs = [
         (rate, *latency(kafka, rate, args.seconds, router_group, logs, args.workers))
         for rate in (args.low_rate, args.rate)
@@ -292,10 +307,12 @@ def run(kafka: KafkaConnection, credentials: Path, args: Any, broker_pid: int | 
           f"(feeds + audit + ledger); router with {workers} routing worker(s); "
           f"{os.cpu_count()} cores")  # fmt: skip
     print(f"{'measure':<44} {'value':>10}")
-    print(f"{'router input records/s, before passthrough':<44} {first.rate:>10,.0f}")
-    print(f"{'router input records/s, after passthrough':<44} {second.rate:>10,.0f}")
+    turns = [f"{run.rate:,.0f}" for run in routed_runs]
+    print(f"{'router input records/s, each run':<44} {' / '.join(turns):>10}")
     print(f"{'router input records/s, mean':<44} {routed.rate:>10,.0f}")
-    print(f"{'raw passthrough input records/s':<44} {raw.rate:>10,.0f}")
+    turns = [f"{run.rate:,.0f}" for run in raw_runs]
+    print(f"{'raw passthrough input records/s, each run':<44} {' / '.join(turns):>10}")
+    print(f"{'raw passthrough input records/s, mean':<44} {raw.rate:>10,.0f}")
     verdict = "ok" if ratio >= TARGET_RATIO else "UNDER"
     print(f"{'ratio (goal >= 0.8)':<44} {ratio:>10.3f}  {verdict}")
     for who, timed in (("router", routed), ("passthrough", raw)):

@@ -75,6 +75,26 @@ def test_no_rule_means_no_delivery() -> None:
     assert "no rule allows SellerIndicator from platform-a to brand-owner" in decision.reasons[0]
 
 
+def test_decisions_alike_share_their_reasons_and_rules_and_the_sharing_is_bounded() -> None:
+    """Reasons and rule ids are built once per rule pair and refusal and shared (the audit
+    trail serializes each tuple once), within a bound: refusals can quote record values."""
+    policies = load_policies(POLICY_DIR)
+
+    def decide_here(record: dict[str, Any], recipient: str) -> Any:
+        return policies.evaluate(record, "SellerIndicator", recipient, now=NOW, match_key=KEY)
+
+    for recipient in ("brand-owner", "platform-c", "platform-b"):  # no rule, refused, delivered
+        first, second = (decide_here(indicator(), recipient) for _ in range(2))
+        assert first.reasons is second.reasons
+        assert first.rule_ids is second.rule_ids
+    candidates = policies.plans[("platform-a", "SellerIndicator", "platform-b")][:1]
+    rules = f"{candidates[0].share.id} + {candidates[0].accept.id}"
+    for n in range(5000):  # more distinct refusals than the bound
+        reasons = policies._refusal_reasons(candidates, [f"confidence {n} is too low"])
+        assert reasons == (f"{rules}: confidence {n} is too low",)
+    assert len(policies._shared_reasons) <= 4096
+
+
 def test_recipient_must_accept_too() -> None:
     # platform-c accepts only TLP:GREEN and below.
     decision = decide(indicator(), "platform-c")

@@ -342,10 +342,10 @@ def test_treatments_cached_by_tuple_identity_never_answer_for_another_tuple() ->
 
     hashed = fields(Treatment.HASH)
     assert audit.field_treatments(hashed) == (("seller.email", "hash"), ("brands", "keep"))
-    for _ in range(audit._TREATMENTS_MAX + 10):  # past the bound: cleared, ids reused
+    for _ in range(audit._treatments.limit + 10):  # past the bound: cleared, ids reused
         dropped = fields(Treatment.DROP)
         assert audit.field_treatments(dropped)[0] == ("seller.email", "drop")
-    assert len(audit._TREATMENTS) <= audit._TREATMENTS_MAX
+    assert len(audit._treatments.entries) <= audit._treatments.limit
     assert audit.field_treatments(hashed)[0] == ("seller.email", "hash")
 
 
