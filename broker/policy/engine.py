@@ -47,8 +47,8 @@ TIME_FIELDS = {
     "SeizureReport": "seized_on",
 }
 # Own ids first: a retraction, sighting or action also names the indicator it is about.
-_SHARED_REASONS_MAX = 4096
 _RECORD_IDS = ("retraction_id", "sighting_id", "action_id", "report_id", "indicator_id")
+_SHARED_REASONS_MAX = 4096  # withheld decisions' reasons kept for sharing (see evaluate)
 
 
 @dataclass(frozen=True, slots=True)

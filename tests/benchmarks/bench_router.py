@@ -227,6 +227,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="the router's routing processes (default: its setting)")  # fmt: skip
     args = parser.parse_args()
+    if args.turns < 1:
+        parser.error("--turns must be at least 1 (one passthrough run between two router runs)")
     with tempfile.TemporaryDirectory() as tmp:
         address = os.environ.get("ACTION_KAFKA_BOOTSTRAP")
         cluster = None
