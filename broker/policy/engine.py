@@ -193,7 +193,7 @@ class PolicySet:
                     candidate, record, event_type, source, recipient, record_id, match_key, memo
                 )
             refusals.append(refusal)
-        reasons = self._refusal_reasons(candidates, refusals)
+        reasons = self._refusal_reasons(plan_key, candidates, refusals)
         return Decision(False, source, recipient, event_type, record_id, self.version,
                         self._considered[plan_key], reasons)  # fmt: skip
 
@@ -212,9 +212,11 @@ class PolicySet:
             self._shared_reasons[plan_key] = reasons
         return reasons
 
-    def _refusal_reasons(self, candidates: tuple[Candidate, ...],
+    def _refusal_reasons(self, plan_key: tuple[str, str, str], candidates: tuple[Candidate, ...],
                          refusals: list[str]) -> tuple[str, ...]:  # fmt: skip
-        key = (id(candidates), *refusals)  # candidates live as long as this policy set
+        # Keyed by value, never by an object's id: the routing workers get this policy set
+        # pickled, cache and all, and ids mean nothing in another process.
+        key = (plan_key, *refusals)
         reasons = self._shared_reasons.get(key)
         if reasons is None:
             reasons = tuple(f"{c.share.id} + {c.accept.id}: {refusal}"
