@@ -169,21 +169,20 @@ class PolicySet:
         source = str(record.get("source_member", ""))
         record_id = record_id_of(record)
 
-        def withheld(*reasons: str, rule_ids: tuple[str, ...] = ()) -> Decision:
+        def withheld(reasons: tuple[str, ...], rule_ids: tuple[str, ...] = ()) -> Decision:
             return Decision(False, source, recipient, event_type, record_id, self.version,
                             rule_ids, reasons)  # fmt: skip
 
         if source not in self.members:
-            return withheld(f"source {source!r} is not a consortium member")
+            return withheld((f"source {source!r} is not a consortium member",))
         if recipient not in self.members:
-            return withheld(f"recipient {recipient!r} is not a consortium member")
+            return withheld((f"recipient {recipient!r} is not a consortium member",))
         if recipient == source:
-            return withheld("a member's own records are not echoed back to it")
+            return withheld(("a member's own records are not echoed back to it",))
         plan_key = (source, event_type, recipient)
         candidates = self.plans.get(plan_key)
         if not candidates:
-            return Decision(False, source, recipient, event_type, record_id, self.version, (),
-                            self._no_plan_reasons(plan_key))  # fmt: skip
+            return withheld(self._no_plan_reasons(plan_key))
         refusals: list[str] = []
         for candidate in candidates:
             refusal = self._refusal(candidate, record, event_type, now)
@@ -194,8 +193,7 @@ class PolicySet:
                 )
             refusals.append(refusal)
         reasons = self._refusal_reasons(plan_key, candidates, refusals)
-        return Decision(False, source, recipient, event_type, record_id, self.version,
-                        self._considered[plan_key], reasons)  # fmt: skip
+        return withheld(reasons, rule_ids=self._considered[plan_key])
 
     # A withheld decision's reasons are the same text for the same rules and refusals:
     # built once and shared, so the audit trail (which caches by identity) serializes them

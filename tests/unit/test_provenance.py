@@ -171,7 +171,7 @@ def test_the_fast_canonical_forms_are_the_encoders_own(value: Any) -> None:
 
 @given(values=st.dictionaries(st.text(max_size=8), _leaf_values, max_size=6),
        salt=st.binary(min_size=16, max_size=16))  # fmt: skip
-def test_the_inlined_commitments_are_commitment_then_base64url(
+def test_a_proofs_commitments_are_commitment_then_base64url(
     values: dict[str, Any], salt: bytes
 ) -> None:
     from broker.provenance import _commitments
