@@ -129,6 +129,7 @@ class RouterService:
         self._ledger_reader: KafkaConsumer | None = None
         self._last_processed_ms: dict[TopicPartition, int] = {}
         self._audit_partitions: dict[bytes, int] = {}
+        self._partition_counts: dict[str, int] = {}
 
     # --- control (signal handlers call these) -----------------------------------------
 
@@ -425,7 +426,8 @@ class RouterService:
             self.metrics.dlq.labels(letter.reason).inc()
             return
         for feed in writes.feeds:
-            producer.send(feed.topic, value=feed.value, key=feed.key, headers=feed.headers)
+            producer.send(feed.topic, value=feed.value, key=feed.key, headers=feed.headers,
+                          partition=self._keyed_partition(feed.topic, feed.key))  # fmt: skip
             work.feed_timestamps.append(inbound.timestamp_ms)
         tp = TopicPartition(inbound.topic, inbound.partition)
         head = work.heads[tp]
@@ -441,18 +443,30 @@ class RouterService:
         if writes.ledger_update is not None:
             key, entry_value = writes.ledger_update
             self.ledger.stage(key, entry_value)
-            producer.send(LEDGER_TOPIC, value=entry_value.encode(), key=key.encode())
+            encoded_key = key.encode()
+            producer.send(LEDGER_TOPIC, value=entry_value.encode(), key=encoded_key,
+                          partition=self._keyed_partition(LEDGER_TOPIC, encoded_key))  # fmt: skip
 
     def _audit_partition(self, chain_key: bytes) -> int:
         """Every entry of a chain goes to one audit partition, so the chain stays in order.
         Computed once per chain (the partitioner's murmur2 per entry was a measurable cost)."""
         partition = self._audit_partitions.get(chain_key)
         if partition is None:
-            assert self._producer is not None
-            count = len(self._producer.partitions_for(AUDIT_TOPIC))
-            partition = (murmur2(chain_key) & 0x7FFFFFFF) % count
+            partition = self._keyed_partition(AUDIT_TOPIC, chain_key)
             self._audit_partitions[chain_key] = partition
         return partition
+
+    def _keyed_partition(self, topic: str, key: bytes) -> int:
+        """The partition kafka-python's default partitioner picks for ``key``, without its
+        per-record lookups (the topic set, a sorted partition list): some 20 us a record.
+        The partition count is read once per topic; partitions added to a topic later are
+        used after a restart, and a key keeps its partition meanwhile."""
+        count = self._partition_counts.get(topic)
+        if count is None:
+            assert self._producer is not None
+            count = len(self._producer.partitions_for(topic))
+            self._partition_counts[topic] = count
+        return default_partition(key, count)
 
     def _committed(self, last: dict[TopicPartition, Inbound], work: _Batch) -> None:
         self._heads.update(work.heads)
@@ -557,6 +571,13 @@ class RouterService:
         for topic, value in lag.items():
             self.metrics.lag_records.labels(topic).set(value)
             self.metrics.lag_seconds.labels(topic).set(age.get(topic, 0.0))
+
+
+def default_partition(key: bytes, partitions: int) -> int:
+    """The partition of ``partitions`` kafka-python's (and Java's) default partitioner
+    picks for ``key``."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 def _now_ms() -> int:

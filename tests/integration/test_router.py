@@ -26,6 +26,7 @@ from broker.policy.demo_keys import demo_signing_key
 from broker.policy.loader import load_policies
 from broker.policy.model import Treatment
 from broker.provision import Consortium
+from broker.router import default_partition
 from broker.signing import sign_record
 from policies import POLICY_DIR
 from tests.integration.routers import (
@@ -86,11 +87,15 @@ def test_feeds_hold_exactly_what_the_engine_decides(
     seen: Counter[tuple[str, str]] = Counter()
     records = wait_for(reader, set(expected), seen)
     records += [r for r in reader.read_until_quiet(quiet_s=2) if feed_key(r)[1] in ids]
+    partitions = {topic: len(reader.consumer.partitions_for_topic(topic) or ()) for topic in FEEDS}
     reader.close()
     got = Counter(feed_key(r) for r in records)
     assert set(got) == set(expected), "every delivery and nothing else"
     assert max(got.values()) == 1, "no duplicate"
     for record in records:
+        # The router picks partitions itself (broker.router.default_partition): a record
+        # must still land where the client's partitioner would put its key.
+        assert record.partition == default_partition(record.key, partitions[record.topic])
         decoded = CODEC.decode(record.value).record
         want = expected[feed_key(record)]
         assert _without_ciphertext(decoded) == _without_ciphertext(want), feed_key(record)
