@@ -11,8 +11,9 @@ Run:  .venv/bin/python -m tests.benchmarks.bench_router [--records N] [--rate R]
    their means, as the machine's speed drifts between runs.
    Before it, an unmeasured passthrough warms the broker's JVM up.
 3. A raw passthrough reads the same input with a consumer and writes the same number of
-   output records the router wrote (feeds + audit + ledger), in transactions of the same
-   size, with no decoding, policy or crypto: the practical limit for kafka-python here.
+   output records the router wrote (feeds + audit + ledger): copies of each input, all to
+   the partition of its key, hashed once. It uses transactions of the same size, with no
+   decoding, policy or crypto: the practical limit for kafka-python here.
    Timed the same way, from its first commit to its last.
    Both runs report the CPU per input record of every process involved (the router's
    main process and workers, the passthrough, Kafka) within that same window.
