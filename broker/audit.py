@@ -124,24 +124,58 @@ def field_treatments(fields: tuple[FieldDecision, ...]) -> tuple[tuple[str, str]
 
 
 def prepare_decision(decision: Decision, *, decided_at_ms: int, position: str) -> PreparedEntry:
-    """``prepare_entry(decision_entry(...))`` without the dictionaries: a decision entry's
-    keys are fixed, so its runs are written in their canonical (sorted) order directly.
-    A routing worker writes seven or so per record; the general path was a sixth of its
-    time. A property test holds the two paths equal."""
-    outcome = "delivered" if decision.delivered else "withheld"
-    fields = _treatments(decision.fields).json
-    before_prev = (
-        f'"decided_at_ms":{int(decided_at_ms)},"decision_id":{_quoted(decision.decision_id)},'
-        f'"event_type":{_quoted(decision.event_type)},"fields":{{{fields}}},'
-        f'"input":{_quoted(position)},"outcome":"{outcome}",'
-        f'"policy_version":{_quoted(decision.policy_version)}'
-    )
-    before_seq = (
-        f'"reasons":{_strings(decision.reasons)},"recipient":{_quoted(decision.recipient)},'
-        f'"record_id":{_quoted(decision.record_id)},"rule_ids":{_strings(decision.rule_ids)}'
-    )
-    after_seq = f'"source":{_quoted(decision.source)}'
-    return PreparedEntry((b"", before_prev.encode(), before_seq.encode(), after_seq.encode()))
+    """``prepare_entry(decision_entry(...))`` without the dictionaries (see
+    :func:`prepare_decisions`)."""
+    return prepare_decisions((decision,), decided_at_ms=decided_at_ms, position=position)[0]
+
+
+class _RecordRuns(NamedTuple):
+    """The parts of a decision entry's runs that every decision on one record shares."""
+
+    key: tuple[str, str, str, str]  # event type, record id, source, policy version
+    after_id: str  # from the decision id to the field treatments
+    delivered_tail: str  # from the field treatments to the end of the run
+    withheld_tail: str
+    record_id: str  # quoted
+    after_seq: bytes  # the source: one bytes object for all the record's entries
+
+
+def _record_runs(decision: Decision, position: str) -> _RecordRuns:
+    at, version = _quoted(position), _quoted(decision.policy_version)
+    return _RecordRuns(
+        (decision.event_type, decision.record_id, decision.source, decision.policy_version),
+        f',"event_type":{_quoted(decision.event_type)},"fields":{{',
+        f'}},"input":{at},"outcome":"delivered","policy_version":{version}',
+        f'}},"input":{at},"outcome":"withheld","policy_version":{version}',
+        _quoted(decision.record_id), f'"source":{_quoted(decision.source)}'.encode(),
+    )  # fmt: skip
+
+
+def prepare_decisions(decisions: Iterable[Decision], *, decided_at_ms: int,
+                      position: str) -> list[PreparedEntry]:  # fmt: skip
+    """Each decision's entry, as ``prepare_entry(decision_entry(...))`` gives it, without
+    the dictionaries: a decision entry's keys are fixed, so its runs are written in their
+    canonical (sorted) order directly. The decisions on one record share its event type,
+    record id, source and policy version, so those are quoted once. A routing worker
+    writes seven or so entries per record; the general path was a sixth of its time. A
+    property test holds the two paths equal."""
+    head = f'"decided_at_ms":{int(decided_at_ms)},"decision_id":'
+    shared: _RecordRuns | None = None
+    out = []
+    for d in decisions:
+        key = (d.event_type, d.record_id, d.source, d.policy_version)
+        if shared is None or shared.key != key:
+            shared = _record_runs(d, position)
+        tail = shared.delivered_tail if d.delivered else shared.withheld_tail
+        before_prev = (f"{head}{_quoted(d.decision_id)}{shared.after_id}"
+                       f"{_treatments(d.fields).json}{tail}")  # fmt: skip
+        before_seq = (
+            f'"reasons":{_strings(d.reasons)},"recipient":{_quoted(d.recipient)},'
+            f'"record_id":{shared.record_id},"rule_ids":{_strings(d.rule_ids)}'
+        )
+        out.append(PreparedEntry((b"", before_prev.encode(), before_seq.encode(),
+                                  shared.after_seq)))  # fmt: skip
+    return out
 
 
 def prepare_entry(content: Mapping[str, Any]) -> PreparedEntry:

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from broker.audit import PreparedEntry, field_treatments, prepare_decision
+from broker.audit import PreparedEntry, field_treatments, prepare_decisions
 from broker.codec import AvroCodec
 from broker.errors import DecodeError, EncodeError, EventValidationError, ProvenanceError
 from broker.events import EVENT_TYPES
@@ -88,14 +88,12 @@ class Routed:
 
     def writes(self, inbound: Inbound, *, decided_at_ms: int) -> Writes:
         """What the router writes for this outcome, with every audit entry serialized."""
-        position = inbound.position
+        entries = prepare_decisions(self.decisions, decided_at_ms=decided_at_ms,
+                                    position=inbound.position)  # fmt: skip
         audited = tuple(
-            AuditedDecision(
-                prepare_decision(d, decided_at_ms=decided_at_ms, position=position),
-                d.source, d.recipient, d.delivered,
-                field_treatments(d.fields) if d.delivered else (),
-            )
-            for d in self.decisions
+            AuditedDecision(entry, d.source, d.recipient, d.delivered,
+                            field_treatments(d.fields) if d.delivered else ())
+            for d, entry in zip(self.decisions, entries, strict=True)
         )  # fmt: skip
         return Writes(self.source, self.event_type, self.feeds, audited, self.dead_letter,
                       self.ledger_update)  # fmt: skip
@@ -241,8 +239,9 @@ class RecordRouter:
         if proof is not None and decision.record.get("source_member") == decision.source:
             treated = [f.path for f in decision.fields if f.treatment is not Treatment.KEEP]
             headers += proof.disclose(decision.record, treated)
+        decision_id = decision.decision_id  # a hash, computed on each access
         headers += [
-            (DECISION_ID_HEADER, decision.decision_id.encode()),
+            (DECISION_ID_HEADER, decision_id.encode()),
             (POLICY_VERSION_HEADER, decision.policy_version.encode()),
             (EVENT_TYPE_HEADER, decision.event_type.encode()),
             (RECORD_ID_HEADER, decision.record_id.encode()),
@@ -250,7 +249,7 @@ class RecordRouter:
         ]
         if self.router_key is not None:
             kid, key = self.router_key
-            headers += sign_feed_record(value, decision.decision_id, decision.recipient, key, kid)
+            headers += sign_feed_record(value, decision_id, decision.recipient, key, kid)
         return FeedRecord(feed_topic(decision.recipient), decision.record_id.encode(), value,
                           headers)  # fmt: skip
 

@@ -331,6 +331,24 @@ def test_a_decision_prepared_directly_equals_its_entry_prepared_the_general_way(
     assert prepare_decision(decision, decided_at_ms=decided_at_ms, position=position) == expected
 
 
+@given(picks=st.lists(st.tuples(st.booleans(), *[st.sampled_from(["a", 'q"\\', "\u00e9"])] * 5),
+                     max_size=6),
+       decided_at_ms=st.integers(0, 2**53), position=_texts)  # fmt: skip
+@settings(max_examples=200, deadline=None)
+def test_one_records_decisions_prepared_together_equal_each_prepared_alone(
+    picks: list[tuple[bool, str, str, str, str, str]], decided_at_ms: int, position: str
+) -> None:
+    """prepare_decisions quotes the fields a record's decisions share once; decisions that
+    do not share them (here: drawn from a few values each) must still get their own."""
+    from broker.audit import decision_entry, prepare_decisions, prepare_entry
+
+    decisions = [Decision(*pick, (), ()) for pick in picks]  # delivered, source, ... version
+    expected = [prepare_entry(decision_entry(d, decided_at_ms=decided_at_ms, position=position))
+                for d in decisions]  # fmt: skip
+    assert prepare_decisions(decisions, decided_at_ms=decided_at_ms,
+                             position=position) == expected  # fmt: skip
+
+
 def test_treatments_cached_by_tuple_identity_never_answer_for_another_tuple() -> None:
     """Decisions' field treatments are cached by the identity of their ``fields`` tuple:
     an equal-looking or new tuple gets its own answer, and the cache stays bounded."""
