@@ -168,7 +168,7 @@ def passthrough(kafka: KafkaConnection, expected_in: int, outputs: int, group: s
                 key = record.key
                 partition = None if key is None else default_partition(key, partitions)
                 while written < read * fan_out:
-                    producer.send(PASSTHROUGH_TOPIC, value=record.value, key=record.key,
+                    producer.send(PASSTHROUGH_TOPIC, value=record.value, key=key,
                                   headers=record.headers, partition=partition)  # fmt: skip
                     written += 1
             offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
