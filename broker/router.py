@@ -31,6 +31,8 @@ from typing import Any, TypeVar
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import errors as kafka_errors
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -185,6 +187,11 @@ class RouterService:
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset="earliest",
+            # Round robin over all inbound partitions: the range assignor splits each
+            # topic on its own, and with three partitions per topic gave one of two
+            # instances two of every three (16 against 8). Range stays as the fallback an
+            # instance of an older version still speaks, so a rolling upgrade can agree.
+            partition_assignment_strategy=(RoundRobinPartitionAssignor, RangePartitionAssignor),
             max_poll_records=self.settings.router_batch_records
             * self.settings.router_poll_transactions,
             max_partition_fetch_bytes=DLQ_MAX_BYTES,
