@@ -123,12 +123,6 @@ def field_treatments(fields: tuple[FieldDecision, ...]) -> tuple[tuple[str, str]
     return _treatments(fields).pairs
 
 
-def prepare_decision(decision: Decision, *, decided_at_ms: int, position: str) -> PreparedEntry:
-    """``prepare_entry(decision_entry(...))`` without the dictionaries (see
-    :func:`prepare_decisions`)."""
-    return prepare_decisions((decision,), decided_at_ms=decided_at_ms, position=position)[0]
-
-
 class _RecordRuns(NamedTuple):
     """The parts of a decision entry's runs that every decision on one record shares."""
 

@@ -10,7 +10,7 @@ the source shares anonymously.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,25 +200,27 @@ class PolicySet:
     # once. Bounded, as a refusal can quote a record's value (a confidence, a date).
 
     def _no_plan_reasons(self, plan_key: tuple[str, str, str]) -> tuple[str, ...]:
-        reasons = self._shared_reasons.get(plan_key)
-        if reasons is None:
-            source, event_type, recipient = plan_key
-            reasons = (
-                f"no rule allows {event_type} from {source} to {recipient}: {source}'s MOU must "
-                f"share it with {recipient} (or its sector) and {recipient}'s MOU must accept it",
-            )
-            self._shared_reasons[plan_key] = reasons
-        return reasons
+        source, event_type, recipient = plan_key
+        return self._shared(plan_key, lambda: (
+            f"no rule allows {event_type} from {source} to {recipient}: {source}'s MOU must "
+            f"share it with {recipient} (or its sector) and {recipient}'s MOU must accept it",
+        ))  # fmt: skip
 
     def _refusal_reasons(self, plan_key: tuple[str, str, str], candidates: tuple[Candidate, ...],
                          refusals: list[str]) -> tuple[str, ...]:  # fmt: skip
-        # Keyed by value, never by an object's id: the routing workers get this policy set
-        # pickled, cache and all, and ids mean nothing in another process.
-        key = (plan_key, *refusals)
+        return self._shared((plan_key, *refusals), lambda: tuple(
+            f"{c.share.id} + {c.accept.id}: {refusal}"
+            for c, refusal in zip(candidates, refusals, strict=True)
+        ))  # fmt: skip
+
+    def _shared(self, key: tuple[Any, ...],
+                build: Callable[[], tuple[str, ...]]) -> tuple[str, ...]:  # fmt: skip
+        """The reasons kept under ``key``, built on first use. Keyed by value, never by an
+        object's id: the routing workers get this policy set pickled, cache and all, and
+        ids mean nothing in another process."""
         reasons = self._shared_reasons.get(key)
         if reasons is None:
-            reasons = tuple(f"{c.share.id} + {c.accept.id}: {refusal}"
-                            for c, refusal in zip(candidates, refusals, strict=True))  # fmt: skip
+            reasons = build()
             if len(self._shared_reasons) >= _SHARED_REASONS_MAX:
                 self._shared_reasons.clear()
             self._shared_reasons[key] = reasons

@@ -320,7 +320,7 @@ def test_a_decision_prepared_directly_equals_its_entry_prepared_the_general_way(
 ) -> None:  # fmt: skip
     """The fast path writes a decision entry's canonical JSON runs by hand; it must give
     exactly what serializing the entry's dictionary gives."""
-    from broker.audit import decision_entry, prepare_decision, prepare_entry
+    from broker.audit import decision_entry, prepare_decisions, prepare_entry
 
     source, recipient, event_type, record_id, version = ids
     decision = Decision(delivered, source, recipient, event_type, record_id, version,
@@ -328,7 +328,8 @@ def test_a_decision_prepared_directly_equals_its_entry_prepared_the_general_way(
                         tuple(FieldDecision(p, t, ()) for p, t in fields))  # fmt: skip
     expected = prepare_entry(decision_entry(decision, decided_at_ms=decided_at_ms,
                                             position=position))  # fmt: skip
-    assert prepare_decision(decision, decided_at_ms=decided_at_ms, position=position) == expected
+    assert prepare_decisions((decision,), decided_at_ms=decided_at_ms,
+                             position=position) == [expected]  # fmt: skip
 
 
 @given(picks=st.lists(st.tuples(st.booleans(), *[st.sampled_from(["a", 'q"\\', "\u00e9"])] * 5),
