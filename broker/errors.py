@@ -154,6 +154,11 @@ class TransactionTimeoutError(RouterError):
     """A transactional call did not finish within its deadline; the producer is replaced."""
 
 
+class RoutingWorkerLostError(RouterError):
+    """A routing worker died or stopped answering; the router replaces the pool and reads
+    the records again from the last committed offsets."""
+
+
 class PublishError(ActionError):
     """Kafka did not accept some records; ``failures`` names each (record id, cause)."""
 

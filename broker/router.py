@@ -24,7 +24,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Generator
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -40,7 +39,12 @@ from broker.audit import ChainHead
 from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
 from broker.connection import KafkaConnection
-from broker.errors import PolicyError, RouterError, TransactionTimeoutError
+from broker.errors import (
+    PolicyError,
+    RouterError,
+    RoutingWorkerLostError,
+    TransactionTimeoutError,
+)
 from broker.keys import router_signing_key
 from broker.ledger import DeliveryLedger
 from broker.metrics import Health, RouterMetrics
@@ -372,8 +376,8 @@ class RouterService:
             log.error("%s; replacing the producer and rewinding", exc)
             self._fail()
             return False
-        except BrokenProcessPool as exc:
-            log.error("a routing worker died (%s); aborting, restarting the workers", exc)
+        except RoutingWorkerLostError as exc:
+            log.error("routing workers lost (%s); aborting, restarting them", exc)
             self.metrics.worker_restarts.inc()
             self._abort(exc)
             self._start_pool()
@@ -412,7 +416,8 @@ class RouterService:
             self._pool.close()
             self._pool = None
         if self.settings.router_workers > 0:
-            self._pool = RoutingPool(self.core, self.settings.router_workers)
+            self._pool = RoutingPool(self.core, self.settings.router_workers,
+                                     deadline_s=self.settings.router_worker_deadline_s)  # fmt: skip
             self._pool.warm_up()
             log.info("routing workers %s (policies %s)", self._pool.pids,
                      self._pool.policy_version)  # fmt: skip

@@ -11,22 +11,33 @@ Workers are spawned, never forked (the main process runs Kafka client threads), 
 the main process's compiled :class:`PolicySet` itself, so both decide under exactly the
 same policy version even if the folder changes meanwhile. A worker exits when its parent
 is gone, so a router killed with SIGKILL leaves no process behind.
+
+The pool is this module's own, not ``concurrent.futures``: each worker has pipes of its
+own, so a worker killed at any instant, even half-way through writing its results, is
+noticed at once, and the main process waits on results with a deadline (see ``_Worker``).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import copyreg
 import datetime as dt
 import gc
+import itertools
 import logging
 import multiprocessing
 import os
+import pickle
+import queue
 import signal
 import threading
 import time
-from collections.abc import Generator, Sequence
+import traceback
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnContext
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -36,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
+from broker.errors import RouterError, RoutingWorkerLostError
 from broker.policy.engine import PolicySet
 from broker.policy.treatments import MatchTokenKey
 from broker.routing import Checked, Inbound, RecordRouter, Routed, Writes
@@ -47,6 +59,14 @@ log = logging.getLogger("action.router")
 _MAX_CHUNK = 50
 _PARENT_CHECK_S = 0.5
 _WORKER_NICENESS = 10
+# A worker holds the task it routes and the next one, so it never waits for work; the
+# rest wait in the main process for whichever worker is free first.
+_TASKS_PER_WORKER = 2
+# Silence that breaks the pool: a chunk takes well under a second, even on a slow machine.
+DEFAULT_DEADLINE_S = 60.0
+_START_DEADLINE_S = 120.0  # spawning, importing, loading schemas and policies
+_STOP_GRACE_S = 5.0  # for a worker to finish its task when the pool closes
+_REAP_S = 1.0  # for a worker whose pipe ended to be reaped, so its exit code is known
 
 
 def _ed25519_public(raw: bytes) -> Ed25519PublicKey:
@@ -100,8 +120,7 @@ _worker_router: RecordRouter | None = None
 def _start_worker(setup: WorkerSetup, parent: int) -> None:
     global _worker_router
     # A terminal's Ctrl-C reaches the whole process group; the main process turns it into
-    # a graceful stop, which needs the workers. (SIGTERM stays: the executor uses it to
-    # end the surviving workers of a broken pool.)
+    # a graceful stop, which needs the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The main process is the serial stage (every record passes its one thread), the
     # workers the parallel one: when they compete for the cores, the main process wins,
@@ -149,46 +168,234 @@ def _route_stateless(router: RecordRouter, inbound: Inbound, now: dt.datetime,
     return result, time.perf_counter() - started
 
 
-class RoutingPool:
-    """``workers`` processes routing with the policies of ``router``."""
+# --- the worker's side of the pipes ---------------------------------------------------------
 
-    def __init__(self, router: RecordRouter, workers: int) -> None:
+_READY = -1  # a worker's first message: started (no payload) or not (a _Failure)
+_LOST = -2  # the main process's own notice: a worker's result pipe ended
+
+# The worker's result pipe, for tests that must fail half-way through writing to it.
+_worker_results: Connection | None = None
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """An exception raised in a worker, as text: not every exception pickles."""
+
+    traceback: str
+
+
+def _serve(setup: WorkerSetup, parent: int, tasks: Connection, results: Connection) -> None:
+    """A worker's life: start, then run each task the pipe brings until it closes."""
+    global _worker_results
+    _worker_results = results
+    try:
+        _start_worker(setup, parent)
+    except BaseException:  # noqa: BLE001 - reported: the main process raises it
+        results.send_bytes(pickle.dumps((_READY, _Failure(traceback.format_exc()))))
+        return
+    results.send_bytes(pickle.dumps((_READY, None)))
+    while True:
+        try:
+            # Pickles from this router's own process, over a pipe only the two hold.
+            task_id, function, args = pickle.loads(tasks.recv_bytes())  # noqa: S301
+        except EOFError:
+            return  # the pool closed its end
+        try:
+            message = pickle.dumps((task_id, function(*args)), pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - reported: the main process raises it
+            message = pickle.dumps((task_id, _Failure(traceback.format_exc())))
+        try:
+            results.send_bytes(message)
+        except OSError:
+            return  # the main process is gone
+
+
+# --- the main process's side ---------------------------------------------------------------
+
+
+class _Worker:
+    """One routing process, its two pipes, and the two threads that move them.
+
+    Each worker has pipes of its own, and the main process holds no writing end of the
+    result pipe. A worker that dies, even half-way through writing a result, therefore
+    ends its pipe: the reading thread gets EOF and reports the loss. (The standard
+    library's ProcessPoolExecutor shares one result pipe among its workers; a worker
+    killed while writing to it leaves the reader waiting for the rest of the message,
+    for ever.) The threads keep the main thread off the pipes altogether, so it can
+    wait on the results with a deadline and never blocks writing to a stuck worker."""
+
+    def __init__(self, pool: RoutingPool, index: int, context: SpawnContext,
+                 setup: WorkerSetup) -> None:  # fmt: skip
+        task_reader, self._tasks = context.Pipe(duplex=False)
+        self._results, result_writer = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=_serve,
+            args=(setup, os.getpid(), task_reader, result_writer),
+            name=f"action-routing-{index}",
+            daemon=True,
+        )
+        self.process.start()
+        # The child has its ends now. Ours closed, its exit is the end of both pipes.
+        task_reader.close()
+        result_writer.close()
+        self.assigned = 0  # tasks sent and not yet answered; the pool's lock guards it
+        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        name = self.process.name
+        threading.Thread(target=self._send, name=f"{name}-send", daemon=True).start()
+        threading.Thread(target=self._receive, args=(pool,), name=f"{name}-receive",
+                         daemon=True).start()  # fmt: skip
+
+    def give(self, task: bytes) -> None:
+        self._outbox.put(task)
+
+    def stop(self) -> None:
+        """Close the task pipe once what was given is sent: the worker then exits."""
+        self._outbox.put(None)
+
+    def _send(self) -> None:
+        while (task := self._outbox.get()) is not None:
+            try:
+                self._tasks.send_bytes(task)
+            except OSError:
+                break  # the worker is gone; the receiving thread reports it
+        self._tasks.close()
+
+    def _receive(self, pool: RoutingPool) -> None:
+        while True:
+            try:
+                task_id, payload = pickle.loads(self._results.recv_bytes())  # noqa: S301
+            except (EOFError, OSError, pickle.UnpicklingError):
+                break  # EOF, maybe in the middle of a message: the worker is gone
+            pool._arrived(self, task_id, payload)
+        self._results.close()
+        self.process.join(_REAP_S)
+        pool._arrived(self, _LOST, self.process.exitcode)
+
+
+class RoutingPool:
+    """``workers`` processes routing with the policies of ``router``.
+
+    A worker that dies or answers nothing within ``deadline_s`` breaks the pool: the
+    routing in progress raises :class:`RoutingWorkerLostError`, and the owner closes
+    the pool and starts another. An exception inside a task is re-raised in the main
+    process as :class:`RouterError` (a bug: routing turns bad records into dead letters)."""
+
+    def __init__(self, router: RecordRouter, workers: int, *,
+                 deadline_s: float = DEFAULT_DEADLINE_S) -> None:  # fmt: skip
         if workers < 1:
             raise ValueError("a routing pool needs at least one worker")
         self.workers = workers
         self.policy_version = router.policy_set.version
-        self._executor = concurrent.futures.ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(WorkerSetup.of(router), os.getpid()),
-        )
-
-    def warm_up(self) -> None:
-        """Start every worker now (they start on demand otherwise), so the first batch does
-        not wait for them and a worker that cannot start fails the router at once."""
-        for future in [self._executor.submit(_ready) for _ in range(self.workers)]:
-            future.result()
+        self.deadline_s = deadline_s
+        self._lock = threading.Lock()
+        self._pending: deque[tuple[int, bytes]] = deque()  # tasks no worker holds yet
+        self._inbox: queue.SimpleQueue[tuple[_Worker, int, Any]] = queue.SimpleQueue()
+        self._task_ids = itertools.count()
+        self._tasks_given = 0
+        self._broken: str | None = None
+        context = multiprocessing.get_context("spawn")
+        setup = WorkerSetup.of(router)
+        self._workers = [_Worker(self, index, context, setup) for index in range(workers)]
 
     @property
     def pids(self) -> list[int]:
         """The workers' process ids (for logs and tests)."""
-        return sorted(self._executor._processes)  # the stdlib keeps them by pid
+        return sorted(w.process.pid for w in self._workers if w.process.pid is not None)
+
+    def warm_up(self, deadline_s: float = _START_DEADLINE_S) -> None:
+        """Wait until every worker has started, so the first batch does not wait for them
+        and a worker that cannot start fails the router at once."""
+        starting = set(self._workers)
+        deadline = time.monotonic() + deadline_s
+        while starting:
+            worker, task_id, _ = self._next(max(0.0, deadline - time.monotonic()))
+            if task_id == _READY:
+                starting.discard(worker)
 
     def route(self, records: Sequence[Inbound], now: dt.datetime) -> Generator[Outcome]:
-        """Outcomes in the order of ``records``; raises BrokenProcessPool if a worker died.
-        Every chunk is submitted at once; closing the generator cancels those not started."""
+        """Outcomes in the order of ``records``. Closing the generator early drops the
+        chunks no worker has been given yet."""
         if not records:
             return
         size = max(1, min(_MAX_CHUNK, -(-len(records) // (self.workers * 4))))
-        chunks = [records[i : i + size] for i in range(0, len(records), size)]
-        futures = [self._executor.submit(route_chunk, chunk, now) for chunk in chunks]
+        chunks = [(records[i : i + size], now) for i in range(0, len(records), size)]
+        for outcomes in self._map(route_chunk, chunks):
+            yield from outcomes
+
+    def _map(self, function: Callable[..., Any], arguments: Sequence[tuple[Any, ...]],
+             ) -> Generator[Any]:  # fmt: skip
+        """``function(*args)`` in the workers for each of ``arguments``, results in order."""
+        if self._broken is not None:
+            raise RoutingWorkerLostError(self._broken)
+        ids = [next(self._task_ids) for _ in arguments]
+        with self._lock:
+            self._pending.extend(
+                (task_id, pickle.dumps((task_id, function, args), pickle.HIGHEST_PROTOCOL))
+                for task_id, args in zip(ids, arguments, strict=True)
+            )
+        for worker in self._workers:
+            self._give(worker)
+        awaited = set(ids)
+        arrived: dict[int, Any] = {}
         try:
-            for future in futures:
-                yield from future.result()
+            for task_id in ids:
+                while task_id not in arrived:
+                    _, done, payload = self._next(self.deadline_s)
+                    if done in awaited:
+                        arrived[done] = payload
+                awaited.discard(task_id)
+                yield arrived.pop(task_id)
         finally:
-            for future in futures:
-                future.cancel()
+            with self._lock:
+                self._pending = deque(t for t in self._pending if t[0] not in awaited)
+
+    def _next(self, timeout_s: float) -> tuple[_Worker, int, Any]:
+        """The next message from any worker: a start-up or a result. A lost worker, a
+        failed task or silence for ``timeout_s`` raises."""
+        try:
+            worker, task_id, payload = self._inbox.get(timeout=timeout_s)
+        except queue.Empty:
+            raise self._break(f"no routing worker answered within {timeout_s:g} s") from None
+        if task_id == _LOST:
+            raise self._break(f"routing worker {worker.process.pid} exited "
+                              f"(exit code {payload})")  # fmt: skip
+        if isinstance(payload, _Failure):
+            what = "could not start" if task_id == _READY else "failed"
+            raise RouterError(f"routing worker {worker.process.pid} {what}:\n"
+                              f"{payload.traceback}")  # fmt: skip
+        return worker, task_id, payload
+
+    def _break(self, reason: str) -> RoutingWorkerLostError:
+        self._broken = reason
+        return RoutingWorkerLostError(reason)
+
+    def _arrived(self, worker: _Worker, task_id: int, payload: Any) -> None:
+        """A receiving thread's report. A worker that answered gets its next task first."""
+        if task_id >= 0:
+            with self._lock:
+                worker.assigned -= 1
+            self._give(worker)
+        self._inbox.put((worker, task_id, payload))
+
+    def _give(self, worker: _Worker) -> None:
+        """Top ``worker`` up to its share of tasks: the one it routes and the next, so it
+        never waits for work, while the rest stay here for whichever worker is free."""
+        with self._lock:
+            while worker.assigned < _TASKS_PER_WORKER and self._pending:
+                worker.give(self._pending.popleft()[1])
+                worker.assigned += 1
+                self._tasks_given += 1
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers: each finishes the task in hand, unless the pool is broken."""
+        with self._lock:
+            self._pending.clear()
+        for worker in self._workers:
+            worker.stop()
+        grace = 0.0 if self._broken is not None else _STOP_GRACE_S
+        deadline = time.monotonic() + grace
+        for worker in self._workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()  # also ends a stopped or hung worker
+                worker.process.join()

@@ -127,6 +127,12 @@ class Settings(BaseSettings):
         description="processes that decode, verify, decide and encode beside the Kafka I/O; "
         "0 does it all in the router's own process",
     )
+    router_worker_deadline_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="silence from routing workers that have work, after which the pool is "
+        "replaced and the transaction aborted",
+    )
     router_transaction_deadline_s: float = Field(
         default=30.0,
         gt=0,

@@ -1,5 +1,6 @@
 """Routing in worker processes: the same writes as routing in-process, in input order;
-retractions left to the ledger holder; no worker outlives a killed parent. No Kafka."""
+retractions left to the ledger holder; a worker that dies at any moment, hangs or fails
+is reported, never waited for; no worker outlives a killed parent. No Kafka."""
 
 from __future__ import annotations
 
@@ -13,24 +14,24 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from broker.audit import ChainHead
+from broker.errors import RouterError, RoutingWorkerLostError
 from broker.ledger import DeliveryLedger
 from broker.policy.demo_keys import demo_match_secret, demo_router_key
 from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
 from broker.routing import Checked, FeedRecord, Inbound, RecordRouter, Writes
-from broker.routing_pool import RoutingPool
+from broker.routing_pool import RoutingPool, WorkerSetup
 from broker.signing import ROUTER_SIGNATURE_HEADER
 from broker.topics import inbound_topic
 from policies import POLICY_DIR
 from tests.members import CODEC, indicator, mixed_stream, retraction, signed
+from tests.unit import pool_faults
 
 POLICIES = load_policies(POLICY_DIR)
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
@@ -118,30 +119,32 @@ def test_a_retraction_comes_back_checked_for_the_ledger_holder_to_decide(
         ROUTER.decide(second, now=NOW, ledger=None)
 
 
-def test_closing_a_routing_early_cancels_the_chunks_no_worker_started(
-    pool: RoutingPool, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_closing_a_routing_early_drops_the_chunks_no_worker_was_given(pool: RoutingPool) -> None:
     """The router drops the rest of a poll after an abort: those chunks must not keep the
     workers busy, and the pool must route the next poll as if nothing happened."""
-    futures: list[Future[Any]] = []
-    submit = pool._executor.submit
-
-    def recording(*args: Any) -> Future[Any]:
-        futures.append(submit(*args))
-        return futures[-1]
-
-    monkeypatch.setattr(pool._executor, "submit", recording)
+    given = pool._tasks_given
     records = _inbound([indicator("platform-a", i) for i in range(800)])
     routing = pool.route(records, NOW)
     next(routing)
     routing.close()
-    assert len(futures) == 16
-    assert sum(f.cancelled() for f in futures) >= 8  # at most workers + 1 were queued
+    assert not pool._pending
+    assert pool._tasks_given - given <= 8  # of 16: each worker holds two, and got two more
     again = records[:3]
     outcomes = list(pool.route(again, NOW))
     assert [w.ledger_update[0] for w, _ in outcomes if isinstance(w, Writes)
             and w.ledger_update] == [ROUTER.route(r, now=NOW, ledger=DeliveryLedger())
                                      .ledger_update[0] for r in again]  # fmt: skip
+
+
+def _lost(pool: RoutingPool, routing: Iterator[Any]) -> str:
+    """How ``routing`` broke, and that the broken pool closes promptly."""
+    with pytest.raises(RoutingWorkerLostError) as raised:
+        list(routing)
+    started = time.monotonic()
+    pool.close()  # ends the surviving workers too; must not hang
+    assert time.monotonic() - started < 10
+    assert not [p for p in pool.pids if _alive(p)]
+    return str(raised.value)
 
 
 def test_a_killed_worker_breaks_the_pool_which_closes_and_is_replaced() -> None:
@@ -151,14 +154,59 @@ def test_a_killed_worker_breaks_the_pool_which_closes_and_is_replaced() -> None:
     outcomes = broken.route(records, NOW)
     next(outcomes)
     os.kill(broken.pids[0], signal.SIGKILL)
-    with pytest.raises(BrokenProcessPool):
-        list(outcomes)
-    broken.close()  # ends the surviving worker too; must not hang
+    assert "exit code -9" in _lost(broken, outcomes)
+    with pytest.raises(RoutingWorkerLostError):
+        next(broken.route(records, NOW))  # a broken pool stays broken
     replacement = RoutingPool(ROUTER, workers=2)
     try:
         assert len(list(replacement.route(records, NOW))) == len(records)
     finally:
         replacement.close()
+
+
+def test_a_worker_killed_half_way_through_sending_its_result_is_noticed_at_once() -> None:
+    """The stdlib's ProcessPoolExecutor waits for the rest of such a message for ever (its
+    workers share one result pipe). Here the worker's own pipe ends: the loss is reported
+    as an exit, long before the deadline."""
+    pool = RoutingPool(ROUTER, workers=2, deadline_s=60)
+    pool.warm_up()
+    started = time.monotonic()
+    reason = _lost(pool, pool._map(pool_faults.die_half_way_through_a_result, [()]))
+    assert "exited (exit code -9)" in reason
+    assert time.monotonic() - started < 30
+
+
+def test_a_stopped_worker_breaks_the_pool_at_the_deadline_and_is_killed() -> None:
+    records = _inbound(mixed_stream(1_000))
+    pool = RoutingPool(ROUTER, workers=2, deadline_s=1)
+    pool.warm_up()
+    stopped = pool.pids[0]
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        assert "no routing worker answered within 1 s" in _lost(pool, pool.route(records, NOW))
+    finally:
+        if _alive(stopped):
+            os.kill(stopped, signal.SIGKILL)
+
+
+def test_an_exception_in_a_worker_is_raised_with_its_traceback_and_the_pool_goes_on(
+    pool: RoutingPool,
+) -> None:
+    with pytest.raises(RouterError, match=r"(?s)failed:.*ValueError: a bug in routing"):
+        list(pool._map(pool_faults.fail, [()]))
+    assert sorted(set(pool._map(pool_faults.pid, [()] * 8))) == pool.pids  # both still work
+
+
+def test_a_worker_that_cannot_start_fails_the_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(WorkerSetup, "of", classmethod(
+        lambda cls, router: pool_faults.UnstartableSetup(router.policy_set, router.match_key,
+                                                         None, None, 1024)))  # fmt: skip
+    pool = RoutingPool(ROUTER, workers=1)
+    try:
+        with pytest.raises(RouterError, match=r"(?s)could not start:.*manifest\.json"):
+            pool.warm_up()
+    finally:
+        pool.close()
 
 
 def test_a_pool_needs_a_worker() -> None:
@@ -172,7 +220,7 @@ _ORPHAN_SCRIPT = textwrap.dedent("""
     from broker.policy.loader import load_policies
     from broker.policy.treatments import MatchTokenKey
     from broker.routing import RecordRouter
-    from broker.routing_pool import RoutingPool
+    from broker.routing_pool import RoutingPool, WorkerSetup
     from policies import POLICY_DIR
     from tests.members import CODEC
 
