@@ -170,6 +170,9 @@ def _route_stateless(router: RecordRouter, inbound: Inbound, now: dt.datetime,
 
 # --- the worker's side of the pipes ---------------------------------------------------------
 
+# A task as the worker gets it: its id, a module-level function and the arguments.
+_Task = tuple[int, Callable[..., Any], tuple[Any, ...]]
+
 _READY = -1  # a worker's first message: started (no payload) or not (a _Failure)
 _LOST = -2  # the main process's own notice: a worker's result pipe ended
 
@@ -288,7 +291,7 @@ class RoutingPool:
         self.policy_version = router.policy_set.version
         self.deadline_s = deadline_s
         self._lock = threading.Lock()
-        self._pending: deque[tuple[int, bytes]] = deque()  # tasks no worker holds yet
+        self._pending: deque[_Task] = deque()  # tasks no worker holds yet
         self._inbox: queue.SimpleQueue[tuple[_Worker, int, Any]] = queue.SimpleQueue()
         self._task_ids = itertools.count()
         self._tasks_given = 0
@@ -308,7 +311,8 @@ class RoutingPool:
         starting = set(self._workers)
         deadline = time.monotonic() + deadline_s
         while starting:
-            worker, task_id, _ = self._next(max(0.0, deadline - time.monotonic()))
+            late = f"routing workers did not start within {deadline_s:g} s"
+            worker, task_id, _ = self._next(max(0.0, deadline - time.monotonic()), late=late)
             if task_id == _READY:
                 starting.discard(worker)
 
@@ -329,10 +333,8 @@ class RoutingPool:
             raise RoutingWorkerLostError(self._broken)
         ids = [next(self._task_ids) for _ in arguments]
         with self._lock:
-            self._pending.extend(
-                (task_id, pickle.dumps((task_id, function, args), pickle.HIGHEST_PROTOCOL))
-                for task_id, args in zip(ids, arguments, strict=True)
-            )
+            self._pending.extend((task_id, function, args)
+                                 for task_id, args in zip(ids, arguments, strict=True))  # fmt: skip
         for worker in self._workers:
             self._give(worker)
         awaited = set(ids)
@@ -349,13 +351,14 @@ class RoutingPool:
             with self._lock:
                 self._pending = deque(t for t in self._pending if t[0] not in awaited)
 
-    def _next(self, timeout_s: float) -> tuple[_Worker, int, Any]:
+    def _next(self, timeout_s: float, *, late: str | None = None) -> tuple[_Worker, int, Any]:
         """The next message from any worker: a start-up or a result. A lost worker, a
-        failed task or silence for ``timeout_s`` raises."""
+        failed task or silence for ``timeout_s`` (reported as ``late``) raises."""
         try:
             worker, task_id, payload = self._inbox.get(timeout=timeout_s)
         except queue.Empty:
-            raise self._break(f"no routing worker answered within {timeout_s:g} s") from None
+            late = late or f"no routing worker answered within {timeout_s:g} s"
+            raise self._break(late) from None
         if task_id == _LOST:
             raise self._break(f"routing worker {worker.process.pid} exited "
                               f"(exit code {payload})")  # fmt: skip
@@ -370,21 +373,26 @@ class RoutingPool:
         return RoutingWorkerLostError(reason)
 
     def _arrived(self, worker: _Worker, task_id: int, payload: Any) -> None:
-        """A receiving thread's report. A worker that answered gets its next task first."""
+        """A receiving thread's report. A worker that answered gets another task (it
+        still holds one, so it is not kept waiting while this one is pickled)."""
+        self._inbox.put((worker, task_id, payload))
         if task_id >= 0:
             with self._lock:
                 worker.assigned -= 1
             self._give(worker)
-        self._inbox.put((worker, task_id, payload))
 
     def _give(self, worker: _Worker) -> None:
         """Top ``worker`` up to its share of tasks: the one it routes and the next, so it
         never waits for work, while the rest stay here for whichever worker is free."""
-        with self._lock:
-            while worker.assigned < _TASKS_PER_WORKER and self._pending:
-                worker.give(self._pending.popleft()[1])
+        while True:
+            with self._lock:
+                if worker.assigned >= _TASKS_PER_WORKER or not self._pending:
+                    return
+                task = self._pending.popleft()
                 worker.assigned += 1
                 self._tasks_given += 1
+            # Pickled when given, not when submitted, so the first chunks leave at once.
+            worker.give(pickle.dumps(task, pickle.HIGHEST_PROTOCOL))
 
     def close(self) -> None:
         """Stop the workers: each finishes the task in hand, unless the pool is broken."""
