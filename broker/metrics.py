@@ -73,7 +73,8 @@ class RouterMetrics:
         )
         self.worker_restarts = Counter(
             "action_router_worker_restarts",
-            "Routing worker pools replaced because a worker died (its transaction aborted)",
+            "Routing worker pools replaced because a worker died or stopped answering "
+            "(its transaction aborted)",
             registry=r,
         )
         self.policy_version = Gauge(
