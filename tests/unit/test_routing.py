@@ -180,9 +180,11 @@ def test_feeds_carry_exactly_the_engine_decisions() -> None:
     for feed in routed.feeds:
         recipient = feed.topic.removeprefix("action.feed.")
         decoded = CODEC.decode(feed.value).record
-        assert decoded["seller"]["email"] == delivered[recipient].record["seller"]["email"]
+        sent = delivered[recipient].record
+        assert sent is not None, "a delivered decision carries its record"
+        assert decoded["seller"]["email"] == sent["seller"]["email"]
         assert dict(feed.headers)[DECISION_ID_HEADER] == delivered[recipient].decision_id.encode()
-        if delivered[recipient].record["source_member"] == "platform-a":
+        if sent["source_member"] == "platform-a":
             assert SOURCE_KEY_ID_HEADER in dict(feed.headers), "named: the source's proof"
         else:
             assert b"platform-a" not in b"".join(v for _, v in feed.headers), "no source header"
