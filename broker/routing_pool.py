@@ -141,10 +141,6 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(0)
 
 
-def _ready() -> bool:
-    return _worker_router is not None
-
-
 def route_chunk(chunk: Sequence[Inbound], now: dt.datetime) -> list[Outcome]:
     """The worker's task: every record of ``chunk`` as far as it can go without the ledger."""
     router = _worker_router
