@@ -181,8 +181,11 @@ class SellerIdentity(_Model):
         # The phone's national form is read in the seller's country; the domain follows the URL.
         if self.phone is not None:
             object.__setattr__(self, "phone", normalize_phone(self.phone, self.country))
-        if self.store_url is not None and self.store_domain is None:
-            object.__setattr__(self, "store_domain", registrable_domain(self.store_url))
+        if self.store_url is not None:
+            # Checked even when the domain is given: a treatment generalizes the URL to it.
+            url_domain = registrable_domain(self.store_url)
+            if self.store_domain is None:
+                object.__setattr__(self, "store_domain", url_domain)
         if not any(getattr(self, name) for name in SELLER_IDENTIFIERS):
             raise ValueError(
                 "at least one seller identifier is required: " + ", ".join(SELLER_IDENTIFIERS)

@@ -64,6 +64,11 @@ _RECORD_LEAF_BYTES = RECORD_LEAF.encode()
 _LEAF_CONTEXT = b"action.field.v1\x00"
 _MANIFEST_CONTEXT = b"action.fields.v1\x00"
 SALT_BYTES = 16
+#: The most JSON containers (``{`` or ``[``) a proof header may hold before it is parsed.
+#: Inbound salts are one flat object and a feed proof three; base64url text and Avro
+#: field names hold neither character, so counting them bounds the nesting depth (a
+#: deeply nested header raised RecursionError in json.loads) at C speed.
+MAX_PROOF_CONTAINERS = 4
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_MS = dt.timedelta(milliseconds=1)
 
@@ -226,12 +231,14 @@ class FieldProof:
         if signature is None and salts_json is None:
             return None
         values = leaves(record)
+        salts_json = _bounded_json(salts_json or b"", FIELDS_SALTS_HEADER)
         try:
-            salts_b64 = {str(p): str(s) for p, s in json.loads(salts_json or b"").items()}
+            salts_b64 = {str(p): str(s) for p, s in json.loads(salts_json).items()}
             salts = {p: _unb64(s) for p, s in salts_b64.items()}
         except (ValueError, TypeError, AttributeError) as exc:
             raise ProvenanceError(f"unreadable {FIELDS_SALTS_HEADER} header: {exc}",
                                   reason="signature.fields_invalid") from None  # fmt: skip
+        _check_salts(salts)
         covers_record = RECORD_LEAF in salts
         paths = set(values) | {RECORD_LEAF} if covers_record else set(values)
         if set(salts) != paths or not signature or (covers_record and encoded is None):
@@ -284,6 +291,31 @@ class FieldProof:
                 (SOURCE_PROOF_HEADER, proof.encode())]  # fmt: skip
 
 
+def _bounded_json(data: bytes, header: str) -> bytes:
+    """``data`` if it is shallow enough to parse; a dead letter's error otherwise."""
+    if data.count(b"{") + data.count(b"[") > MAX_PROOF_CONTAINERS:
+        raise ProvenanceError(
+            f"the {header} header nests JSON deeper than a field proof does",
+            reason="proof.too_complex",
+        )
+    return data
+
+
+def _check_salts(salts: Mapping[str, bytes]) -> None:
+    """Salts must be long and unique: a short or shared salt lets a recipient that sees
+    one leaf's salt brute-force another withheld leaf with few possible values (a
+    country, a category) from its commitment."""
+    short = sorted(path for path, salt in salts.items() if len(salt) < SALT_BYTES)
+    if short:
+        raise ProvenanceError(
+            f"field proof salts shorter than {SALT_BYTES} bytes: {', '.join(short[:5])}",
+            reason="signature.fields_invalid",
+        )
+    if len(set(salts.values())) != len(salts):
+        raise ProvenanceError("the field proof repeats a salt: every leaf needs its own",
+                              reason="signature.fields_invalid")  # fmt: skip
+
+
 def _proof_json(salts: Mapping[str, str], commitments: Mapping[str, str]) -> str:
     """``{"salts": ..., "commitments": ...}`` as the compact JSON encoder writes it, joined
     directly: paths are Avro field names (and "@record"), values base64url, so nothing
@@ -316,7 +348,8 @@ def verify_delivered(record: Mapping[str, Any], event_type: str, headers: Mappin
         raise ProvenanceError(f"field proof made with unknown source key {kid!r}",
                               reason="source_proof.unknown_key")  # fmt: skip
     try:
-        proof = json.loads(headers.get(SOURCE_PROOF_HEADER) or b"")
+        proof = json.loads(_bounded_json(headers.get(SOURCE_PROOF_HEADER) or b"",
+                                         SOURCE_PROOF_HEADER))  # fmt: skip
         salts = {str(p): _unb64(str(s)) for p, s in proof["salts"].items()}
         hidden = {str(p): str(c) for p, c in proof["commitments"].items()}
     except (ValueError, TypeError, KeyError, AttributeError) as exc:

@@ -394,8 +394,9 @@ class RouterService:
         if self._pool is None:
             for record in records:
                 started = time.perf_counter()
-                routed = self.core.route(record, now=now, ledger=self.ledger)
-                writes = routed.writes(record, decided_at_ms=_now_ms())
+                writes = self.core.writes(record, now=now, ledger=self.ledger,
+                                          decided_at_ms=_now_ms())  # fmt: skip
+                assert isinstance(writes, Writes), "with the ledger, every record is decided"
                 yield record, writes, time.perf_counter() - started
             return
         outcomes = self._pool.route(records, now)
@@ -403,8 +404,8 @@ class RouterService:
             for record, (outcome, seconds) in zip(records, outcomes, strict=True):
                 if isinstance(outcome, Checked):  # a retraction: only this process has the ledger
                     started = time.perf_counter()
-                    routed = self.core.decide(outcome, now=now, ledger=self.ledger)
-                    outcome = routed.writes(record, decided_at_ms=_now_ms())
+                    outcome = self.core.decided_writes(outcome, now=now, ledger=self.ledger,
+                                                       decided_at_ms=_now_ms())  # fmt: skip
                     seconds += time.perf_counter() - started
                 yield record, outcome, seconds
         finally:

@@ -39,6 +39,16 @@ SOURCE_TIMESTAMP_HEADER = "action.source-ts"  # ms since the epoch, as the sourc
 
 RETRACTION_RULE = "ledger.retraction"
 
+# Bounds on what a member sends beside the value, checked before anything is parsed. The
+# SDK writes three or four headers of under 4 KiB; a record past these is refused whole.
+MAX_HEADERS = 32
+MAX_HEADER_BYTES = 64 * 1024  # one header's value
+MAX_HEADER_NAME_BYTES = 256
+
+#: The dead letter of a record that made the router's own code raise: a bug this record
+#: triggers, recorded with the exception instead of stopping routing for every member.
+UNPROCESSABLE = "record.unprocessable"
+
 # PICKLING: a routing worker's results (Writes, FeedRecord, AuditedDecision, DeadLetter,
 # audit.PreparedEntry) are NamedTuples. Pickle writes and restores a tuple in C, without
 # an instance dictionary per object; as frozen dataclasses the results of one record took
@@ -160,8 +170,44 @@ class RecordRouter:
             return checked
         return self.decide(checked, now=now, ledger=ledger)
 
+    def writes(self, inbound: Inbound, *, now: dt.datetime, ledger: DeliveryLedger | None,
+               decided_at_ms: int) -> Writes | Checked:  # fmt: skip
+        """check -> decide -> writes: the one composition the workers and the router's own
+        process use. Without a ``ledger``, a retraction comes back :class:`Checked`, for the
+        process that holds the ledger (:meth:`decided_writes`)."""
+        try:
+            checked = self.check(inbound)
+            if isinstance(checked, Routed):
+                return checked.writes(inbound, decided_at_ms=decided_at_ms)
+            if checked.needs_ledger and ledger is None:
+                return checked
+            return self.decided_writes(checked, now=now, ledger=ledger,
+                                       decided_at_ms=decided_at_ms)  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - any fault a record triggers is its dead letter
+            return unprocessable(exc).writes(inbound, decided_at_ms=decided_at_ms)
+
+    def decided_writes(self, checked: Checked, *, now: dt.datetime,
+                       ledger: DeliveryLedger | None, decided_at_ms: int) -> Writes:  # fmt: skip
+        """The writes for a checked record."""
+        routed = self.decide(checked, now=now, ledger=ledger)
+        try:
+            return routed.writes(checked.inbound, decided_at_ms=decided_at_ms)
+        except Exception as exc:  # noqa: BLE001 - any fault a record triggers is its dead letter
+            dead = unprocessable(exc, event_type=checked.event_type)
+            return dead.writes(checked.inbound, decided_at_ms=decided_at_ms)
+
     def check(self, inbound: Inbound) -> Checked | Routed:
-        """Every step before the policies: a :class:`Checked` record or a dead letter."""
+        """Every step before the policies: a :class:`Checked` record or a dead letter.
+        Never raises for anything in the record: a member's bytes cannot stop the router."""
+        try:
+            return self._check(inbound)
+        except Exception as exc:  # noqa: BLE001 - any fault a record triggers is its dead letter
+            return unprocessable(exc)
+
+    def _check(self, inbound: Inbound) -> Checked | Routed:
+        bad_headers = _header_problem(inbound.headers)
+        if bad_headers is not None:
+            return _dead(*bad_headers)
         owner = topic_owner(inbound.topic)
         if owner is None or owner not in self.policy_set.members:
             return _dead("source.unknown_topic", f"{inbound.topic} is no member's inbound topic")
@@ -205,12 +251,21 @@ class RecordRouter:
     def decide(self, checked: Checked, *, now: dt.datetime,
                ledger: DeliveryLedger | None) -> Routed:  # fmt: skip
         """The policies' decisions for every other member and the encoded feed records.
-        Only a retraction consults the ledger (``checked.needs_ledger``)."""
+        Only a retraction consults the ledger (``checked.needs_ledger``). Never raises for
+        anything in the record: what would is its dead letter (:data:`UNPROCESSABLE`)."""
+        if checked.needs_ledger and ledger is None:
+            raise ValueError("a retraction is decided against the delivery ledger")
+        try:
+            return self._decide(checked, now=now, ledger=ledger)
+        except Exception as exc:  # noqa: BLE001 - any fault a record triggers is its dead letter
+            return unprocessable(exc, event_type=checked.event_type)
+
+    def _decide(self, checked: Checked, *, now: dt.datetime,
+                ledger: DeliveryLedger | None) -> Routed:  # fmt: skip
         inbound, source, event_type, record = (checked.inbound, checked.source,
                                                checked.event_type, checked.record)  # fmt: skip
         if checked.needs_ledger:
-            if ledger is None:
-                raise ValueError("a retraction is decided against the delivery ledger")
+            assert ledger is not None
             decisions = self._retraction_decisions(record, now, ledger)
         else:
             decisions = self.policy_set.evaluate_all(
@@ -279,6 +334,24 @@ class RecordRouter:
 
 def _dead(reason: str, detail: str, *, event_type: str | None = None) -> Routed:
     return Routed(event_type=event_type, dead_letter=DeadLetter(reason, detail))
+
+
+def unprocessable(exc: BaseException, *, event_type: str | None = None) -> Routed:
+    """The dead letter of a record that made routing code raise, naming the exception."""
+    detail = f"{type(exc).__name__}: {exc}"[:1000]
+    return _dead(UNPROCESSABLE, detail, event_type=event_type)
+
+
+def _header_problem(headers: Sequence[tuple[str, bytes | None]]) -> tuple[str, str] | None:
+    """(reason, detail) when the headers exceed the bounds, before any is parsed."""
+    if len(headers) > MAX_HEADERS:
+        return "headers.too_many", f"{len(headers)} headers; at most {MAX_HEADERS} are read"
+    for name, value in headers:
+        if len(name) > MAX_HEADER_NAME_BYTES or len(value or b"") > MAX_HEADER_BYTES:
+            shown = name[:40].encode("unicode_escape").decode()
+            return ("headers.too_large", f"header {shown!r} is over the bounds "
+                    f"({MAX_HEADER_NAME_BYTES} B name, {MAX_HEADER_BYTES} B value)")  # fmt: skip
+    return None
 
 
 def _withheld_retraction(current: Decision, indicator: str) -> Decision:

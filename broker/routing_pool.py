@@ -50,7 +50,7 @@ from broker.codec import AvroCodec
 from broker.errors import RouterError, RoutingWorkerLostError
 from broker.policy.engine import PolicySet
 from broker.policy.treatments import MatchTokenKey
-from broker.routing import Checked, Inbound, RecordRouter, Routed, Writes
+from broker.routing import Checked, Inbound, RecordRouter, Writes
 
 log = logging.getLogger("action.router")
 
@@ -152,15 +152,7 @@ def route_chunk(chunk: Sequence[Inbound], now: dt.datetime) -> list[Outcome]:
 def _route_stateless(router: RecordRouter, inbound: Inbound, now: dt.datetime,
                      decided_at_ms: int) -> Outcome:  # fmt: skip
     started = time.perf_counter()
-    checked = router.check(inbound)
-    result: Writes | Checked
-    if isinstance(checked, Routed):
-        result = checked.writes(inbound, decided_at_ms=decided_at_ms)
-    elif checked.needs_ledger:
-        result = checked
-    else:
-        routed = router.decide(checked, now=now, ledger=None)
-        result = routed.writes(inbound, decided_at_ms=decided_at_ms)
+    result = router.writes(inbound, now=now, ledger=None, decided_at_ms=decided_at_ms)
     return result, time.perf_counter() - started
 
 

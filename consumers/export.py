@@ -72,7 +72,7 @@ def export_csv(store: FeedStore, out: Path) -> int:
                 "seller_email": seller.get("email") or "",
                 "seller_phone": seller.get("phone") or "",
                 "seller_store_domain": seller.get("store_domain") or "",
-                "retracted": "yes" if indicator in retracted else "",
+                "retracted": "yes" if (source, indicator) in retracted else "",
             })  # fmt: skip
             count += 1
     return count
@@ -116,7 +116,7 @@ def stix_bundle(store: FeedStore, *, exported_by: str) -> stix2.Bundle:
         return ident
 
     for _, source, record in store.records("SellerIndicator"):
-        if record["indicator_id"] in retracted:
+        if (source, record["indicator_id"]) in retracted:
             continue
         level = record["tlp"]
         markings.setdefault(level, tlp_marking(level))
@@ -192,7 +192,7 @@ def export_misp(store: FeedStore, folder: Path, *, exported_by: str) -> int:
     hashes: list[tuple[str, str]] = []
     org = {"name": exported_by, "uuid": str(uuid.uuid5(_NAMESPACE, "org|" + exported_by))}
     for _, source, record in store.records("SellerIndicator"):
-        if record["indicator_id"] in retracted:
+        if (source, record["indicator_id"]) in retracted:
             continue
         event_uuid = str(uuid.uuid5(_NAMESPACE, "misp|" + record["indicator_id"]))
         published = dt.datetime.fromisoformat(str(record["published_at"]))

@@ -23,6 +23,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
@@ -52,7 +53,7 @@ class FeedReaderConfig:
     group_id: str | None = None  # default: <member>.feed
     from_beginning: bool = True  # where a new group starts
     client: dict[str, Any] = field(default_factory=dict)  # e.g. SASL settings
-    dedupe_window: int = 100_000  # decision ids remembered to drop duplicates
+    dedupe_window: int = 100_000  # (source, record id) pairs remembered to drop duplicates
     #: The router's public keys (members.yaml router_keys); every record must carry a
     #: signature by one of them. Default: the keys of the configured policy folder.
     router_keys: Mapping[str, Ed25519PublicKey] | None = None
@@ -140,7 +141,8 @@ class FeedReader:
             if self.source_keys is None:
                 self.source_keys = public_keys(k for m in registry.members
                                                for k in m.signing_keys)  # fmt: skip
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._handled: dict[TopicPartition, int] = {}  # next offset to commit, per partition
         self.duplicates = 0
         self.rejected: list[tuple[str, str]] = []  # (position, why)
         try:
@@ -175,6 +177,11 @@ class FeedReader:
             for records in batch.values():
                 for record in records:
                     delivery = self._delivery(record)
+                    # Handled once it is yielded (the caller commits after handling it)
+                    # or refused: commit() goes this far in its partition, no further.
+                    self._handled[TopicPartition(record.topic, record.partition)] = (
+                        record.offset + 1
+                    )
                     if delivery is None:
                         continue
                     yield delivery
@@ -193,13 +200,6 @@ class FeedReader:
         except (KeyError, UnicodeDecodeError):
             self.rejected.append((position, "routing headers missing"))
             return None
-        if claimed != decision_id_for(record_id, self.config.member, version):
-            self.rejected.append((position, "decision id does not match record, recipient and "
-                                  "policy version: not routed to this member"))  # fmt: skip
-            return None
-        if claimed in self._seen:
-            self.duplicates += 1
-            return None
         try:
             verify_feed_record(record.value, headers, claimed, self.config.member,
                                self.router_keys or {})  # fmt: skip
@@ -212,28 +212,48 @@ class FeedReader:
             self.rejected.append((position, exc.message))
             return None
         plain = avro_values(decoded)  # UUIDs as text, like the records the engine decides on
+        source = str(plain.get("source_member"))
+        if claimed != decision_id_for(source, record_id, self.config.member, version):
+            why = (
+                "decision id does not match source, record, recipient and policy version: "
+                "not routed to this member"
+            )
+            self.rejected.append((position, why))
+            return None
+        # One record is (source, record id): delivered again, under another policy version
+        # too, it is a duplicate; another source's record with the same id is not.
+        identity = (source, record_id)
+        if identity in self._seen:
+            self.duplicates += 1
+            return None
         try:
             transformed = verify_delivered(plain, event_type, headers, self.source_keys or {})
         except ProvenanceError as exc:
             self.rejected.append((position, exc.message))
             return None
-        self._remember(claimed)
+        self._remember(identity)
         failed = decrypt_fields(plain, self.config.encryption_key, f"{self.config.member}-",
                                 record_id)  # fmt: skip
         source_ts = headers.get(SOURCE_TIMESTAMP_HEADER, b"0").decode() or "0"
-        return Delivery(event_type, record_id, claimed, version, str(plain.get("source_member")),
+        return Delivery(event_type, record_id, claimed, version, source,
                         int(source_ts), plain, position, tuple(failed),
                         source_verified=transformed is not None,
                         transformed_fields=tuple(transformed or ()))  # fmt: skip
 
-    def _remember(self, decision: str) -> None:
-        self._seen[decision] = None
+    def _remember(self, identity: tuple[str, str]) -> None:
+        self._seen[identity] = None
         if len(self._seen) > self.config.dedupe_window:
             self._seen.popitem(last=False)
 
     def commit(self) -> None:
-        """Commit the offsets of everything yielded so far."""
-        self._consumer.commit()
+        """Commit the offsets of everything yielded so far, and nothing past it: after
+        ``poll()`` the consumer's own position is past the whole fetched batch, so a reader
+        stopped half-way through one would skip the rest of it on restart."""
+        if not self._handled:
+            return
+        self._consumer.commit({tp: OffsetAndMetadata(offset, "", -1)
+                               for tp, offset in self._handled.items()})  # fmt: skip
+        self._handled.clear()
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)

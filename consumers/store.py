@@ -24,22 +24,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from broker.errors import ActionError
 from consumers.feed_reader import Delivery
+
+#: ``PRAGMA user_version`` of the schema below. Version 2 keys records by their source:
+#: version 1 keyed indicators by id alone, so a rival's record with the same id could
+#: shadow or retract another member's indicator.
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
     decision_id    TEXT PRIMARY KEY,
     event_type     TEXT NOT NULL,
     record_id      TEXT NOT NULL,
-    source         TEXT NOT NULL,
+    source         TEXT NOT NULL,           -- the source as delivered (maybe anonymous-*)
     policy_version TEXT NOT NULL,
     source_ts_ms   INTEGER NOT NULL,
     position       TEXT NOT NULL,
-    record         TEXT NOT NULL            -- the delivered record as JSON
+    record         TEXT NOT NULL,           -- the delivered record as JSON
+    UNIQUE (source, record_id)              -- one record, whatever the policy version
 );
 CREATE TABLE IF NOT EXISTS indicators (
-    indicator_id   TEXT PRIMARY KEY,
     source         TEXT NOT NULL,
+    indicator_id   TEXT NOT NULL,
     published_at   TEXT NOT NULL,
     confidence     INTEGER NOT NULL,
     hss            INTEGER NOT NULL,
@@ -48,22 +55,26 @@ CREATE TABLE IF NOT EXISTS indicators (
     categories     TEXT NOT NULL,           -- JSON list
     brands         TEXT NOT NULL,           -- JSON list
     retracted_at   TEXT,
-    retraction     TEXT                     -- the retraction's reason
+    retraction     TEXT,                    -- the retraction's reason
+    PRIMARY KEY (source, indicator_id)
 );
 CREATE TABLE IF NOT EXISTS identifiers (
-    indicator_id   TEXT NOT NULL REFERENCES indicators(indicator_id),
+    source         TEXT NOT NULL,
+    indicator_id   TEXT NOT NULL,
     kind           TEXT NOT NULL,           -- seller.email, seller.phone, ...
     value          TEXT NOT NULL,           -- match token or normalized clear value
-    PRIMARY KEY (indicator_id, kind, value)
+    PRIMARY KEY (source, indicator_id, kind, value),
+    FOREIGN KEY (source, indicator_id) REFERENCES indicators(source, indicator_id)
 );
 CREATE INDEX IF NOT EXISTS identifiers_by_value ON identifiers(kind, value);
 CREATE TABLE IF NOT EXISTS events (
-    record_id      TEXT PRIMARY KEY,
-    event_type     TEXT NOT NULL,
-    indicator_id   TEXT,
     source         TEXT NOT NULL,
+    record_id      TEXT NOT NULL,
+    event_type     TEXT NOT NULL,
+    indicator_id   TEXT,                    -- an indicator of the same source, if any
     at             TEXT NOT NULL,
-    record         TEXT NOT NULL
+    record         TEXT NOT NULL,
+    PRIMARY KEY (source, record_id)
 );
 """
 
@@ -100,13 +111,25 @@ class FeedStore:
     def __init__(self, path: Path | str) -> None:
         self.path = path
         self.db = sqlite3.connect(str(path))
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        tables = self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if tables and version != SCHEMA_VERSION:
+            self.db.close()
+            raise ActionError(
+                f"{path} is a feed store of schema version {version}, this version reads "
+                f"{SCHEMA_VERSION} (records keyed by their source)",
+                hint="sync into a new --store file with a new --group: the feed is read again",
+            )
         self.db.executescript(SCHEMA)
+        self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self.db.close()
 
     def add(self, deliveries: Iterable[Delivery]) -> int:
-        """Store deliveries (a replayed one is ignored); the number newly stored."""
+        """Store deliveries; the number newly stored. A replayed delivery is ignored, by
+        its decision id or by (source, record id): the same record delivered again under
+        another policy version is still one record."""
         added = 0
         with self.db:
             for delivery in deliveries:
@@ -122,35 +145,44 @@ class FeedStore:
         return added
 
     def _apply(self, delivery: Delivery) -> None:
-        record = delivery.record
+        """Records act only within their own source: an indicator is (source, id), and a
+        retraction, sighting or enforcement action from a source names that source's
+        indicator. A rival reusing a known id touches nothing of another member's."""
+        record, source = delivery.record, delivery.source
         if delivery.event_type == "SellerIndicator":
+            indicator = record["indicator_id"]
             self.db.execute(
-                "INSERT OR REPLACE INTO indicators VALUES (?,?,?,?,?,?,?,?,?,"
-                " (SELECT retracted_at FROM indicators WHERE indicator_id = ?),"
-                " (SELECT retraction FROM indicators WHERE indicator_id = ?))",
-                (record["indicator_id"], delivery.source, str(record["published_at"]),
-                 record["confidence"], int(record["hss"]), record["tlp"], record["purpose"],
-                 json.dumps(record["product_categories"]), json.dumps(record.get("brands", [])),
-                 record["indicator_id"], record["indicator_id"]),
+                "INSERT OR IGNORE INTO indicators VALUES (?,?,?,?,?,?,?,?,?,NULL,NULL)",
+                (source, indicator, str(record["published_at"]), record["confidence"],
+                 int(record["hss"]), record["tlp"], record["purpose"],
+                 json.dumps(record["product_categories"]), json.dumps(record.get("brands", []))),
             )  # fmt: skip
             seller = record.get("seller") or {}
             for name in COMPARABLE:
                 values = seller.get(name)
                 for value in values if isinstance(values, list) else [values]:
                     if isinstance(value, str) and comparable(value):
-                        row = (record["indicator_id"], f"seller.{name}", value)
-                        self.db.execute("INSERT OR IGNORE INTO identifiers VALUES (?,?,?)", row)
+                        row = (source, indicator, f"seller.{name}", value)
+                        self.db.execute("INSERT OR IGNORE INTO identifiers VALUES (?,?,?,?)", row)
             return
         if delivery.event_type == "Retraction":
             self.db.execute("UPDATE indicators SET retracted_at = ?, retraction = ? "
-                            "WHERE indicator_id = ?",
-                            (str(record["retracted_at"]), record["reason"],
+                            "WHERE source = ? AND indicator_id = ?",
+                            (str(record["retracted_at"]), record["reason"], source,
                              record["indicator_id"]))  # fmt: skip
         at = next((str(record[k]) for k in ("retracted_at", "observed_at", "taken_at",
                                             "seized_on") if k in record), "")  # fmt: skip
-        self.db.execute("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?)",
-                        (delivery.record_id, delivery.event_type, record.get("indicator_id"),
-                         delivery.source, at, json.dumps(record, default=str)))  # fmt: skip
+        self.db.execute(
+            "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?)",
+            (
+                source,
+                delivery.record_id,
+                delivery.event_type,
+                record.get("indicator_id"),
+                at,
+                json.dumps(record, default=str),
+            ),
+        )
 
     def counts(self) -> dict[str, int]:
         tables = ("deliveries", "indicators", "identifiers", "events")
@@ -164,38 +196,44 @@ class FeedStore:
         """Sellers (indicators linked by shared identifiers) reported by enough sources."""
         live = "" if include_retracted else "WHERE retracted_at IS NULL"
         rows = self.db.execute(
-            f"SELECT indicator_id, source, published_at, hss, categories FROM indicators {live}"  # noqa: S608
+            "SELECT source, indicator_id, published_at, hss, categories "  # noqa: S608
+            f"FROM indicators {live}"
         ).fetchall()
-        info = {r[0]: r for r in rows}
+        # An indicator is (source, id): two sources' records with one id stay two.
+        info: dict[tuple[str, str], tuple[Any, ...]] = {(r[0], r[1]): r for r in rows}
         parent = {i: i for i in info}
 
-        def find(i: str) -> str:
+        def find(i: tuple[str, str]) -> tuple[str, str]:
             while parent[i] != i:
                 parent[i] = parent[parent[i]]
                 i = parent[i]
             return i
 
-        links = self.db.execute("SELECT kind, value, indicator_id FROM identifiers ORDER BY 1,2")
-        first_by_value: dict[tuple[str, str], str] = {}
-        identifiers: dict[str, set[tuple[str, str]]] = {}
-        for kind, value, indicator in links:
+        links = self.db.execute(
+            "SELECT kind, value, source, indicator_id FROM identifiers ORDER BY 1,2"
+        )
+        first_by_value: dict[tuple[str, str], tuple[str, str]] = {}
+        identifiers: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        for kind, value, source, indicator_id in links:
+            indicator = (source, indicator_id)
             if indicator not in info:
                 continue
             identifiers.setdefault(indicator, set()).add((kind, value))
             other = first_by_value.setdefault((kind, value), indicator)
             parent[find(indicator)] = find(other)
-        groups: dict[str, list[str]] = {}
+        groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for indicator in info:
             groups.setdefault(find(indicator), []).append(indicator)
         sellers = []
         for members in groups.values():
-            sources = sorted({info[i][1] for i in members})
+            sources = sorted({source for source, _ in members})
             if len(sources) < min_sources:
                 continue
             times = sorted(info[i][2] for i in members)
             categories = sorted({c for i in members for c in json.loads(info[i][4])})
             ids = sorted({pair for i in members for pair in identifiers.get(i, ())})
-            sellers.append(Seller(tuple(ids), tuple(sources), tuple(sorted(members)),
+            sellers.append(Seller(tuple(ids), tuple(sources),
+                                  tuple(sorted(indicator for _, indicator in members)),
                                   tuple(categories), any(info[i][3] for i in members),
                                   times[0], times[-1]))  # fmt: skip
         return sorted(sellers, key=lambda s: (-len(s.sources), -len(s.indicators), s.first_seen))
@@ -210,6 +248,7 @@ class FeedStore:
         for kind, source, record in self.db.execute(query + " ORDER BY rowid", args):
             yield kind, source, json.loads(record)
 
-    def retracted(self) -> set[str]:
-        return {r[0] for r in self.db.execute(
-            "SELECT indicator_id FROM indicators WHERE retracted_at IS NOT NULL")}  # fmt: skip
+    def retracted(self) -> set[tuple[str, str]]:
+        """(source, indicator id) of every retracted indicator."""
+        query = "SELECT source, indicator_id FROM indicators WHERE retracted_at IS NOT NULL"
+        return {(r[0], r[1]) for r in self.db.execute(query)}

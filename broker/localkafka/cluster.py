@@ -130,6 +130,14 @@ def new_cluster_id() -> str:
             return candidate
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable and writable by its owner only, whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        os.fchmod(fd, 0o600)
+        file.write(text)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -479,16 +487,14 @@ class LocalCluster:
             nodes=node_states,
             security_protocol="SASL_SSL" if tls else "SASL_PLAINTEXT",
         )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._private_dir(self.data_dir)
         password_file = self.data_dir / _ADMIN_PASSWORD_FILE
-        password_file.touch(mode=0o600, exist_ok=True)
-        password_file.chmod(0o600)
-        password_file.write_text(secrets.token_hex(24) + "\n", encoding="utf-8")
+        write_private(password_file, secrets.token_hex(24) + "\n")
         if tls:
             create_local_pki(self.tls_files.folder)
         for node in state.nodes:
             self._format(state, node)
-        (self.data_dir / _STATE_FILE).write_text(state.to_json(), encoding="utf-8")
+        write_private(self.data_dir / _STATE_FILE, state.to_json())
         return state
 
     def _java_command(self, main_class: str, node: NodeState, *args: str) -> list[str]:
@@ -507,18 +513,22 @@ class LocalCluster:
             *args,
         ]
 
+    @staticmethod
+    def _private_dir(folder: Path) -> None:
+        """Create ``folder`` readable by its owner only: it holds inbound records, the
+        dead letters, the SCRAM credentials and logs that quote them."""
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.chmod(0o700)
+
     def _format(self, state: ClusterState, node: NodeState) -> None:
         node_dir = self.node_dir(node.node_id)
-        node_dir.mkdir(parents=True, exist_ok=True)
+        self._private_dir(node_dir)
         config = node_dir / "server.properties"
         password = self.admin_password()
-        # It holds the admin password: readable by the owner only.
-        config.touch(mode=0o600, exist_ok=True)
-        config.write_text(
-            server_properties(state, node, node_dir / "data", password, self.tls_files),
-            encoding="utf-8",
-        )
-        (node_dir / "log4j2.properties").write_text(_LOG4J2_PROPERTIES, encoding="utf-8")
+        # It holds the admin password: readable by the owner only (like all in the folder).
+        write_private(config, server_properties(state, node, node_dir / "data", password,
+                                                self.tls_files))  # fmt: skip
+        write_private(node_dir / "log4j2.properties", _LOG4J2_PROPERTIES)
         cmd = self._java_command(
             "kafka.tools.StorageTool", node,
             "format", "-t", state.cluster_id, "-c", str(config),
@@ -527,7 +537,8 @@ class LocalCluster:
             # The super user exists from the first boot; members are added by provisioning.
             "--add-scram", f"SCRAM-SHA-512=[name={ADMIN_USER},password={password}]",
         )  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False,
+                                umask=0o077)  # fmt: skip
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
             raise BrokerStartError(
@@ -538,7 +549,10 @@ class LocalCluster:
     def _launch(self, state: ClusterState, node: NodeState) -> None:
         node_dir = self.node_dir(node.node_id)
         cmd = self._java_command(_MAIN_CLASS, node, str(node_dir / "server.properties"))
-        with self.log_path(node.node_id).open("ab") as log:
+        self._private_dir(self.data_dir)  # a folder made by an older version is tightened too
+        self._private_dir(node_dir)
+        log_fd = os.open(self.log_path(node.node_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(log_fd, "ab") as log:
             banner = f"\n=== action-broker: starting node {node.node_id} at {time.ctime()} ===\n"
             log.write(banner.encode())
             log.flush()
@@ -549,9 +563,10 @@ class LocalCluster:
                 stderr=subprocess.STDOUT,
                 cwd=node_dir,
                 start_new_session=True,  # outlives the CLI; killpg reaches only this JVM
+                umask=0o077,  # the broker's segments, checkpoints and logs: owner only
             )
         ticks = _start_ticks(process.pid) or ""
-        self._pid_file(node.node_id).write_text(f"{process.pid} {ticks}\n", encoding="utf-8")
+        write_private(self._pid_file(node.node_id), f"{process.pid} {ticks}\n")
 
     def wait_ready(self, state: ClusterState, node_ids: set[int]) -> None:
         """Block until every node in ``node_ids`` is an unfenced broker in the metadata."""

@@ -88,7 +88,8 @@ def create_local_pki(folder: Path, hosts: tuple[str, ...] = ("127.0.0.1", "local
         .sign(ca_key, hashes.SHA256())
     )
     files = TlsFiles(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
     pem = serialization.Encoding.PEM
     files.ca_cert.write_bytes(ca_cert.public_bytes(pem))
     files.server_pem.touch(mode=0o600, exist_ok=True)

@@ -10,9 +10,14 @@ from typing import Any
 from broker.policy.model import Treatment
 
 
-def decision_id_for(record_id: str, recipient: str, policy_version: str) -> str:
-    """The id of the decision on one record for one recipient under one policy version."""
-    key = f"{record_id}\x1f{recipient}\x1f{policy_version}".encode()
+def decision_id_for(source: str, record_id: str, recipient: str, policy_version: str) -> str:
+    """The id of the decision on one record for one recipient under one policy version.
+
+    ``source`` is the source as the recipient sees it (``source_member`` of the delivered
+    record: the member, or its anonymous label), so two members' records with the same id
+    never share a decision id, the recipient can recompute it from what it received, and
+    it names no source that the delivery itself does not."""
+    key = f"{source}\x1f{record_id}\x1f{recipient}\x1f{policy_version}".encode()
     return hashlib.sha256(key).hexdigest()[:32]
 
 
@@ -39,10 +44,19 @@ class Decision:
     record: Mapping[str, Any] | None = None
 
     @property
+    def attributed_source(self) -> str:
+        """The source as the recipient sees it: the delivered record's ``source_member``
+        (an anonymous label where the MOU says so), else the source."""
+        if self.record is not None:
+            return str(self.record.get("source_member") or self.source)
+        return self.source
+
+    @property
     def decision_id(self) -> str:
-        """Deterministic: the same record, recipient and policy version give the same id,
-        so a consumer can drop a duplicate delivery."""
-        return decision_id_for(self.record_id, self.recipient, self.policy_version)
+        """Deterministic: the same record (its source included), recipient and policy
+        version give the same id, so a consumer can drop a duplicate delivery."""
+        return decision_id_for(self.attributed_source, self.record_id, self.recipient,
+                               self.policy_version)  # fmt: skip
 
     def treatment_of(self, path: str) -> Treatment | None:
         for field in self.fields:

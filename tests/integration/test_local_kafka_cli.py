@@ -73,6 +73,7 @@ def test_up_status_logs_down_leaves_nothing_running(tmp_path: Path) -> None:
 
         logs = _run("kafka", "logs", "--data-dir", str(data_dir), "-n", "400")
         assert "Kafka Server started" in logs.stdout
+        _assert_private_to_its_user(data_dir)
 
         again = _run("kafka", "up", "--data-dir", str(data_dir))
         assert again.returncode == 0
@@ -91,6 +92,18 @@ def test_up_status_logs_down_leaves_nothing_running(tmp_path: Path) -> None:
 
     after = _run("kafka", "status", "--data-dir", str(data_dir))
     assert after.returncode == 3, "LSB exit code for 'not running'"
+
+
+def _assert_private_to_its_user(data_dir: Path) -> None:
+    """Records, dead letters, credentials and the logs quoting them: no other local user
+    may read them. The folder is 0700, and nothing in it but the CA's public certificate
+    is open to group or others."""
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    paths = [data_dir, *data_dir.rglob("*")]
+    assert any(p.name.endswith(".log") and "data" in p.parts for p in paths), "segments exist"
+    exposed = [f"{p} {p.stat().st_mode & 0o777:o}" for p in paths
+               if p.stat().st_mode & 0o077 and p.name != "ca.pem"]  # fmt: skip
+    assert exposed == []
 
 
 def _assert_tls_is_required(admin: KafkaConnection, tmp_path: Path) -> None:

@@ -3,8 +3,10 @@ correlation, the exports (STIX validated, MISP loaded by PyMISP), synthetic data
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -13,7 +15,9 @@ from typing import Any
 
 import pytest
 
+from broker.errors import ActionError
 from broker.events import SellerIndicator
+from broker.policy.decision import decision_id_for
 from broker.policy.demo_keys import demo_encryption_key, demo_match_secret
 from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
@@ -188,6 +192,52 @@ def test_the_store_correlates_sellers_across_sources_and_applies_retractions(
     assert after.sources == ("express-carrier", "platform-a")
     assert store.counts()["retracted"] == 1
     store.close()
+
+
+def test_a_rivals_record_with_a_known_id_neither_shadows_nor_retracts_the_original(
+    tmp_path: Path,
+) -> None:
+    """platform-b learned platform-a's indicator id from its own feed and publishes a
+    decoy with that id, then a retraction of it. Records are (source, id) in the store:
+    platform-a's indicator stays, live, and the decoy's retraction retracts the decoy."""
+    store = FeedStore(tmp_path / "decoy.sqlite")
+    genuine = indicator("platform-a", 1, seller={"email": "genuine@shop.example"})
+    genuine_id = genuine.to_avro()["indicator_id"]
+    decoy = indicator("platform-b", 2, indicator_id=genuine_id,
+                      seller={"email": "decoy@shop.example"})  # fmt: skip
+    for event in (genuine, decoy, retraction(decoy)):
+        assert store.add([_delivered(event, "ipr-center")]) == 1
+    assert store.counts()["indicators"] == 2
+    assert store.retracted() == {("platform-b", str(genuine_id))}
+    live = {seller.sources for seller in store.sellers(1)}
+    assert live == {("platform-a",)}, "the genuine indicator is live and correlated"
+    # The same record again under another policy version is a duplicate, not a second row.
+    again = dataclasses.replace(_delivered(genuine, "ipr-center"), decision_id="other-version")
+    assert store.add([again]) == 0
+    store.close()
+
+
+def test_an_older_store_is_refused_with_a_hint(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE deliveries (decision_id TEXT PRIMARY KEY)")
+    old.close()
+    with pytest.raises(ActionError, match="schema version 0") as raised:
+        FeedStore(path)
+    assert "new --store" in (raised.value.hint or "")
+
+
+def test_decision_ids_belong_to_the_source_as_delivered() -> None:
+    """Two members' records with one id never share a decision id; an anonymous delivery's
+    id is computed from its label, so it names no source the delivery does not."""
+    ids = {decision_id_for(source, "r-1", "ipr-center", "v1")
+           for source in ("platform-a", "platform-b", "anonymous-platform")}  # fmt: skip
+    assert len(ids) == 3
+    anonymous = _delivered(indicator("platform-b", 3, tlp="GREEN"), "platform-a")
+    assert anonymous.source.startswith("anonymous-")
+    assert anonymous.decision_id == decision_id_for(
+        anonymous.source, anonymous.record_id, "platform-a", anonymous.policy_version
+    )
 
 
 def test_match_tokens_correlate_where_clear_values_are_withheld(tmp_path: Path) -> None:
