@@ -32,6 +32,7 @@ from broker.topics import (
     FEED_PREFIX,
     INBOUND_PREFIX,
     LEDGER_TOPIC,
+    RECORD_IDS_TOPIC,
     feed_topic,
     inbound_topic,
 )
@@ -120,7 +121,8 @@ def desired_acls(
         acls += _grants(router, TOPIC, feed, LITERAL, ("WRITE", "DESCRIBE"))
     for topic in (AUDIT_TOPIC, DLQ_TOPIC):
         acls += _grants(router, TOPIC, topic, LITERAL, ("WRITE", "DESCRIBE"))
-    acls += _grants(router, TOPIC, LEDGER_TOPIC, LITERAL, ("READ", "WRITE", "DESCRIBE"))
+    for topic in (LEDGER_TOPIC, RECORD_IDS_TOPIC):
+        acls += _grants(router, TOPIC, topic, LITERAL, ("READ", "WRITE", "DESCRIBE"))
     acls += _grants(router, GROUP, router_group, LITERAL, ("READ", "DESCRIBE"))
     acls += _grants(router, TRANSACTIONAL_ID, router_transactional_prefix(router_group),
                     PREFIXED, ("WRITE", "DESCRIBE"))  # fmt: skip

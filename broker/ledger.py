@@ -37,9 +37,16 @@ def ledger_key(source: str, indicator_id: str) -> str:
 
 
 class DeliveryLedger:
+    """Entries are written once: the router refuses a second record with an indicator's
+    id (:mod:`broker.claims`), so a later retraction reaches the original recipients."""
+
     def __init__(self) -> None:
         self._committed: dict[str, LedgerEntry] = {}
         self._staged: dict[str, LedgerEntry] = {}
+        # indicator id -> its source, for ever: ids of indicators stay theirs after the
+        # record-id window (broker.claims) has forgotten them.
+        self._owners: dict[str, str] = {}
+        self._staged_owners: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self._committed)
@@ -48,19 +55,32 @@ class DeliveryLedger:
         staged = self._staged.get(key)
         return staged if staged is not None else self._committed.get(key)
 
+    def owner_of(self, indicator_id: str) -> str | None:
+        """The source whose indicator has this id, if any."""
+        return self._staged_owners.get(indicator_id) or self._owners.get(indicator_id)
+
     def stage(self, key: str, entry: LedgerEntry) -> None:
         self._staged[key] = entry
+        source, _, indicator = key.partition("/")
+        self._staged_owners[indicator] = source
 
     def commit(self) -> None:
         self._committed.update(self._staged)
+        self._owners.update(self._staged_owners)
         self._staged.clear()
+        self._staged_owners.clear()
 
     def abort(self) -> None:
         self._staged.clear()
+        self._staged_owners.clear()
 
     def load(self, key: str, value: bytes | None) -> None:
         """Apply one record read back from the ledger topic (None: a tombstone)."""
+        source, _, indicator = key.partition("/")
         if value is None:
             self._committed.pop(key, None)
+            if self._owners.get(indicator) == source:
+                del self._owners[indicator]
         else:
             self._committed[key] = LedgerEntry.decode(value)
+            self._owners.setdefault(indicator, source)

@@ -98,6 +98,11 @@ class RouterMetrics:
             "action_router_last_commit_timestamp_seconds",
             "Unix time of the last committed transaction", registry=r,
         )  # fmt: skip
+        self.record_ids = Gauge(
+            "action_router_record_ids",
+            "Record ids remembered to refuse replays and reused ids (broker.claims)",
+            registry=r,
+        )
         self.assigned_partitions = Gauge(
             "action_router_assigned_partitions", "Inbound partitions this instance owns",
             registry=r,

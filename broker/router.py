@@ -37,6 +37,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from broker.audit import ChainHead
 from broker.catalog import SchemaCatalog
+from broker.claims import ID_REUSED, ID_TAKEN, Claim, RecordClaims, content_digest
 from broker.codec import AvroCodec
 from broker.connection import KafkaConnection
 from broker.errors import (
@@ -61,6 +62,7 @@ from broker.topics import (
     DLQ_TOPIC,
     INBOUND_PATTERN,
     LEDGER_TOPIC,
+    RECORD_IDS_TOPIC,
     topic_owner,
 )
 
@@ -124,8 +126,10 @@ class RouterService:
         self._policy_fingerprint = policy_version(settings.policy_dir)
         self.transactional_id = f"{settings.router_group}.{settings.router_instance}"
         self.ledger = DeliveryLedger()
+        self.claims = RecordClaims()
         self._heads: dict[TopicPartition, ChainHead] = {}
         self._ledger_stale = True
+        self._sole_instance: bool | None = None  # known after the first poll's rebalance
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._random = random.Random()  # noqa: S311 - fault injection, not security
@@ -321,7 +325,11 @@ class RouterService:
         current one flushes and commits. An abort drops the rest of the poll (the consumer
         is rewound to the committed offsets); no rebalance can come between, as that only
         happens inside poll()."""
-        if self._ledger_stale:
+        if self._ledger_stale or not self._routes_alone():
+            # With other instances routing, their claims are read before each poll's
+            # records are decided: a record a rival sends after seeing another member's
+            # delivery is routed after that delivery's transaction committed, and so after
+            # its claim, which this read then includes.
             self._catch_up_ledger()
         for tp in polled:
             if tp not in self._heads:
@@ -423,9 +431,38 @@ class RouterService:
             log.info("routing workers %s (policies %s)", self._pool.pids,
                      self._pool.policy_version)  # fmt: skip
 
+    def _admitted(self, writes: Writes, inbound: Inbound) -> Writes:
+        """``writes`` if the record's id is its own and new, after claiming it; else its
+        dead letter (:mod:`broker.claims`): a replay, a reused id or another source's id."""
+        assert self._producer is not None
+        identity, source = writes.identity, writes.source
+        assert identity is not None
+        assert source is not None
+        now_ms = _now_ms()
+        value = inbound.value or b""
+        refusal = self.claims.refusal(source, identity.record_id, value,
+                                      event_ms=identity.event_ms, now_ms=now_ms)  # fmt: skip
+        owner = self.ledger.owner_of(identity.record_id)
+        if refusal is None and owner is not None:  # an indicator's id, remembered for ever
+            refusal = (
+                (ID_TAKEN, f"record id {identity.record_id} belongs to another member's record")
+                if owner != source
+                else (ID_REUSED, f"record id {identity.record_id} is {source}'s indicator")
+            )
+        if refusal is not None:
+            return writes.refused(*refusal)
+        claim = Claim(source, content_digest(value), now_ms)
+        self.claims.stage(identity.record_id, claim)
+        key = identity.record_id.encode()
+        self._producer.send(RECORD_IDS_TOPIC, value=claim.encode(), key=key,
+                            partition=self._keyed_partition(RECORD_IDS_TOPIC, key))  # fmt: skip
+        return writes
+
     def _write(self, writes: Writes, inbound: Inbound, work: _Batch) -> None:
         assert self._producer is not None
         producer = self._producer
+        if writes.dead_letter is None and writes.identity is not None:
+            writes = self._admitted(writes, inbound)
         source = writes.source or topic_owner(inbound.topic) or "unknown"
         work.records_in[(source, writes.event_type or "undecodable")] += 1
         if writes.dead_letter is not None:
@@ -484,6 +521,7 @@ class RouterService:
     def _committed(self, last: dict[TopicPartition, Inbound], work: _Batch) -> None:
         self._heads.update(work.heads)
         self.ledger.commit()
+        self.claims.commit()
         self.metrics.transactions.labels("committed").inc()
         self.metrics.records_committed.inc(work.records)
         now_ms = time.time() * 1000
@@ -513,9 +551,11 @@ class RouterService:
         self._rewind()
 
     def _rewind(self) -> None:
-        """Back to the last committed offsets and chain heads; staged ledger entries go."""
+        """Back to the last committed offsets and chain heads; staged ledger entries and
+        record-id claims go."""
         assert self._consumer is not None
         self.ledger.abort()
+        self.claims.abort()
         for tp in self._consumer.assignment():
             committed = self._consumer.committed(tp, metadata=True)
             if committed is None:
@@ -536,20 +576,36 @@ class RouterService:
             self._heads.pop(tp, None)
             self._last_processed_ms.pop(tp, None)
 
-    def mark_ledger_stale(self) -> None:
+    def assigned(self) -> None:
+        """After a rebalance: read the ledger and claims again, and find out (outside the
+        callback, which may not block) whether this instance now routes every inbound
+        partition alone."""
         self._ledger_stale = True
+        self._sole_instance = None
+
+    def _routes_alone(self) -> bool:
+        """Whether this instance owns every inbound partition: then only its own writes
+        change the claims and the ledger, and reading them back before each poll is not
+        needed."""
+        if self._sole_instance is None:
+            assert self._consumer is not None
+            assignment = self._consumer.assignment()
+            topics = self._consumer.subscription() or set()
+            total = sum(len(self._consumer.partitions_for_topic(t) or ()) for t in topics)
+            self._sole_instance = len(assignment) >= total > 0
+        return self._sole_instance
 
     def _catch_up_ledger(self, timeout_s: float = 30.0) -> None:
-        """Read the ledger topic up to its last stable offset: every indicator committed
-        before now (by any instance) is then known."""
+        """Read the ledger and record-id topics up to their last stable offsets: every
+        indicator and record id committed before now (by any instance) is then known."""
         reader = self._ledger_reader
         assert reader is not None
-        partitions = [TopicPartition(LEDGER_TOPIC, p)
-                      for p in sorted(reader.partitions_for_topic(LEDGER_TOPIC) or ())]  # fmt: skip
-        if not partitions:
-            raise RouterError(
-                f"topic {LEDGER_TOPIC} is missing", hint="run action-broker provision"
-            )
+        partitions = []
+        for topic in (LEDGER_TOPIC, RECORD_IDS_TOPIC):
+            numbers = sorted(reader.partitions_for_topic(topic) or ())
+            if not numbers:
+                raise RouterError(f"topic {topic} is missing", hint="run action-broker provision")
+            partitions += [TopicPartition(topic, p) for p in numbers]
         if set(reader.assignment()) != set(partitions):
             reader.assign(partitions)
         end = reader.end_offsets(partitions)
@@ -558,12 +614,20 @@ class RouterService:
             if time.monotonic() > deadline:
                 log.warning("ledger catch-up incomplete after %.0f s", timeout_s)
                 break
-            for records in reader.poll(timeout_ms=200).values():
+            for tp, records in reader.poll(timeout_ms=200).items():
+                load = self.ledger.load if tp.topic == LEDGER_TOPIC else self.claims.load
                 for record in records:
-                    self.ledger.load(record.key.decode(), record.value)
+                    load(record.key.decode(), record.value)
+        if self._ledger_stale:
+            expired = self.claims.expire(_now_ms())
+            self.metrics.record_ids.set(len(self.claims))
+            log.info("ledger: %d indicators; record ids: %d remembered, %d expired",
+                     len(self.ledger), len(self.claims), expired)  # fmt: skip
         self._ledger_stale = False
 
     def _update_lag(self) -> None:
+        self.claims.expire(_now_ms())
+        self.metrics.record_ids.set(len(self.claims))
         consumer = self._consumer
         if consumer is None:
             return
@@ -613,4 +677,4 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("assigned %d inbound partitions", len(assigned))
         # Another instance may have committed indicators on these partitions.
-        self.service.mark_ledger_stale()
+        self.service.assigned()

@@ -22,7 +22,7 @@ from broker.errors import DecodeError, EncodeError, EventValidationError, Proven
 from broker.events import EVENT_TYPES
 from broker.ledger import DeliveryLedger, LedgerEntry, ledger_key
 from broker.policy.decision import Decision, FieldDecision
-from broker.policy.engine import PolicySet
+from broker.policy.engine import PolicySet, record_id_of
 from broker.policy.model import Treatment
 from broker.policy.treatments import MatchTokenKey
 from broker.provenance import FieldProof
@@ -87,6 +87,20 @@ class DeadLetter(NamedTuple):  # a tuple: crosses from routing workers (see PICK
     detail: str
 
 
+class Identity(NamedTuple):  # a tuple: crosses from routing workers (see PICKLING)
+    """What the router's process checks against the ids already claimed
+    (:mod:`broker.claims`) before anything of a decided record is written."""
+
+    record_id: str
+    event_ms: int | None  # the record's own signed time, where its type has one
+
+
+#: The signed time of each event type that bounds how old a record may be. A seizure's
+#: date is history (reports of last year's seizures are normal), so it has none.
+EVENT_TIME_FIELDS = {"SellerIndicator": "published_at", "EnforcementAction": "taken_at",
+                     "Sighting": "observed_at", "Retraction": "retracted_at"}  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class Routed:
     source: str | None = None
@@ -95,6 +109,7 @@ class Routed:
     feeds: tuple[FeedRecord, ...] = ()
     dead_letter: DeadLetter | None = None
     ledger_update: tuple[str, LedgerEntry] | None = field(default=None)
+    identity: Identity | None = None
 
     def writes(self, inbound: Inbound, *, decided_at_ms: int) -> Writes:
         """What the router writes for this outcome, with every audit entry serialized."""
@@ -106,7 +121,7 @@ class Routed:
             for d, entry in zip(self.decisions, entries, strict=True)
         )  # fmt: skip
         return Writes(self.source, self.event_type, self.feeds, audited, self.dead_letter,
-                      self.ledger_update)  # fmt: skip
+                      self.ledger_update, self.identity)  # fmt: skip
 
 
 class AuditedDecision(NamedTuple):  # a tuple: crosses from routing workers (see PICKLING)
@@ -130,6 +145,11 @@ class Writes(NamedTuple):  # a tuple: crosses from routing workers (see PICKLING
     decisions: tuple[AuditedDecision, ...]
     dead_letter: DeadLetter | None
     ledger_update: tuple[str, LedgerEntry] | None
+    identity: Identity | None = None  # None for a dead letter
+
+    def refused(self, reason: str, detail: str) -> Writes:
+        """These writes replaced by the record's dead letter: nothing of it is delivered."""
+        return Writes(self.source, self.event_type, (), (), DeadLetter(reason, detail), None)
 
 
 @dataclass(frozen=True)  # not slotted: crosses to or from routing workers (see PICKLING)
@@ -282,7 +302,8 @@ class RecordRouter:
                         for d in decisions if d.delivered and d.record is not None}  # fmt: skip
             update = (ledger_key(source, record["indicator_id"]),
                       LedgerEntry(received, self.policy_set.version))  # fmt: skip
-        return Routed(source, event_type, tuple(decisions), feeds, None, update)
+        return Routed(source, event_type, tuple(decisions), feeds, None, update,
+                      Identity(record_id_of(record), _event_ms(event_type, record)))  # fmt: skip
 
     def _feed_record(self, decision: Decision, inbound: Inbound,
                      proof: FieldProof | None) -> FeedRecord:  # fmt: skip
@@ -334,6 +355,12 @@ class RecordRouter:
 
 def _dead(reason: str, detail: str, *, event_type: str | None = None) -> Routed:
     return Routed(event_type=event_type, dead_letter=DeadLetter(reason, detail))
+
+
+def _event_ms(event_type: str, record: dict[str, Any]) -> int | None:
+    name = EVENT_TIME_FIELDS.get(event_type)
+    value = record.get(name) if name else None
+    return int(value.timestamp() * 1000) if isinstance(value, dt.datetime) else None
 
 
 def unprocessable(exc: BaseException, *, event_type: str | None = None) -> Routed:

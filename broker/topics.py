@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from broker.claims import TOPIC_RETENTION_MS
 from broker.policy.model import MemberRegistry
 
 INBOUND_PREFIX = "action.in."
@@ -12,6 +13,9 @@ AUDIT_TOPIC = "action.audit"
 DLQ_TOPIC = "action.dlq"
 #: Compacted: who received each indicator, so a retraction reaches exactly them.
 LEDGER_TOPIC = "action.ledger"
+#: Compacted and expiring: the record ids routed, each claimed by its source
+#: (broker.claims), so a replay or a rival's reuse of an id is refused.
+RECORD_IDS_TOPIC = "action.record-ids"
 INBOUND_PATTERN = r"^action\.in\..+$"
 
 #: Inbound records up to the codec's 1 MiB limit plus headers; the DLQ keeps any inbound
@@ -71,5 +75,8 @@ def consortium_topics(
                   {**common, "max.message.bytes": str(DLQ_MAX_BYTES),
                    "retention.ms": str(90 * 24 * 3600 * 1000)}),
         TopicSpec(LEDGER_TOPIC, partitions, replication, {**common, "cleanup.policy": "compact"}),
+        TopicSpec(RECORD_IDS_TOPIC, partitions, replication,
+                  {**common, "cleanup.policy": "compact,delete",
+                   "retention.ms": str(TOPIC_RETENTION_MS)}),
     ]  # fmt: skip
     return specs

@@ -36,10 +36,13 @@ class RouterProcess:
         self.args = list(args)  # command-line options after `action-broker run`
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self._log_start = 0
 
     def start(self) -> RouterProcess:
         self.starts += 1
         log = self.log_path.open("ab")
+        # What this start prints comes after here: an earlier process's metrics URL does not.
+        self._log_start = log.tell()
         log.write(f"--- start {self.starts}\n".encode())
         log.flush()
         self.process = subprocess.Popen([ACTION_BROKER, "run", *self.args], env=self.env,
@@ -84,9 +87,13 @@ class RouterProcess:
         return self.log_path.read_text(errors="replace")
 
     def metrics_url(self, timeout: float = 30) -> str:
+        """The metrics URL of the process last started, never an earlier one's."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = re.findall(r"metrics: (http://\S+)/metrics", self.log())
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_start)
+                this_start = log.read().decode(errors="replace")
+            found = re.findall(r"metrics: (http://\S+)/metrics", this_start)
             if found:
                 return found[-1]
             time.sleep(0.2)

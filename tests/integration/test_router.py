@@ -201,6 +201,60 @@ def test_a_retraction_reaches_exactly_the_recipients_of_the_original(
     assert retractions["ipr-center"]["source_member"] == "platform-b"
 
 
+def _dead_letters(consortium: Consortium, key: bytes, count: int,
+                  limit_s: float = 60) -> list[Any]:  # fmt: skip
+    """The first ``count`` dead letters with ``key``, in DLQ order."""
+    dlq = TopicReader(consortium.admin, ["action.dlq"])
+    found: list[Any] = []
+    deadline = time.monotonic() + limit_s
+    while len(found) < count and time.monotonic() < deadline:
+        found += [r for r in dlq.poll() if r.key == key]
+    dlq.close()
+    return found
+
+
+def test_a_rival_cannot_take_a_record_id_and_nothing_is_delivered_twice(
+    consortium: Consortium, tmp_path: Path
+) -> None:
+    """platform-b learns platform-a's indicator id from its own feed, publishes a decoy
+    with that id and retracts the decoy; platform-a replays its record and reuses its id;
+    after a router restart it replays again. Only the original is delivered, once each."""
+    router = RouterProcess(consortium.router, tmp_path).start().wait_ready()
+    genuine = indicator("platform-a", 41, tlp="GREEN")
+    genuine_id = str(genuine.to_avro()["indicator_id"])
+    key, value, headers = signed(genuine)
+    publish(consortium, [genuine])
+    feeds = TopicReader(consortium.admin, FEEDS)
+    seen: Counter[tuple[str, str]] = Counter()
+    wait_for(feeds, {("platform-b", genuine_id)}, seen, 60)
+    decoy = indicator("platform-b", 42, indicator_id=genuine_id, tlp="GREEN")
+    publish(consortium, [decoy, retraction(decoy)])
+    platform_a = consortium.member("platform-a")
+    send_raw(platform_a, "action.in.platform-a", value, key, headers)  # a replay
+    reused = indicator("platform-a", 43, indicator_id=genuine_id, tlp="GREEN", confidence=99)
+    publish(consortium, [reused])
+    letters = _dead_letters(consortium, key, 3)
+    reasons = [dict(r.headers)["action.dlq.reason"].decode() for r in letters]
+    assert reasons == ["record.id_taken", "record.replay", "record.id_reused"]
+    assert router.stop() == 0
+    router.start().wait_ready()
+    try:
+        send_raw(platform_a, "action.in.platform-a", value, key, headers)  # after a restart
+        letters = _dead_letters(consortium, key, 4)
+        assert dict(letters[-1].headers)["action.dlq.reason"] == b"record.replay"
+        records = feeds.read_until_quiet(quiet_s=3)
+    finally:
+        feeds.close()
+        assert router.stop() == 0
+    for record in records:
+        decoded = CODEC.decode(record.value).record
+        if str(decoded.get("indicator_id")) == genuine_id:
+            seen[feed_key(record)] += 1
+            assert not decoded.get("retraction_id"), "the decoy's retraction reached no one"
+    assert seen, "the original was delivered"
+    assert set(seen.values()) == {1}, f"each recipient got the original once: {seen}"
+
+
 def test_policies_reload_on_sighup_and_a_broken_folder_is_refused(
     consortium: Consortium, tmp_path: Path
 ) -> None:
