@@ -7,6 +7,8 @@ Messages say what was wrong; ``hint`` says what to do about it.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ActionError(Exception):
     """Root of every error this project raises on purpose."""
@@ -156,7 +158,12 @@ class TransactionTimeoutError(RouterError):
 
 class RoutingWorkerLostError(RouterError):
     """A routing worker died or stopped answering; the router replaces the pool and reads
-    the records again from the last committed offsets."""
+    the records again from the last committed offsets. ``suspects`` are the records of the
+    task the worker was routing when it died (empty when that is not known)."""
+
+    def __init__(self, message: str, *, suspects: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.suspects = suspects
 
 
 class PublishError(ActionError):

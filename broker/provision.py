@@ -1,4 +1,5 @@
-"""``action-broker provision``: the consortium's topics, SCRAM users and ACLs, idempotently.
+"""``action-broker provision``: the consortium's topics, SCRAM users, ACLs and client
+quotas, idempotently.
 
 Run as a super user. Each step compares what the registry asks for with what the cluster
 has and changes only the difference, so running it twice changes nothing the second time,
@@ -19,10 +20,16 @@ from broker.access import AclBinding, desired_acls, managed_principals
 from broker.connection import KafkaConnection
 from broker.errors import ActionError, RouterError
 from broker.policy.model import MemberRegistry
+from broker.quotas import desired_quotas, provision_quotas
+from broker.settings import Settings
 from broker.topics import TopicSpec, consortium_topics
 
 if TYPE_CHECKING:
     from kafka.admin import KafkaAdminClient
+
+_DEFAULTS = Settings.model_fields
+DEFAULT_PRODUCE_BYTE_RATE: int = _DEFAULTS["member_produce_byte_rate"].default
+DEFAULT_REQUEST_PERCENTAGE: float = _DEFAULTS["member_request_percentage"].default
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,8 +302,11 @@ def provision_access(
     credentials_dir: Path,
     rotate: bool = False,
     dry_run: bool,
+    produce_byte_rate: int = DEFAULT_PRODUCE_BYTE_RATE,
+    request_percentage: float = DEFAULT_REQUEST_PERCENTAGE,
 ) -> list[AccessOutcome]:
-    """SCRAM users for every member and the router, then the ACLs the registry implies."""
+    """SCRAM users for every member and the router, the ACLs the registry implies, and
+    each member's client quotas (the defaults given, or its own in members.yaml)."""
     from kafka.errors import ClusterAuthorizationFailedError, SecurityDisabledError
 
     wanted = desired_acls(registry, router_principal=router_principal, router_group=router_group)
@@ -320,6 +330,10 @@ def provision_access(
         outcomes = provision_users(admin, present, removed, credentials_dir, rotate=rotate,
                                    dry_run=dry_run)  # fmt: skip
         outcomes += provision_acls(admin, wanted, existing, managed, dry_run=dry_run)
+        quotas = desired_quotas(registry, produce_byte_rate=produce_byte_rate,
+                                request_percentage=request_percentage)  # fmt: skip
+        outcomes += provision_quotas(admin, quotas, [_user(p) for p in removed],
+                                     dry_run=dry_run)  # fmt: skip
     return outcomes
 
 

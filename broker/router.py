@@ -53,7 +53,7 @@ from broker.policy.demo_keys import demo_match_secret
 from broker.policy.engine import PolicySet
 from broker.policy.loader import load_policies, policy_version
 from broker.policy.treatments import MatchTokenKey
-from broker.routing import Checked, Inbound, RecordRouter, Writes
+from broker.routing import Checked, DeadLetter, Inbound, RecordRouter, Writes
 from broker.routing_pool import RoutingPool
 from broker.settings import Settings
 from broker.topics import (
@@ -138,6 +138,10 @@ class RouterService:
         self._pool: RoutingPool | None = None
         self._ledger_reader: KafkaConsumer | None = None
         self._last_processed_ms: dict[TopicPartition, int] = {}
+        # Positions of records a dead worker held: retried alone, dead-lettered when one
+        # kills a worker again (see _suspect). Held in memory: a router restart forgets
+        # them, and the record gets its two tries again.
+        self._suspects: dict[str, str] = {}
         self._audit_partitions: dict[bytes, int] = {}
         self._partition_counts: dict[str, int] = {}
 
@@ -387,6 +391,7 @@ class RouterService:
         except RoutingWorkerLostError as exc:
             log.error("routing workers lost (%s); aborting, restarting them", exc)
             self.metrics.worker_restarts.inc()
+            self._suspect(exc.suspects)
             self._abort(exc)
             self._start_pool()
             return False
@@ -407,9 +412,14 @@ class RouterService:
                 assert isinstance(writes, Writes), "with the ledger, every record is decided"
                 yield record, writes, time.perf_counter() - started
             return
-        outcomes = self._pool.route(records, now)
+        routable = [r for r in records if self._suspects.get(r.position) != _POISON]
+        outcomes = self._pool.route(routable, now, alone=self._suspects.keys())
         try:
-            for record, (outcome, seconds) in zip(records, outcomes, strict=True):
+            for record in records:
+                if self._suspects.get(record.position) == _POISON:
+                    yield record, _worker_lost(record), 0.0
+                    continue
+                outcome, seconds = next(outcomes)
                 if isinstance(outcome, Checked):  # a retraction: only this process has the ledger
                     started = time.perf_counter()
                     outcome = self.core.decided_writes(outcome, now=now, ledger=self.ledger,
@@ -419,14 +429,30 @@ class RouterService:
         finally:
             outcomes.close()  # cancels the chunks no worker has started
 
+    def _suspect(self, records: tuple[Inbound, ...]) -> None:
+        """Records a dead worker was routing: retried each alone; one that kills a worker
+        again while routed alone is poison, and becomes a dead letter (router.worker_lost)
+        instead of stopping routing for every member."""
+        for record in records:
+            alone = len(records) == 1 and record.position in self._suspects
+            self._suspects[record.position] = _POISON if alone else _SUSPECT
+            if alone:
+                log.error("record %s killed a routing worker twice: dead-lettered",
+                          record.position)  # fmt: skip
+
     def _start_pool(self) -> None:
         """(Re)start the routing workers with the policies in force; none when configured so."""
         if self._pool is not None:
             self._pool.close()
             self._pool = None
         if self.settings.router_workers > 0:
-            self._pool = RoutingPool(self.core, self.settings.router_workers,
-                                     deadline_s=self.settings.router_worker_deadline_s)  # fmt: skip
+            crash_key = self.settings.router_fault_crash_key
+            self._pool = RoutingPool(
+                self.core,
+                self.settings.router_workers,
+                deadline_s=self.settings.router_worker_deadline_s,
+                crash_key=crash_key.encode() if crash_key else None,
+            )
             self._pool.warm_up()
             log.info("routing workers %s (policies %s)", self._pool.pids,
                      self._pool.policy_version)  # fmt: skip
@@ -520,6 +546,11 @@ class RouterService:
 
     def _committed(self, last: dict[TopicPartition, Inbound], work: _Batch) -> None:
         self._heads.update(work.heads)
+        if self._suspects:  # what committed is done with, dead-lettered or routed
+            for tp, record in last.items():
+                for position in [p for p in self._suspects
+                                 if _before_or_at(p, tp, record.offset)]:  # fmt: skip
+                    del self._suspects[position]
         self.ledger.commit()
         self.claims.commit()
         self.metrics.transactions.labels("committed").inc()
@@ -655,6 +686,25 @@ def default_partition(key: bytes, partitions: int) -> int:
     picks for ``key``."""
     hashed: int = murmur2(key)
     return (hashed & 0x7FFFFFFF) % partitions
+
+
+_SUSPECT = "suspect"
+_POISON = "poison"
+WORKER_LOST = "router.worker_lost"
+
+
+def _worker_lost(record: Inbound) -> Writes:
+    """The dead letter of a record that killed a routing worker twice, routed alone."""
+    detail = ("routing this record killed a routing worker twice, the second time routed "
+              "alone (a crash in a library it reaches, or memory): dead-lettered so "
+              "routing goes on")  # fmt: skip
+    source = topic_owner(record.topic)
+    return Writes(source, None, (), (), DeadLetter(WORKER_LOST, detail), None)
+
+
+def _before_or_at(position: str, tp: TopicPartition, offset: int) -> bool:
+    topic_partition, _, at = position.rpartition("@")
+    return topic_partition == f"{tp.topic}/{tp.partition}" and int(at) <= offset
 
 
 def _now_ms() -> int:

@@ -33,7 +33,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Collection, Generator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext
@@ -93,15 +93,18 @@ class WorkerSetup:
     router_kid: str | None
     router_key_raw: bytes | None  # the router's Ed25519 signing key, over a private pipe
     max_record_bytes: int
+    #: FAULT INJECTION for tests (router_fault_crash_key): a worker SIGKILLs itself when it
+    #: routes a record with this key, as a segfault or the OOM killer would end it.
+    crash_key: bytes | None = None
 
     @classmethod
-    def of(cls, router: RecordRouter) -> WorkerSetup:
+    def of(cls, router: RecordRouter, *, crash_key: bytes | None = None) -> WorkerSetup:
         kid, raw = None, None
         if router.router_key is not None:
             kid, key = router.router_key
             raw = key.private_bytes_raw()
         return cls(router.policy_set, router.match_key, kid, raw,
-                   router.codec.max_record_bytes)  # fmt: skip
+                   router.codec.max_record_bytes, crash_key)  # fmt: skip
 
     def router(self) -> RecordRouter:
         codec = AvroCodec(SchemaCatalog.load(), max_record_bytes=self.max_record_bytes)
@@ -115,10 +118,12 @@ class WorkerSetup:
 Outcome = tuple[Writes | Checked, float]
 
 _worker_router: RecordRouter | None = None
+_crash_key: bytes | None = None
 
 
 def _start_worker(setup: WorkerSetup, parent: int) -> None:
-    global _worker_router
+    global _worker_router, _crash_key
+    _crash_key = setup.crash_key
     # A terminal's Ctrl-C reaches the whole process group; the main process turns it into
     # a graceful stop, which needs the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -152,6 +157,8 @@ def route_chunk(chunk: Sequence[Inbound], now: dt.datetime) -> list[Outcome]:
 def _route_stateless(router: RecordRouter, inbound: Inbound, now: dt.datetime,
                      decided_at_ms: int) -> Outcome:  # fmt: skip
     started = time.perf_counter()
+    if _crash_key is not None and inbound.key == _crash_key:
+        os.kill(os.getpid(), signal.SIGKILL)
     result = router.writes(inbound, now=now, ledger=None, decided_at_ms=decided_at_ms)
     return result, time.perf_counter() - started
 
@@ -230,6 +237,9 @@ class _Worker:
         task_reader.close()
         result_writer.close()
         self.assigned = 0  # tasks sent and not yet answered; the pool's lock guards it
+        # Those tasks, in the order given: a worker routes them in order, so the first is
+        # the one in hand when it dies. The pool's lock guards it.
+        self.held: deque[_Task] = deque()
         self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         name = self.process.name
         threading.Thread(target=self._send, name=f"{name}-send", daemon=True).start()
@@ -272,7 +282,8 @@ class RoutingPool:
     process as :class:`RouterError` (a bug: routing turns bad records into dead letters)."""
 
     def __init__(self, router: RecordRouter, workers: int, *,
-                 deadline_s: float = DEFAULT_DEADLINE_S) -> None:  # fmt: skip
+                 deadline_s: float = DEFAULT_DEADLINE_S,
+                 crash_key: bytes | None = None) -> None:  # fmt: skip
         if workers < 1:
             raise ValueError("a routing pool needs at least one worker")
         self.workers = workers
@@ -285,7 +296,7 @@ class RoutingPool:
         self._tasks_given = 0
         self._broken: str | None = None
         context = multiprocessing.get_context("spawn")
-        setup = WorkerSetup.of(router)
+        setup = WorkerSetup.of(router, crash_key=crash_key)
         self._workers = [_Worker(self, index, context, setup) for index in range(workers)]
 
     @property
@@ -304,13 +315,30 @@ class RoutingPool:
             if task_id == _READY:
                 starting.discard(worker)
 
-    def route(self, records: Sequence[Inbound], now: dt.datetime) -> Generator[Outcome]:
-        """Outcomes in the order of ``records``. Closing the generator early drops the
-        chunks no worker has been given yet."""
+    def route(self, records: Sequence[Inbound], now: dt.datetime, *,
+              alone: Collection[str] = ()) -> Generator[Outcome]:  # fmt: skip
+        """Outcomes in the order of ``records``. Records whose position is in ``alone``
+        (suspected of killing a worker) are each routed in a task of their own, so a second
+        loss names the record. Closing the generator early drops the chunks no worker has
+        been given yet."""
         if not records:
             return
         size = max(1, min(_MAX_CHUNK, -(-len(records) // (self.workers * 4))))
-        chunks = [(records[i : i + size], now) for i in range(0, len(records), size)]
+        chunks: list[tuple[Sequence[Inbound], dt.datetime]] = []
+        run: list[Inbound] = []
+        for record in records:
+            if record.position in alone:
+                if run:
+                    chunks.append((run, now))
+                    run = []
+                chunks.append(([record], now))
+                continue
+            run.append(record)
+            if len(run) == size:
+                chunks.append((run, now))
+                run = []
+        if run:
+            chunks.append((run, now))
         for outcomes in self._map(route_chunk, chunks):
             yield from outcomes
 
@@ -348,25 +376,33 @@ class RoutingPool:
             late = late or f"no routing worker answered within {timeout_s:g} s"
             raise self._break(late) from None
         if task_id == _LOST:
+            with self._lock:
+                in_hand = worker.held[0] if worker.held else None
+            suspects = tuple(in_hand[2][0]) if in_hand and in_hand[1] is route_chunk else ()
             raise self._break(f"routing worker {worker.process.pid} exited "
-                              f"(exit code {payload})")  # fmt: skip
+                              f"(exit code {payload})", suspects=suspects)  # fmt: skip
         if isinstance(payload, _Failure):
             what = "could not start" if task_id == _READY else "failed"
             raise RouterError(f"routing worker {worker.process.pid} {what}:\n"
                               f"{payload.traceback}")  # fmt: skip
         return worker, task_id, payload
 
-    def _break(self, reason: str) -> RoutingWorkerLostError:
+    def _break(self, reason: str, *, suspects: tuple[Inbound, ...] = ()) -> RoutingWorkerLostError:
         self._broken = reason
-        return RoutingWorkerLostError(reason)
+        return RoutingWorkerLostError(reason, suspects=suspects)
 
     def _arrived(self, worker: _Worker, task_id: int, payload: Any) -> None:
         """A receiving thread's report. A worker that answered gets another task (it
         still holds one, so it is not kept waiting while this one is pickled)."""
-        self._inbox.put((worker, task_id, payload))
         if task_id >= 0:
             with self._lock:
                 worker.assigned -= 1
+                while worker.held and worker.held[0][0] != task_id:
+                    worker.held.popleft()  # (cannot happen: answers come in order)
+                if worker.held:
+                    worker.held.popleft()
+        self._inbox.put((worker, task_id, payload))
+        if task_id >= 0:
             self._give(worker)
 
     def _give(self, worker: _Worker) -> None:
@@ -378,6 +414,7 @@ class RoutingPool:
                     return
                 task = self._pending.popleft()
                 worker.assigned += 1
+                worker.held.append(task)
                 self._tasks_given += 1
             # Pickled when given, not when submitted, so the first chunks leave at once.
             worker.give(pickle.dumps(task, pickle.HIGHEST_PROTOCOL))

@@ -149,6 +149,23 @@ class Settings(BaseSettings):
         lt=1.0,
         description="FAULT INJECTION for tests: abort this share of transactions at random",
     )
+    router_fault_crash_key: str | None = Field(
+        default=None,
+        description="FAULT INJECTION for tests: a routing worker kills itself (SIGKILL) on "
+        "the record with this key, as a crash in a C library would",
+    )
+    member_produce_byte_rate: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1024,
+        description="Kafka quota: bytes/s a member's principal may produce (members.yaml "
+        "quotas override it per member)",
+    )
+    member_request_percentage: float = Field(
+        default=50.0,
+        gt=0,
+        le=1000,
+        description="Kafka quota: share of a broker I/O thread a member's principal may use",
+    )
     metrics_host: str = Field(default="127.0.0.1")
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 picks a free port")
     match_secret: SecretStr | None = Field(

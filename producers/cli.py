@@ -3,19 +3,23 @@ sightings and enforcement actions to its inbound topic."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 from rich.progress import Progress
 
+from broker.catalog import SchemaCatalog
 from broker.cli.output import emit_rows, info, output_option, run_command_line
 from broker.cli.router import bootstrap_option, resolve_kafka
-from broker.errors import ConfigError, EventValidationError
+from broker.codec import AvroCodec
+from broker.errors import ActionError, ConfigError, EventValidationError
 from broker.events import (
     EnforcementAction,
     EnforcementKind,
@@ -76,45 +80,111 @@ def cli(ctx: click.Context, bootstrap: str | None, member: str, key_file: Path |
 
 
 def _summary(rows: list[dict[str, Any]], output_format: str) -> None:
-    emit_rows(rows, ["file", "read", "accepted", "rejected", "published", "rejects"],
+    emit_rows(rows, ["file", "read", "accepted", "rejected", "published", "skipped", "rejects"],
               output_format)  # fmt: skip
+
+
+class _Resume:
+    """``FILE.published.jsonl``: the lines of FILE that Kafka has acknowledged, with their
+    record ids. A later run skips a line listed with the id it has now, so an import
+    stopped half-way is resumed by running it again, and a finished one publishes nothing
+    more. (The router would refuse the repeated ids anyway: rows' ids derive from their
+    content, see producers.importing; this spares the dead-letter topic.)"""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done: dict[int, str] = {}
+        if path.exists():
+            for text in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(text)
+                    self.done[int(entry["line"])] = str(entry["id"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut by an interruption: that row is published again
+        self.acknowledged: list[tuple[int, str]] = []  # appended by Kafka's callbacks
+
+    def record(self, out: TextIO) -> None:
+        """Write what Kafka acknowledged since the last call."""
+        while self.acknowledged:
+            line, record_id = self.acknowledged.pop(0)
+            out.write(json.dumps({"line": line, "id": record_id}) + "\n")
+        out.flush()
 
 
 def _import(ctx: _Context, path: Path, kind: type[Event], rejects: Path | None,
             output_format: str) -> None:  # fmt: skip
     rejects = rejects or path.with_name(path.name + ".rejects.jsonl")
+    resume = _Resume(path.with_name(path.name + ".published.jsonl"))
     total = sum(1 for line in path.open(encoding="utf-8") if line.strip())
-    accepted = rejected = 0
+    accepted = rejected = skipped = 0
     publisher = None if ctx.dry_run else ctx.make_publisher()
+    codec = AvroCodec(SchemaCatalog.load())
     try:
         with (
             rejects.open("w", encoding="utf-8") as rejected_out,
+            contextlib.ExitStack() as stack,
             Progress(transient=True, disable=total < 200) as progress,
         ):
+            marker = None if publisher is None else stack.enter_context(
+                resume.path.open("a", encoding="utf-8"))  # fmt: skip
             task = progress.add_task(f"publishing {path.name}", total=total)
             for item in read_events(path, kind, ctx.member):
                 progress.advance(task)
-                if isinstance(item, Rejected):
-                    rejected += 1
-                    rejected_out.write(item.to_json() + "\n")
-                    continue
-                assert isinstance(item, Accepted)
-                accepted += 1
-                if publisher is not None:
-                    publisher.publish(item.event)
-        if publisher is not None:
-            publisher.flush()
+                if isinstance(item, Accepted):
+                    record_id = _record_id(item.event)
+                    if resume.done.get(item.line) == record_id:
+                        skipped += 1
+                        continue
+                    failure = _send(publisher, codec, item, record_id, resume)
+                    if failure is None:
+                        accepted += 1
+                        if marker is not None:
+                            resume.record(marker)
+                        continue
+                    item = failure
+                rejected += 1
+                rejected_out.write(item.to_json() + "\n")
+            if publisher is not None:
+                publisher.flush()
+            if marker is not None:
+                resume.record(marker)
     finally:
         if publisher is not None:
             publisher.close()
     if not rejected:
         rejects.unlink()
-    _summary([{"file": str(path), "read": accepted + rejected, "accepted": accepted,
+    _summary([{"file": str(path), "read": accepted + rejected + skipped, "accepted": accepted,
                "rejected": rejected, "published": 0 if ctx.dry_run else accepted,
-               "rejects": str(rejects) if rejected else ""}], output_format)  # fmt: skip
+               "skipped": skipped, "rejects": str(rejects) if rejected else ""}],
+             output_format)  # fmt: skip
+    if skipped:
+        info(f"{skipped} line(s) skipped: published by an earlier run ({resume.path})")
     if rejected:
         info(f"{rejected} line(s) rejected; each is in {rejects} with its reason")
         raise SystemExit(EXIT_REJECTED)
+
+
+def _record_id(event: Event) -> str:
+    record = event.to_avro()
+    return str(record.get("indicator_id") or record.get("report_id"))
+
+
+def _send(publisher: Publisher | None, codec: AvroCodec, item: Accepted, record_id: str,
+          resume: _Resume) -> Rejected | None:  # fmt: skip
+    """Publish (or, dry, encode) one accepted row; its rejection if it cannot be sent."""
+    try:
+        if publisher is None:
+            codec.encode(item.event.avro_type, item.event.to_avro())  # size and shape
+            return None
+
+        def acknowledged(_: str, error: str | None) -> None:
+            if error is None:
+                resume.acknowledged.append((item.line, record_id))
+
+        publisher.publish(item.event, on_done=acknowledged)
+    except ActionError as exc:  # too large, or not encodable: this row only
+        return Rejected(item.line, json.dumps(item.event.to_avro(), default=str), exc.message)
+    return None
 
 
 _rejects_option = click.option(

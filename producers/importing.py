@@ -6,9 +6,15 @@ and the reason; nothing is dropped silently.
 JSON Lines: one object per line, shaped like the event (``seller`` nested). CSV: a header
 row; nested fields as dotted columns (``seller.email``); list fields (``product_categories``,
 ``brands``, ``seller.payment_accounts``, ...) separated by ``;``. In both, the publishing
-member fills what a member would not type: a new id, ``source_member``, and
+member fills what a member would not type: an id, ``source_member``, and
 ``published_at`` (now) / ``observed_at`` (= published_at) when absent; ``tlp`` defaults to
 AMBER, ``purpose`` to IPR_ENFORCEMENT, ``hss`` to false.
+
+A row without an id gets one derived from the member, the event type and the row's own
+content (:func:`row_id`), so importing the same file again gives every row the id it had
+the first time: the router refuses a record id already routed, and a row is never
+delivered twice, whether the first run finished or was interrupted. Two equal rows in one
+file are one record: the second is rejected, naming the first.
 """
 
 from __future__ import annotations
@@ -59,11 +65,27 @@ def file_format(path: Path) -> str:
     raise EventValidationError(f"{path}: unknown file type {suffix!r}: use .jsonl or .csv")
 
 
+#: The namespace of ids derived from rows (uuid5): fixed, so a row's id never changes.
+ROW_ID_NAMESPACE = uuid.UUID("0b4c2a7e-5a0f-4c57-9d3e-7c1d2b6e8f10")
+_ID_FIELDS = {SellerIndicator: "indicator_id", SeizureReport: "report_id"}
+
+
+def row_id(member: str, kind: type[Event], data: dict[str, Any]) -> str:
+    """The id of a row that names none: the same member, type and content, the same id."""
+    content = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return str(uuid.uuid5(ROW_ID_NAMESPACE, f"{member}\x1f{kind.avro_type}\x1f{content}"))
+
+
 def read_events(path: Path, kind: type[Event], member: str,
                 now: dt.datetime | None = None) -> Iterator[Accepted | Rejected]:  # fmt: skip
     """Each line of ``path`` as an accepted ``kind`` event or a rejection."""
+    if kind not in _ID_FIELDS:
+        raise EventValidationError(
+            f"files hold indicators or seizure reports, not {kind.avro_type}"
+        )
     now = now or dt.datetime.now(dt.UTC)
     fmt = file_format(path)
+    first_line: dict[str, int] = {}  # record id -> the line that first had it
     with path.open(encoding="utf-8", newline="") as handle:
         rows = _jsonl_rows(handle) if fmt == "jsonl" else _csv_rows(handle)
         for line, text, data in rows:
@@ -71,9 +93,16 @@ def read_events(path: Path, kind: type[Event], member: str,
                 yield Rejected(line, text, data)
                 continue
             try:
-                yield Accepted(line, kind.parse(_complete(data, kind, member, now)))
+                event = kind.parse(_complete(data, kind, member, now))
             except EventValidationError as exc:
                 yield Rejected(line, text, exc.message)
+                continue
+            record_id = str(event.to_avro()[_ID_FIELDS[kind]])
+            earlier = first_line.setdefault(record_id, line)
+            if earlier != line:
+                yield Rejected(line, text, f"the same record as line {earlier} (id {record_id})")
+                continue
+            yield Accepted(line, event)
 
 
 def _jsonl_rows(handle: io.TextIOBase) -> Iterator[tuple[int, str, dict[str, Any] | str]]:
@@ -132,6 +161,9 @@ def _unflatten(flat: dict[str, str]) -> dict[str, Any]:
 def _complete(data: dict[str, Any], kind: type[Event], member: str,
               now: dt.datetime) -> dict[str, Any]:  # fmt: skip
     record = dict(data)
+    id_field = _ID_FIELDS.get(kind)
+    if id_field is not None and id_field not in record:
+        record[id_field] = row_id(member, kind, data)
     claimed = record.setdefault("source_member", member)
     if claimed != member:
         raise EventValidationError(
@@ -141,9 +173,6 @@ def _complete(data: dict[str, Any], kind: type[Event], member: str,
     record.setdefault("purpose", "IPR_ENFORCEMENT")
     record.setdefault("hss", False)
     if kind is SellerIndicator:
-        record.setdefault("indicator_id", str(uuid.uuid4()))
         record.setdefault("published_at", now)
         record.setdefault("observed_at", record["published_at"])
-    elif kind is SeizureReport:
-        record.setdefault("report_id", str(uuid.uuid4()))
     return record

@@ -89,6 +89,8 @@ def provision(bootstrap: str | None, policy_dir: Path | None, partitions: int,
         kafka, registry, router_principal=settings.router_principal,
         router_group=settings.router_group, credentials_dir=settings.credentials_folder,
         rotate=rotate_credentials, dry_run=dry_run,
+        produce_byte_rate=settings.member_produce_byte_rate,
+        request_percentage=settings.member_request_percentage,
     )  # fmt: skip
     rows = [o.to_row() for o in topics] + [o.to_row() for o in access if o.action != "exists"]
     emit_rows(rows, ["kind", "name", "detail", "action"], output_format)

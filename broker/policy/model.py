@@ -87,6 +87,19 @@ class MemberKey(_Strict):
     public_key: PublicKey
 
 
+class MemberQuotas(_Strict):
+    """Kafka client quotas of one member's principal, over the consortium's defaults
+    (settings ``member_produce_byte_rate``, ``member_request_percentage``): one member's
+    flood must not slow routing for the others."""
+
+    produce_byte_rate: int | None = Field(
+        default=None, ge=1024, description="bytes per second this member may produce"
+    )
+    request_percentage: float | None = Field(
+        default=None, gt=0, le=1000, description="share of one broker I/O thread, in percent"
+    )
+
+
 class Member(_Strict):
     id: MemberId
     name: str = Field(min_length=1, max_length=200)
@@ -98,6 +111,10 @@ class Member(_Strict):
         default=False,
         description="may read the audit topic and the router's committed chain heads (the "
         "IPR Center's analysts, who oversee the consortium)",
+    )
+    quotas: MemberQuotas = Field(
+        default_factory=MemberQuotas,
+        description="Kafka client quotas for this member, where the defaults do not fit",
     )
 
 

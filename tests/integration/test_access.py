@@ -24,6 +24,7 @@ from kafka.structs import TopicPartition
 from broker.connection import KafkaConnection
 from broker.policy.model import Member, MemberRegistry
 from broker.provision import Consortium, admin_client, current_acls
+from broker.quotas import current_quotas
 from broker.topics import AUDIT_TOPIC, DLQ_TOPIC, LEDGER_TOPIC, RECORD_IDS_TOPIC
 from tests.integration.routers import ACTION_BROKER
 
@@ -333,13 +334,17 @@ def test_removing_a_member_revokes_all_of_its_rights(
     collider = extended.member("platform-ab")
     with admin_client(kafka, "acl-revoke") as admin:
         before = current_acls(admin)
+        quotas_before = current_quotas(admin)
     assert any(acl.principal == "User:platform-ab" for acl in before)
+    assert "platform-ab" in quotas_before, "a member's principal gets quotas"
     original = [m for m in extended.registry.members if m.id != "platform-ab"]
     Consortium.provision(kafka, extended.registry.model_copy(update={"members": tuple(original)}),
                          extended.credentials_dir)  # fmt: skip
     with admin_client(kafka, "acl-revoke") as admin:
         after = current_acls(admin)
+        quotas_after = current_quotas(admin)
     assert not any(acl.principal == "User:platform-ab" for acl in after)
+    assert quotas_after == {u: q for u, q in quotas_before.items() if u != "platform-ab"}
     # Gone too: the router's rights on the removed member's topics.
     assert after == {acl for acl in before
                      if acl.principal != "User:platform-ab"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from broker.policy.demo_keys import demo_encryption_key, demo_signing_key
 from broker.provision import Consortium
 from consumers.feed_reader import FeedReader, FeedReaderConfig
 from producers.publisher import Publisher, PublisherConfig
-from tests.integration.routers import RouterProcess
+from tests.integration.routers import RouterProcess, TopicReader
 from tests.members import indicator, retraction
 
 BIN = Path(sys.executable).parent
@@ -30,6 +32,22 @@ def routed(
     router.start().wait_ready()
     yield consortium
     assert router.stop() == 0
+
+
+def _dead_letter_reasons(consortium: Consortium, keys: set[bytes],
+                        limit_s: float = 60) -> dict[bytes, str]:  # fmt: skip
+    """The dead-letter reason of each record key in ``keys``, as the router wrote them."""
+    reader = TopicReader(consortium.admin, ["action.dlq"])
+    found: dict[bytes, str] = {}
+    deadline = time.monotonic() + limit_s
+    try:
+        while set(found) != keys and time.monotonic() < deadline:
+            for record in reader.poll():
+                if record.key in keys:
+                    found[record.key] = dict(record.headers)["action.dlq.reason"].decode()
+    finally:
+        reader.close()
+    return found
 
 
 def _publisher(consortium: Consortium, member: str) -> Publisher:
@@ -93,16 +111,33 @@ def test_publish_cli_then_feed_cli_sync_sellers_and_export(
     rows.append("bad-row-only")
     csv_file = tmp_path / "alerts.csv"
     csv_file.write_text("\n".join(rows) + "\n")
+    publish_env = {**os.environ, **routed.member("platform-a").environment()}
     publish = subprocess.run(
         [str(BIN / "action-publish"), "--member", "platform-a",
          "--demo-keys", "indicators", str(csv_file), "-o", "json"],
-        capture_output=True, text=True, check=False, timeout=120,
-        env={**os.environ, **routed.member("platform-a").environment()},
+        capture_output=True, text=True, check=False, timeout=120, env=publish_env,
     )  # fmt: skip
     assert publish.returncode == 4, publish.stderr
     assert json.loads(publish.stdout)[0]["published"] == 3
     rejects = (tmp_path / "alerts.csv.rejects.jsonl").read_text().splitlines()
     assert len(rejects) == 1
+    # Run again: nothing is published twice. The whole file is skipped; then, as if the
+    # first run had been interrupted before two acknowledgements were recorded, those two
+    # rows go out again under the ids they had, and the router refuses them.
+    again = subprocess.run(publish.args, capture_output=True, text=True, check=False,
+                           timeout=120, env=publish_env)  # fmt: skip
+    assert json.loads(again.stdout)[0]["published"] == 0, again.stderr
+    assert json.loads(again.stdout)[0]["skipped"] == 3
+    marker = tmp_path / "alerts.csv.published.jsonl"
+    first_line, *resent = marker.read_text().splitlines()
+    marker.write_text(first_line + "\n")
+    resumed = subprocess.run(publish.args, capture_output=True, text=True, check=False,
+                             timeout=120, env=publish_env)  # fmt: skip
+    assert (json.loads(resumed.stdout)[0]["published"],
+            json.loads(resumed.stdout)[0]["skipped"]) == (2, 1), resumed.stderr  # fmt: skip
+    resent_ids = {json.loads(line)["id"].encode() for line in resent}
+    refused = _dead_letter_reasons(routed, resent_ids)
+    assert refused == dict.fromkeys(resent_ids, "record.id_reused")
     with _publisher(routed, "payments-x") as publisher:  # the same seller, from a processor
         publisher.publish(indicator("payments-x", 1, purpose="FRAUD_PREVENTION",
                                     seller={"email": f"s1-{run}@shop.example"}))  # fmt: skip
@@ -114,6 +149,10 @@ def test_publish_cli_then_feed_cli_sync_sellers_and_export(
                           text=True, check=False, timeout=180, env=as_ipr_center)  # fmt: skip
     assert sync.returncode == 0, sync.stderr
     assert json.loads(sync.stdout)[0]["added"] >= 4
+    with sqlite3.connect(store) as db:
+        copies = db.execute("SELECT count(*) FROM identifiers WHERE kind = 'seller.account_id' "
+                            "AND value LIKE ?", (f"R{run}-%",)).fetchone()[0]  # fmt: skip
+    assert copies == 3, "each row once, after three runs of the file"
     sellers = subprocess.run([*feed, "sellers", "--min-sources", "2", "-o", "json"],
                              capture_output=True, text=True, check=True)  # fmt: skip
     correlated = [s for s in json.loads(sellers.stdout) if f"R{run}" in s["identifiers"]]

@@ -492,6 +492,37 @@ def test_a_killed_routing_worker_costs_an_aborted_transaction_and_nothing_else(
     _assert_audit_chains_intact(consortium)
 
 
+def test_a_record_that_kills_a_routing_worker_each_time_is_dead_lettered_and_routing_goes_on(
+    consortium: Consortium, tmp_path: Path
+) -> None:
+    """A record that crashes the worker routing it (the fault hook SIGKILLs the worker, as a
+    segfault in a C library would) is retried alone once, then dead-lettered as
+    router.worker_lost; every other record is delivered exactly once."""
+    events = mixed_stream(400)
+    poison = events[200]
+    poison_key, _, _ = signed(poison)
+    others = [e for e in events if e is not poison]
+    watcher = FeedWatcher(consortium, others)
+    router = RouterProcess(
+        consortium.router,
+        tmp_path,
+        router_batch_records=100,
+        router_workers=2,
+        router_fault_crash_key=poison_key.decode(),
+    ).start()
+    router.wait_ready()
+    try:
+        publish(consortium, events)
+        (letter,) = _dead_letters(consortium, poison_key, 1, limit_s=120)
+        assert dict(letter.headers)["action.dlq.reason"] == b"router.worker_lost"
+        _assert_exactly_once(consortium, watcher)
+        assert not router.exited()
+        assert metric_value(router.metrics(), "action_router_worker_restarts_total") >= 2
+        assert "killed a routing worker twice: dead-lettered" in router.log()
+    finally:
+        assert router.stop() == 0
+
+
 def _assert_audit_chains_intact(consortium: Consortium) -> None:
     reader = TopicReader(consortium.admin, ["action.audit"])
     records = reader.read_until_quiet(quiet_s=3, limit_s=300)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,9 +19,10 @@ from broker.ledger import DeliveryLedger
 from broker.policy.demo_keys import demo_match_secret
 from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
-from broker.routing import Inbound, RecordRouter
+from broker.routing import UNPROCESSABLE, Inbound, RecordRouter, Writes
 from policies import POLICY_DIR
 from producers.importing import Accepted, Rejected, read_events
+from tests import hostile
 from tests.members import CODEC, indicator, signed
 
 POLICIES = load_policies(POLICY_DIR)
@@ -106,3 +108,33 @@ def test_the_router_core_dead_letters_any_garbage(data: bytes, flips: list[int])
         assert routed.dead_letter is not None, "only the signed original may pass"
         assert routed.dead_letter.reason
         assert not routed.feeds
+
+
+HOSTILE = hostile.corpus()
+
+
+@given(
+    base=st.integers(0, len(HOSTILE) - 1),
+    other=st.integers(0, len(HOSTILE) - 1),
+    rng=st.randoms(use_true_random=False),
+)
+@settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_no_mutation_of_a_signed_record_raises_or_passes_unless_it_is_still_the_original(
+    base: int, other: int, rng: random.Random
+) -> None:
+    """A member's mutated records (values, headers, both; bit flips, truncations,
+    splices, huge declared lengths, invalid UTF-8, deep JSON, giant or many headers) each
+    end as an anticipated dead letter; none makes routing raise (record.unprocessable
+    counts as a failure here: it means a path the router does not yet check); and only
+    the signed bytes themselves are routed."""
+    sample = HOSTILE[base]
+    mutated = hostile.mutate(sample, HOSTILE[other], rng)
+    writes = ROUTER.writes(mutated.inbound(), now=dt.datetime.now(dt.UTC), ledger=DeliveryLedger(),
+                           decided_at_ms=0)  # fmt: skip
+    assert isinstance(writes, Writes)
+    if writes.dead_letter is None:
+        assert mutated.value == sample.value, "only the signed bytes may be routed"
+        assert mutated.topic == sample.topic
+        return
+    assert writes.dead_letter.reason != UNPROCESSABLE, writes.dead_letter.detail
+    assert not writes.feeds

@@ -85,6 +85,55 @@ def test_csv_import_reads_dotted_and_list_columns(tmp_path: Path) -> None:
     assert "3 columns where the header has 9" in reasons[4]
 
 
+def test_rows_without_ids_get_the_same_id_in_every_run_and_a_repeated_row_is_rejected(
+    tmp_path: Path,
+) -> None:
+    """Importing a file again gives each row the id it had, so the router refuses what the
+    first run published; two equal rows are one record."""
+    path = tmp_path / "in.jsonl"
+    row = {"seller": {"account_id": "S-1"}, "product_categories": ["TOYS"], "confidence": 70}
+    other = {**row, "confidence": 71}
+    path.write_text("\n".join(json.dumps(r) for r in (row, other, row)) + "\n")
+    later = NOW + dt.timedelta(hours=3)
+    first = list(read_events(path, SellerIndicator, "platform-a", NOW))
+    second = list(read_events(path, SellerIndicator, "platform-a", later))
+    ids = [str(i.event.to_avro()["indicator_id"]) for i in first if isinstance(i, Accepted)]
+    assert ids == [str(i.event.to_avro()["indicator_id"]) for i in second
+                   if isinstance(i, Accepted)]  # fmt: skip
+    assert len(set(ids)) == 2
+    (repeated,) = [i for i in first if isinstance(i, Rejected)]
+    assert (repeated.line, repeated.reason) == (3, f"the same record as line 1 (id {ids[0]})")
+    elsewhere = list(read_events(path, SellerIndicator, "platform-c", NOW))
+    assert not {str(i.event.to_avro()["indicator_id"]) for i in elsewhere
+                if isinstance(i, Accepted)} & set(ids), "ids depend on the member"  # fmt: skip
+
+
+def test_an_oversized_row_is_a_rejected_line_and_the_import_goes_on(tmp_path: Path) -> None:
+    """It used to stop the whole file at that row, after earlier rows were published,
+    with no line number and nothing in the rejects file."""
+    path = tmp_path / "alerts.jsonl"
+    small = {"seller": {"account_id": "S-1"}, "product_categories": ["TOYS"], "confidence": 70}
+    text = "y" * 4000
+    addresses = [{"lines": [f"{i} {text}"] * 8, "country": "CN"} for i in range(16)]
+    huge = {**small, "seller": {"account_id": "S-2", "addresses": addresses},
+            "brands": [f"{i} {text}" for i in range(64)],
+            "evidence": [{"kind": "OTHER", "reference": f"{i} {text}", "description": text}
+                         for i in range(64)]}  # fmt: skip
+    path.write_text("\n".join(json.dumps(r) for r in (small, huge, {**small, "confidence": 80}))
+                    + "\n")  # fmt: skip
+    done = subprocess.run(
+        [str(BIN / "action-publish"), "--member", "platform-a", "--demo-keys", "--dry-run",
+         "indicators", str(path), "-o", "json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    (summary,) = json.loads(done.stdout)
+    assert (summary["accepted"], summary["rejected"]) == (2, 1)
+    (reject,) = [json.loads(line) for line in Path(summary["rejects"]).read_text().splitlines()]
+    assert reject["line"] == 2
+    assert "encodes to" in reject["reason"]
+
+
 def test_action_publish_dry_run_writes_rejects_and_exits_4(tmp_path: Path) -> None:
     path = tmp_path / "alerts.jsonl"
     path.write_text('{"seller": {"account_id": "S-1"}, "product_categories": ["TOYS"], '

@@ -164,6 +164,36 @@ def test_a_killed_worker_breaks_the_pool_which_closes_and_is_replaced() -> None:
         replacement.close()
 
 
+def test_a_worker_killed_by_a_record_names_the_task_it_held_and_alone_names_the_record() -> None:
+    """The fault hook kills a worker on one chosen record: the loss names the records of
+    the task in hand. Routed again with those records each alone, the next loss names
+    that one record, and the others route."""
+    records = _inbound(mixed_stream(120))
+    poison = records[57]
+    first = RoutingPool(ROUTER, workers=2, crash_key=poison.key)
+    try:
+        with pytest.raises(RoutingWorkerLostError) as raised:
+            list(first.route(records, NOW))
+    finally:
+        first.close()
+    suspects = raised.value.suspects
+    assert poison in suspects
+    assert 1 < len(suspects) < len(records), "the task in hand, not the whole routing"
+    second = RoutingPool(ROUTER, workers=2, crash_key=poison.key)
+    try:
+        with pytest.raises(RoutingWorkerLostError) as again:
+            list(second.route(records, NOW, alone={r.position for r in suspects}))
+    finally:
+        second.close()
+    assert again.value.suspects == (poison,)
+    third = RoutingPool(ROUTER, workers=2, crash_key=poison.key)
+    try:
+        rest = [r for r in records if r is not poison]
+        assert len(list(third.route(rest, NOW, alone={r.position for r in suspects}))) == 119
+    finally:
+        third.close()
+
+
 def test_a_worker_killed_half_way_through_sending_its_result_is_noticed_at_once() -> None:
     """The stdlib's ProcessPoolExecutor waits for the rest of such a message for ever (its
     workers share one result pipe). Here the worker's own pipe ends: the loss is reported
@@ -198,9 +228,10 @@ def test_an_exception_in_a_worker_is_raised_with_its_traceback_and_the_pool_goes
 
 
 def test_a_worker_that_cannot_start_fails_the_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(WorkerSetup, "of", classmethod(
-        lambda cls, router: pool_faults.UnstartableSetup(router.policy_set, router.match_key,
-                                                         None, None, 1024)))  # fmt: skip
+    def unstartable(cls: type, router: RecordRouter, crash_key: bytes | None) -> WorkerSetup:
+        return pool_faults.UnstartableSetup(router.policy_set, router.match_key, None, None, 1024)
+
+    monkeypatch.setattr(WorkerSetup, "of", classmethod(unstartable))
     pool = RoutingPool(ROUTER, workers=1)
     try:
         with pytest.raises(RouterError, match=r"(?s)could not start:.*manifest\.json"):
