@@ -44,6 +44,10 @@ from broker.settings import load_settings
 from broker.signing import header_map, public_keys, verify_feed_record
 from broker.topics import feed_topic
 
+#: How long a reader with an idle timeout waits to be given partitions, beyond that
+#: timeout: a killed reader's partitions are freed after its session timeout (45 s).
+JOIN_TIMEOUT_S = 60.0
+
 
 @dataclass(frozen=True)
 class FeedReaderConfig:
@@ -141,6 +145,7 @@ class FeedReader:
             if self.source_keys is None:
                 self.source_keys = public_keys(k for m in registry.members
                                                for k in m.signing_keys)  # fmt: skip
+        self._group = config.group_id or f"{config.member}.feed"
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._handled: dict[TopicPartition, int] = {}  # next offset to commit, per partition
         self.duplicates = 0
@@ -149,7 +154,7 @@ class FeedReader:
             self._consumer = KafkaConsumer(
                 self.topic,
                 bootstrap_servers=config.bootstrap,
-                group_id=config.group_id or f"{config.member}.feed",
+                group_id=self._group,
                 client_id=f"{config.member}.feed-reader",
                 enable_auto_commit=False,
                 isolation_level="read_committed",
@@ -162,15 +167,30 @@ class FeedReader:
     def deliveries(self, *, idle_timeout_s: float | None = None,
                    max_records: int | None = None) -> Iterator[Delivery]:  # fmt: skip
         """Deliveries in feed order; stops after ``idle_timeout_s`` without new records
-        (None: never) or ``max_records`` deliveries."""
+        (None: never) or ``max_records`` deliveries.
+
+        The idle clock runs only while this reader holds partitions: joining the group can
+        take up to a session timeout (45 s) after a reader of the same group was killed,
+        and a reader that gave up meanwhile would stop without reading anything. Joining
+        is given :data:`JOIN_TIMEOUT_S` beyond the idle time; then ActionError."""
         import time
 
         yielded = 0
-        idle_since = time.monotonic()
+        started = idle_since = time.monotonic()
         while True:
             batch = self._consumer.poll(timeout_ms=500)
             if not batch:
-                if idle_timeout_s is not None and time.monotonic() - idle_since > idle_timeout_s:
+                now = time.monotonic()
+                if not self._consumer.assignment():
+                    idle_since = now  # still joining the group: not idle yet
+                    limit = (idle_timeout_s or 0) + JOIN_TIMEOUT_S
+                    if idle_timeout_s is not None and now - started > limit:
+                        raise ActionError(
+                            f"no partitions of {self.topic} assigned within {limit:g} s",
+                            hint=f"another reader in group {self._group} may hold them, or "
+                            "Kafka is unreachable",
+                        )
+                elif idle_timeout_s is not None and now - idle_since > idle_timeout_s:
                     return
                 continue
             idle_since = time.monotonic()

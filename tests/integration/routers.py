@@ -95,7 +95,7 @@ class RouterProcess:
                 this_start = log.read().decode(errors="replace")
             found = re.findall(r"metrics: (http://\S+)/metrics", this_start)
             if found:
-                return found[-1]
+                return str(found[-1])
             time.sleep(0.2)
         raise AssertionError(f"the router printed no metrics URL:\n{self.log()[-3000:]}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -14,14 +15,18 @@ from pathlib import Path
 
 import pytest
 
+from broker.demo import expected_deliveries
 from broker.policy.demo_keys import demo_encryption_key, demo_signing_key
+from broker.policy.loader import load_policies
 from broker.provision import Consortium
 from consumers.feed_reader import FeedReader, FeedReaderConfig
+from policies import POLICY_DIR
 from producers.publisher import Publisher, PublisherConfig
-from tests.integration.routers import RouterProcess, TopicReader
-from tests.members import indicator, retraction
+from tests.integration.routers import RouterProcess, TopicReader, publish
+from tests.members import CODEC, indicator, mixed_stream, retraction
 
 BIN = Path(sys.executable).parent
+POLICIES = load_policies(POLICY_DIR)
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +170,79 @@ def test_publish_cli_then_feed_cli_sync_sellers_and_export(
     from stix2validator import ValidationOptions, validate_file
 
     assert validate_file(str(out), ValidationOptions(version="2.1")).is_valid
+
+
+def _feed_identities(consortium: Consortium, member: str) -> set[tuple[str, str]]:
+    """(source as delivered, record id) of every record in the member's feed now."""
+    reader = TopicReader(consortium.admin, [f"action.feed.{member}"])
+    records = reader.read_until_quiet(quiet_s=3)
+    reader.close()
+    out = set()
+    for record in records:
+        decoded = CODEC.decode(record.value).record
+        out.add((str(decoded["source_member"]), record.key.decode()))
+    return out
+
+
+def _stream_to_ipr_center(consortium: Consortium, count: int) -> set[str]:
+    """Publish ``count`` indicators and wait for those the MOUs give the IPR Center."""
+    events = mixed_stream(count)
+    expected = {rid for who, rid in expected_deliveries(POLICIES, events) if who == "ipr-center"}
+    publish(consortium, events)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if expected <= {rid for _, rid in _feed_identities(consortium, "ipr-center")}:
+            return expected
+        time.sleep(1)
+    raise AssertionError("the stream did not reach the IPR Center's feed")
+
+
+def test_commit_covers_exactly_what_was_yielded_not_the_fetched_batch(routed: Consortium) -> None:
+    """After poll(), the consumer's position is past the whole fetched batch. A reader
+    that stops after 7 deliveries and commits must resume at the 8th: together the two
+    readers see the whole feed, with no gap and nothing twice."""
+    _stream_to_ipr_center(routed, 60)
+    everything = _feed_identities(routed, "ipr-center")
+    group = f"ipr-center.partial-{uuid.uuid4().hex[:8]}"
+    with _reader(routed, "ipr-center", group) as reader:
+        first = [(d.source, d.record_id) for d in reader.deliveries(max_records=7)]
+        reader.commit()
+    with _reader(routed, "ipr-center", group) as reader:
+        rest = [(d.source, d.record_id) for d in reader.deliveries(idle_timeout_s=5)]
+    assert len(first) == 7
+    assert not set(first) & set(rest), "nothing twice"
+    assert set(first) | set(rest) >= everything, "no gap after the 7th"
+
+
+def test_sync_killed_mid_feed_then_restarted_stores_every_record_once(
+    routed: Consortium, tmp_path: Path
+) -> None:
+    """``action-feed sync`` SIGKILLed once its store holds some of the feed; a second
+    sync resumes from its committed offsets. The store then holds every record of the
+    feed exactly once."""
+    _stream_to_ipr_center(routed, 1_500)
+    store = tmp_path / "killed.sqlite"
+    command = [str(BIN / "action-feed"), "--member", "ipr-center", "--demo-keys",
+               "--store", str(store), "--group", f"ipr-center.k{uuid.uuid4().hex[:6]}",
+               "sync", "--idle", "8"]  # fmt: skip
+    env = {**os.environ, **routed.member("ipr-center").environment()}
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 120
+    stored = 0
+    while stored == 0 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        with contextlib.suppress(sqlite3.Error), sqlite3.connect(store) as db:
+            stored = db.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+    first.kill()
+    first.wait(10)
+    everything = _feed_identities(routed, "ipr-center")
+    assert 0 < stored < len(everything), "killed part-way through the feed"
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300,
+                            check=False)  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    with sqlite3.connect(store) as db:
+        rows = db.execute("SELECT source, record_id FROM deliveries").fetchall()
+    assert len(rows) == len(set(rows)), "each record once"
+    missing = everything - {tuple(row) for row in rows}
+    assert not missing, f"{len(missing)} records missing; second sync said: {second.stderr[-2000:]}"
