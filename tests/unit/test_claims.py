@@ -68,7 +68,7 @@ def test_expiry_forgets_exactly_the_claims_older_than_the_window(ages: list[int]
     claims = RecordClaims(retention_days=30)
     routed = sorted(NOW_MS - age * DAY_MS - 1 for age in ages)
     for number, at_ms in enumerate(routed):
-        claims.load(f"r-{number}", Claim("platform-a", "d", at_ms).encode())
+        claims.load(f"r-{number}", Claim("platform-a", content_digest(b"d"), at_ms).encode())
     expired = claims.expire(NOW_MS)
     assert expired == sum(1 for at_ms in routed if at_ms < NOW_MS - 30 * DAY_MS)
     assert len(claims) == len(routed) - expired
@@ -82,6 +82,10 @@ def test_claims_round_trip_through_the_topic_and_tombstones_remove_them() -> Non
     assert claims.get("r-1") == claim
     claims.load("r-1", None)
     assert claims.get("r-1") is None
+    uuid_id = "6f1c1a52-2b0f-4d0e-9a57-0b9f1f5e7c11"
+    claims.load(uuid_id, claim.encode())
+    assert claims.get(uuid_id) == claim
+    assert claims.get(uuid_id.upper()) == claim, "one UUID, however it is written"
 
 
 def test_the_ledger_remembers_each_indicators_source_for_ever() -> None:
