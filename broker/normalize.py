@@ -34,9 +34,26 @@ def _domain_extractor() -> tldextract.TLDExtract:
     )
 
 
+#: Reserved for documentation and testing (RFC 2606, RFC 6761): not on the public suffix
+#: list, yet ``shop.example`` is as registrable in examples as ``shop.com`` is in life.
+RESERVED_TLDS = frozenset({"example", "test", "invalid"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _without_format_characters(text: str) -> str:
+    """Without Unicode format characters (category Cf: zero-width space and joiners, soft
+    hyphen, byte-order mark, bidirectional marks): invisible, they would make one
+    identifier into many different values and match tokens."""
+    if text.isascii():
+        return text
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+
+
 def normalize_text(value: str) -> str:
-    """NFKC, trimmed, inner whitespace collapsed to one space (case kept)."""
-    return _SPACES.sub(" ", unicodedata.normalize("NFKC", value)).strip()
+    """NFKC, without format characters, trimmed, inner whitespace collapsed to one space
+    (case kept)."""
+    text = _without_format_characters(unicodedata.normalize("NFKC", value))
+    return _SPACES.sub(" ", text).strip()
 
 
 def normalize_display_name(value: str) -> str:
@@ -64,8 +81,13 @@ def _idna(host: str) -> str:
 
 @lru_cache(maxsize=65_536)  # sellers recur: the router sees the same values often
 def normalize_email(value: str) -> str:
-    """Lower-cased, trimmed; the domain in IDNA (punycode) form."""
+    """Lower-cased, trimmed; the domain in IDNA (punycode) form. ``mailto:`` links and
+    ``<angle brackets>`` are unwrapped: one address, however it was pasted."""
     email = normalize_text(value).lower()
+    if email.startswith("<") and email.endswith(">"):
+        email = email[1:-1].strip()
+    if email.startswith("mailto:"):
+        email = email.removeprefix("mailto:").partition("?")[0].strip()
     if not _EMAIL.match(email):
         raise ValueError(f"{value!r} is not an e-mail address (expected local@domain.tld)")
     local, _, domain = email.rpartition("@")
@@ -97,10 +119,12 @@ def normalize_url(value: str) -> str:
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{value!r} is not an http(s) URL")
     host = _idna(parts.hostname.rstrip("."))
-    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    scheme = parts.scheme.lower()
+    port = None if parts.port == _DEFAULT_PORTS[scheme] else parts.port
+    netloc = host if port is None else f"{host}:{port}"
     path = parts.path or "/"
     query = f"?{parts.query}" if parts.query else ""
-    return f"{parts.scheme.lower()}://{netloc}{path}{query}"
+    return f"{scheme}://{netloc}{path}{query}"
 
 
 @lru_cache(maxsize=65_536)  # sellers recur: the router sees the same values often
@@ -111,6 +135,9 @@ def registrable_domain(value: str) -> str:
     if not host:
         raise ValueError(f"{value!r} has no host name")
     host = _idna(host.rstrip("."))
+    labels = host.lower().split(".")
+    if len(labels) >= 2 and labels[-1] in RESERVED_TLDS and all(labels):
+        return ".".join(labels[-2:])
     extracted = _domain_extractor()(host)
     domain = extracted.top_domain_under_public_suffix
     if not domain:

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker import normalize as nz
+from broker.policy.treatments import MatchTokenKey, generalize, match_token
 from tests.strategies import emails
 
 
@@ -79,3 +80,77 @@ def test_display_name_normalization_is_idempotent(raw: str) -> None:
 def test_ip_normalization_is_idempotent(address: object) -> None:
     once = nz.normalize_ip(str(address).upper())
     assert nz.normalize_ip(once) == once
+
+
+# --- one identifier, one token, whatever its rendering ------------------------------------
+
+FORMAT_CHARACTERS = ["\u200b", "\u200c", "\u200d", "\u00ad", "\ufeff", "\u200e", "\u200f",
+                     "\u202a", "\u2060"]  # fmt: skip
+KEY = MatchTokenKey(1, b"k" * 32)
+
+
+def _sprinkle(text: str, marks: list[tuple[int, str]]) -> str:
+    """``text`` with invisible format characters inserted at the given positions."""
+    out = text
+    for position, mark in sorted(marks, reverse=True):
+        at = position % (len(out) + 1)
+        out = out[:at] + mark + out[at:]
+    return out
+
+
+invisible = st.lists(st.tuples(st.integers(0, 60), st.sampled_from(FORMAT_CHARACTERS)),
+                     max_size=4)  # fmt: skip
+
+
+@given(email=emails, marks=invisible, wrap=st.sampled_from(["", "mailto:", "<>", "mailto<>"]),
+       upper=st.booleans())  # fmt: skip
+def test_an_email_in_any_rendering_gives_one_match_token(
+    email: str, marks: list[tuple[int, str]], wrap: str, upper: bool
+) -> None:
+    rendered = _sprinkle(email.upper() if upper else email, marks)
+    if "mailto" in wrap:
+        rendered = "mailto:" + rendered + ("?subject=fake%20shoes" if upper else "")
+    if "<>" in wrap:
+        rendered = f"<{rendered}>"
+    expected = match_token(KEY, "email", nz.normalize_email(email))
+    assert match_token(KEY, "email", nz.normalize_email(rendered)) == expected
+
+
+@given(account=st.text(alphabet="ABCdef0123456789-_", min_size=1, max_size=20), marks=invisible)
+def test_an_account_id_with_invisible_characters_gives_one_token(
+    account: str, marks: list[tuple[int, str]]
+) -> None:
+    expected = match_token(KEY, "account_id", nz.normalize_account_id(account))
+    rendered = nz.normalize_account_id(_sprinkle(account, marks))
+    assert match_token(KEY, "account_id", rendered) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("https://shop.example.com:443/x", "https://shop.example.com/x"),
+        ("http://shop.example.com:80/x", "http://shop.example.com/x"),
+        ("https://shop.example.com:80/x", "https://shop.example.com:80/x"),
+        ("HTTPS://Sh\u200bop.example.com/", "https://shop.example.com/"),
+    ],
+)
+def test_default_ports_are_dropped_and_others_kept(raw: str, expected: str) -> None:
+    assert nz.normalize_url(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("https://shop.example/item", "shop.example"),
+        ("deals.fake-shoes.test", "fake-shoes.test"),
+        ("a.b.invalid", "b.invalid"),
+        ("https://www.example.com/", "example.com"),
+    ],
+)
+def test_reserved_test_domains_are_registrable(raw: str, expected: str) -> None:
+    """RFC 2606 and 6761 reserve these for examples and tests; a store URL on one is valid
+    and generalizes like any other."""
+    assert nz.registrable_domain(raw) == expected
+    assert generalize("seller.store_url", raw if "://" in raw else f"https://{raw}/") == (
+        f"https://{expected}/"
+    )
