@@ -53,6 +53,9 @@ def check(directory: Path) -> None:
             click.echo(problem)
         info(f"{len(exc.problems) or 1} problem(s) in {directory}")
         sys.exit(1)
+    for event_type, path in policy_set.unnamed_fields():
+        click.echo(f"review: {event_type}.{path} is named by no rule: each share rule's "
+                   "default_fields decides it (drop unless a rule says keep)")  # fmt: skip
     info(
         f"{directory}: valid; {len(policy_set.members)} members, {len(policy_set.mous)} MOUs, "
         f"{len(policy_set.plans)} (source, type, recipient) plans; version {policy_set.version}"

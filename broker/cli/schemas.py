@@ -56,11 +56,31 @@ def check(schema_dir: Path) -> None:
     problems = catalog_problems(catalog)
     for problem in problems:
         click.echo(problem)
+    _review_policies(catalog)
     count = sum(1 for _ in catalog)
     if problems:
         info(f"{len(problems)} problem(s) in {count} schema versions")
         sys.exit(1)
     info(f"{count} schema versions: ids fixed, fields documented, evolution fully compatible")
+
+
+def _review_policies(catalog: SchemaCatalog) -> None:
+    """Fields outside the envelope that no MOU of the configured policy folder names: a
+    schema change that adds one should prompt a policy review (it travels only as each
+    share rule's default_fields says)."""
+    from broker.errors import PolicyError
+    from broker.policy.loader import load_policies
+    from broker.settings import load_settings
+
+    folder = load_settings().policy_dir
+    try:
+        policy_set = load_policies(folder, catalog)
+    except PolicyError as exc:
+        click.echo(f"review: the policies in {folder} do not load with these schemas: {exc}")
+        return
+    for event_type, path in policy_set.unnamed_fields():
+        click.echo(f"review: {event_type}.{path} is named by no MOU in {folder}: it goes by "
+                   "each share rule's default_fields")  # fmt: skip
 
 
 @schemas.command()

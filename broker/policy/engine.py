@@ -16,7 +16,9 @@ from typing import Any
 
 from broker.events import Tlp
 from broker.policy.decision import Decision, FieldDecision
+from broker.policy.envelope import TreatableField, unnamed_fields
 from broker.policy.model import (
+    ANONYMOUS_PREFIX,
     TLP_ORDER,
     AcceptRule,
     Attribution,
@@ -83,13 +85,14 @@ class PolicySet:
         self,
         registry: MemberRegistry,
         mous: Mapping[str, Mou],
-        optional_fields: Mapping[str, Mapping[str, str]],
+        treatable: Mapping[str, Mapping[str, TreatableField]],
         version: str,
     ) -> None:
         self.registry = registry
         self.members = {m.id: m for m in registry.members}
         self.mous = dict(mous)
-        self.optional_fields = {t: dict(f) for t, f in optional_fields.items()}
+        # Per event type, the fields outside the envelope (broker.policy.envelope).
+        self.treatable = {t: dict(f) for t, f in treatable.items()}
         self.version = version
         self.encryption_keys = {
             m.id: RecipientKey.from_base64(
@@ -106,6 +109,15 @@ class PolicySet:
             for key, cands in self.plans.items()
         }
 
+    def unnamed_fields(self) -> list[tuple[str, str]]:
+        """Treatable fields no rule of any MOU names (see envelope.unnamed_fields)."""
+        named: dict[str, set[str]] = {}
+        for mou in self.mous.values():
+            for rule in (*mou.shares, *mou.accepts):
+                for event_type in rule.event_types:
+                    named.setdefault(event_type, set()).update(rule.fields)
+        return unnamed_fields(self.treatable, named)
+
     # --- compile ----------------------------------------------------------------------
 
     def _compile(self) -> dict[tuple[str, str, str], tuple[Candidate, ...]]:
@@ -118,7 +130,7 @@ class PolicySet:
                 if recipient_mou is None:
                     continue
                 source = self.members[source_id]
-                for event_type in self.optional_fields:
+                for event_type in self.treatable:
                     candidates = tuple(
                         self._candidate(share, accept, recipient, event_type)
                         for share in mou.shares
@@ -135,7 +147,7 @@ class PolicySet:
         self, share: ShareRule, accept: AcceptRule, recipient: Member, event_type: str
     ) -> Candidate:
         fields = []
-        for path in self.optional_fields[event_type]:
+        for path in self.treatable[event_type]:
             ours = _lookup(share.fields, path)
             theirs = _lookup(accept.fields, path)
             source_treatment = ours if ours is not None else share.default_fields
@@ -312,20 +324,24 @@ class PolicySet:
         memo: dict[tuple[str, Treatment], Any],
     ) -> Decision:
         out = {k: _copy(v) for k, v in record.items()}
+        treatable = self.treatable[event_type]
         for field in candidate.changed_fields:
             container, leaf = _container(out, field.path)
-            if container is None or container.get(leaf) in (None, []):
-                continue
+            if container is None or container.get(leaf) == treatable[field.path].default:
+                continue  # absent, as far as the schema can say: nothing to treat
+            spec = treatable[field.path]
             if field.treatment is Treatment.ENCRYPT:
-                treated = self._treat(field, container[leaf], recipient, record_id, match_key)
+                treated = self._treat(field, spec, container[leaf], recipient, record_id,
+                                      match_key)  # fmt: skip
             else:
                 key = (field.path, field.treatment)
                 if key not in memo:
-                    memo[key] = self._treat(field, container[leaf], recipient, record_id, match_key)
+                    memo[key] = self._treat(field, spec, container[leaf], recipient, record_id,
+                                            match_key)  # fmt: skip
                 treated = memo[key]
             container[leaf] = _copy(treated)
         if candidate.share.attribution is Attribution.ANONYMOUS:
-            out["source_member"] = f"anonymous-{self.members[source].sector.value}"
+            out["source_member"] = f"{ANONYMOUS_PREFIX}{self.members[source].sector.value}"
         return Decision(
             delivered=True,
             source=source,
@@ -342,6 +358,7 @@ class PolicySet:
     def _treat(
         self,
         field: FieldDecision,
+        spec: TreatableField,
         value: Any,
         recipient: str,
         record_id: str,
@@ -351,7 +368,7 @@ class PolicySet:
         if treatment is Treatment.KEEP:
             return value
         if treatment is Treatment.DROP:
-            return [] if isinstance(value, list) else None
+            return spec.dropped()
         if treatment is Treatment.GENERALIZE:
             return generalize(path, value)
         kind = path.rpartition(".")[2]

@@ -22,41 +22,13 @@ from pydantic import BaseModel, ValidationError
 from broker.catalog import SchemaCatalog
 from broker.errors import PolicyError
 from broker.policy.engine import PolicySet
+from broker.policy.envelope import EnvelopeError, TreatableField, treatable_fields
 from broker.policy.model import AcceptRule, MemberRegistry, Mou, Parties, ShareRule, Treatment
 from broker.policy.treatments import GENERALIZERS
 
 M = TypeVar("M", bound=BaseModel)
 
 _TEXT_TREATMENTS = {Treatment.HASH, Treatment.MASK, Treatment.ENCRYPT}
-
-
-def optional_fields(schema: Mapping[str, Any]) -> dict[str, str]:
-    """Paths of the fields a policy may treat (those with a default, so they may be absent;
-    one level into nested records), with their kind: ``text``, ``text_list``, ``records``
-    or ``other``."""
-    found: dict[str, str] = {}
-
-    def kind_of(field: Mapping[str, Any]) -> str | None:
-        if "default" not in field:
-            return None  # required: part of the envelope, always delivered as it is
-        avro_type = field["type"]
-        if isinstance(avro_type, list) and "null" in avro_type:
-            rest = [t for t in avro_type if t != "null"]
-            return "text" if rest == ["string"] else "other"
-        if isinstance(avro_type, dict) and avro_type.get("type") == "array":
-            return "text_list" if avro_type["items"] == "string" else "records"
-        return None
-
-    for field in schema["fields"]:
-        kind = kind_of(field)
-        if kind:
-            found[field["name"]] = kind
-        elif isinstance(field["type"], dict) and field["type"].get("type") == "record":
-            for inner in field["type"]["fields"]:
-                inner_kind = kind_of(inner)
-                if inner_kind:
-                    found[f"{field['name']}.{inner['name']}"] = inner_kind
-    return found
 
 
 def _describe(value: Any) -> str:
@@ -113,7 +85,7 @@ def _check_mou(
     file: Path,
     mou: Mou,
     registry: MemberRegistry,
-    fields_by_type: Mapping[str, Mapping[str, str]],
+    fields_by_type: Mapping[str, Mapping[str, TreatableField]],
 ) -> list[str]:
     problems: list[str] = []
     members = {m.id: m for m in registry.members}
@@ -141,14 +113,15 @@ def _check_mou(
             if event_type not in fields_by_type:
                 known = ", ".join(sorted(fields_by_type))
                 problems.append(f"{where}: unknown event type {event_type!r} (known: {known})")
-            treatable.update(fields_by_type.get(event_type, {}))
+            treatable.update({p: f.kind for p, f in fields_by_type.get(event_type, {}).items()})
         parents = {p.partition(".")[0] for p in treatable}
         for path, treatment in rule.fields.items():
             kind = treatable.get(path)
             if kind is None and path not in parents:
                 problems.append(
-                    f"{where}: fields.{path}: not an optional field of "
-                    f"{', '.join(rule.event_types)} (optional: {', '.join(sorted(treatable))})"
+                    f"{where}: fields.{path}: not a treatable field of "
+                    f"{', '.join(rule.event_types)} (the envelope always travels; treatable: "
+                    f"{', '.join(sorted(treatable))})"
                 )
                 continue
             problems += _applicability(where, path, kind, treatment)
@@ -172,7 +145,14 @@ def load_policies(directory: Path, catalog: SchemaCatalog | None = None) -> Poli
     if not directory.is_dir():
         raise PolicyError(f"{directory}: not a folder of policies")
     registry = parse_policy_file(MemberRegistry, directory / "members.yaml", problems)
-    fields_by_type = {t: optional_fields(catalog.latest(t).schema) for t in catalog.type_names}
+    fields_by_type: dict[str, dict[str, TreatableField]] = {}
+    for type_name in catalog.type_names:
+        try:
+            fields_by_type[type_name] = treatable_fields(
+                type_name, catalog.latest(type_name).schema
+            )
+        except EnvelopeError as exc:
+            problems.append(f"schemas: {exc}")
     mous: dict[str, Mou] = {}
     for file in sorted((directory / "mou").glob("*.yaml")):
         mou = parse_policy_file(Mou, file, problems)

@@ -100,6 +100,10 @@ class MemberQuotas(_Strict):
     )
 
 
+#: What a recipient sees instead of an anonymous source's id; no member may be named so.
+ANONYMOUS_PREFIX = "anonymous-"
+
+
 class Member(_Strict):
     id: MemberId
     name: str = Field(min_length=1, max_length=200)
@@ -116,6 +120,15 @@ class Member(_Strict):
         default_factory=MemberQuotas,
         description="Kafka client quotas for this member, where the defaults do not fit",
     )
+
+    @model_validator(mode="after")
+    def _not_an_anonymous_label(self) -> Member:
+        if self.id.startswith(ANONYMOUS_PREFIX):
+            raise ValueError(
+                f"member id {self.id!r} looks like an anonymous label ({ANONYMOUS_PREFIX}"
+                "<sector>, what recipients see for an anonymous source): choose another id"
+            )
+        return self
 
 
 class MemberRegistry(_Strict):

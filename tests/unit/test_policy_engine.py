@@ -271,6 +271,18 @@ def test_members_without_an_mou_neither_send_nor_receive(policy_copy: Path) -> N
     assert not decision.delivered
 
 
+def test_a_member_id_that_looks_like_an_anonymous_label_is_refused(policy_copy: Path) -> None:
+    """A member called ``anonymous-platform`` would pass its named records off as some
+    platform's anonymous ones (and every anonymous platform record as its own)."""
+    registry = policy_copy / "members.yaml"
+    text = registry.read_text()
+    registry.write_text(text.replace("id: platform-c", "id: anonymous-platform", 1))
+    (policy_copy / "mou" / "platform-c.yaml").unlink()
+    with pytest.raises(PolicyError) as info:
+        load_policies(policy_copy)
+    assert any("anonymous label" in p and "members.yaml" in p for p in info.value.problems)
+
+
 def test_invalid_folder_lists_every_problem(policy_copy: Path) -> None:
     copy = policy_copy
     mou = copy / "mou" / "platform-a.yaml"
@@ -304,7 +316,7 @@ def test_semantic_problems_name_file_rule_and_field(policy_copy: Path) -> None:
         "shares.1 (pa.to-platforms): fields.seller.addresses: hash applies to text fields" in p
         for p in problems
     ), problems
-    assert any("fields.seller.shoe_size: not an optional field" in p for p in problems)
+    assert any("fields.seller.shoe_size: not a treatable field" in p for p in problems)
     assert any("names unknown member 'payments-z'" in p for p in problems)
 
 

@@ -1,0 +1,107 @@
+"""The envelope is a list, not a consequence of Avro types: every other field, including
+one a later schema version adds, is treatable and withheld unless a rule keeps it."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from broker.catalog import SchemaCatalog
+from broker.policy.demo_keys import demo_match_secret
+from broker.policy.engine import PolicySet
+from broker.policy.envelope import (
+    ENVELOPE,
+    TEXT,
+    EnvelopeError,
+    TreatableField,
+    treatable_fields,
+)
+from broker.policy.loader import load_policies
+from broker.policy.treatments import MatchTokenKey
+from policies import POLICY_DIR
+from tests.members import indicator
+
+KEY = MatchTokenKey(1, demo_match_secret())
+NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+POLICIES = load_policies(POLICY_DIR)
+
+
+def _with_field(event_type: str, field: dict[str, Any]) -> dict[str, Any]:
+    schema = copy.deepcopy(SchemaCatalog.load().latest(event_type).schema)
+    schema["fields"].append(field)
+    return schema
+
+
+def test_a_new_non_nullable_field_with_a_default_is_treatable_not_envelope() -> None:
+    """It used to count as envelope (neither nullable nor a list) and travel in clear to
+    every recipient, even under default_fields: drop."""
+    schema = _with_field("SellerIndicator", {"name": "notes", "type": "string", "default": ""})
+    fields = treatable_fields("SellerIndicator", schema)
+    assert fields["notes"] == TreatableField(TEXT, "")
+
+
+def test_a_field_outside_the_envelope_without_a_default_is_refused() -> None:
+    schema = _with_field("Retraction", {"name": "case_number", "type": "long"})
+    with pytest.raises(EnvelopeError, match=r"Retraction\.case_number .* no default"):
+        treatable_fields("Retraction", schema)
+
+
+def test_every_current_field_is_envelope_or_treatable() -> None:
+    catalog = SchemaCatalog.load()
+    for event_type in catalog.type_names:
+        schema = catalog.latest(event_type).schema
+        names = {f["name"] for f in schema["fields"]}
+        assert ENVELOPE[event_type] <= names, "the envelope names real fields"
+        treatable = treatable_fields(event_type, schema)
+        tops = {path.partition(".")[0] for path in treatable}
+        assert names == ENVELOPE[event_type] | tops
+
+
+def _policy_set_with_notes() -> PolicySet:
+    treatable = dict(POLICIES.treatable)
+    treatable["SellerIndicator"] = {**treatable["SellerIndicator"],
+                                    "notes": TreatableField(TEXT, "")}  # fmt: skip
+    return PolicySet(POLICIES.registry, POLICIES.mous, treatable, POLICIES.version)
+
+
+def test_a_new_field_is_withheld_under_default_drop_and_kept_where_a_rule_keeps_all() -> None:
+    policies = _policy_set_with_notes()
+    record = {**indicator("platform-a", tlp="GREEN").to_avro(), "notes": "call +8613800138000"}
+    # platform-a shares with platforms under default_fields: drop
+    to_platform = policies.evaluate(record, "SellerIndicator", "platform-b", now=NOW,
+                                    match_key=KEY)  # fmt: skip
+    assert to_platform.delivered
+    assert to_platform.record is not None
+    assert to_platform.record["notes"] == "", "withheld: the field's default"
+    hss = {**indicator("platform-c", hss=True, tlp="GREEN", purpose="HEALTH_SAFETY").to_avro(),
+           "notes": "kept"}  # fmt: skip
+    # platform-c's HSS rule to the government keeps every field (default_fields: keep)
+    to_government = policies.evaluate(hss, "SellerIndicator", "ipr-center", now=NOW,
+                                      match_key=KEY)  # fmt: skip
+    assert to_government.record is not None
+    assert to_government.record["notes"] == "kept"
+
+
+def test_recipients_learn_expires_at() -> None:
+    """Part of the envelope: a recipient must know when to stop using an indicator."""
+    expires = NOW + dt.timedelta(days=30)
+    record = indicator("platform-a", tlp="GREEN", expires_at=expires).to_avro()
+    decision = POLICIES.evaluate(record, "SellerIndicator", "platform-b", now=NOW, match_key=KEY)
+    assert decision.delivered
+    assert decision.record is not None
+    assert decision.record["expires_at"] == expires
+
+
+def test_policy_and_schema_checks_name_the_fields_no_rule_names() -> None:
+    from broker.cli.policy import cli as policy_cli
+
+    result = CliRunner().invoke(policy_cli, ["check", str(POLICY_DIR)])
+    assert result.exit_code == 0, result.output
+    for event_type, path in POLICIES.unnamed_fields():
+        assert f"review: {event_type}.{path} is named by no rule" in result.output
+    named = {(t, p) for t, p in POLICIES.unnamed_fields()}
+    assert ("SellerIndicator", "seller.email") not in named, "named by the MOUs"
