@@ -21,7 +21,7 @@ from broker.codec import AvroCodec
 from broker.errors import DecodeError, EncodeError, EventValidationError, ProvenanceError
 from broker.events import EVENT_TYPES
 from broker.ledger import DeliveryLedger, LedgerEntry, ledger_key
-from broker.policy.decision import Decision, FieldDecision
+from broker.policy.decision import Decision
 from broker.policy.engine import PolicySet, record_id_of
 from broker.policy.model import Treatment
 from broker.policy.treatments import MatchTokenKey
@@ -37,7 +37,6 @@ EVENT_TYPE_HEADER = "action.event-type"
 RECORD_ID_HEADER = "action.record-id"
 SOURCE_TIMESTAMP_HEADER = "action.source-ts"  # ms since the epoch, as the source produced it
 
-RETRACTION_RULE = "ledger.retraction"
 
 # Bounds on what a member sends beside the value, checked before anything is parsed. The
 # SDK writes three or four headers of under 4 KiB; a record past these is refused whole.
@@ -333,24 +332,12 @@ class RecordRouter:
         self, record: dict[str, Any], now: dt.datetime, ledger: DeliveryLedger
     ) -> list[Decision]:
         """A retraction goes to exactly the members that received the indicator, in the
-        form of attribution they received it in, whatever the MOUs say today; the current
-        policies only decide whether its free-text explanation travels."""
+        form of attribution they received it in (PolicySet.retraction_decisions)."""
         source = record["source_member"]
-        indicator = str(record["indicator_id"])
-        entry = ledger.get(ledger_key(source, indicator))
+        entry = ledger.get(ledger_key(source, str(record["indicator_id"])))
         received = entry.recipients if entry else {}
-        decisions = []
-        for member in self.policy_set.registry.members:
-            if member.id == source:
-                continue
-            current = self.policy_set.evaluate(
-                record, "Retraction", member.id, now=now, match_key=self.match_key
-            )
-            if member.id not in received:
-                decisions.append(_withheld_retraction(current, indicator))
-                continue
-            decisions.append(_delivered_retraction(current, record, received[member.id]))
-        return decisions
+        return self.policy_set.retraction_decisions(record, received, now=now,
+                                                    match_key=self.match_key)  # fmt: skip
 
 
 def _dead(reason: str, detail: str, *, event_type: str | None = None) -> Routed:
@@ -379,33 +366,3 @@ def _header_problem(headers: Sequence[tuple[str, bytes | None]]) -> tuple[str, s
             return ("headers.too_large", f"header {shown!r} is over the bounds "
                     f"({MAX_HEADER_NAME_BYTES} B name, {MAX_HEADER_BYTES} B value)")  # fmt: skip
     return None
-
-
-def _withheld_retraction(current: Decision, indicator: str) -> Decision:
-    return Decision(
-        False, current.source, current.recipient, "Retraction", current.record_id,
-        current.policy_version, (RETRACTION_RULE,),
-        (f"{current.recipient} did not receive indicator {indicator}",),
-    )  # fmt: skip
-
-
-def _delivered_retraction(current: Decision, record: dict[str, Any], as_source: str) -> Decision:
-    explanation = Treatment.DROP
-    if current.delivered and current.treatment_of("explanation") is Treatment.KEEP:
-        explanation = Treatment.KEEP
-    out = dict(record, source_member=as_source)
-    if explanation is Treatment.DROP:
-        out["explanation"] = None
-    rules: Sequence[str] = (RETRACTION_RULE, *current.rule_ids)
-    return Decision(
-        delivered=True,
-        source=current.source,
-        recipient=current.recipient,
-        event_type="Retraction",
-        record_id=current.record_id,
-        policy_version=current.policy_version,
-        rule_ids=tuple(rules),
-        reasons=(f"{current.recipient} received indicator {record['indicator_id']}",),
-        fields=(FieldDecision("explanation", explanation, tuple(rules)),),
-        record=out,
-    )

@@ -16,6 +16,7 @@ from broker.cli.output import emit_rows, info, output_option, run_command_line
 from broker.errors import ActionError, EventValidationError, PolicyError
 from broker.events import parse_typed_event
 from broker.policy.decision import Decision
+from broker.policy.engine import PolicySet
 from broker.policy.impact import Change, policy_impact
 from broker.policy.loader import load_policies
 from broker.policy.model import MemberRegistry, Mou
@@ -120,22 +121,67 @@ def _render(decision: Decision) -> str:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help='JSON event with a "type" key naming its event type.')  # fmt: skip
 @click.option("--recipient", required=True, help="Member id of the recipient.")
+@click.option("--indicator", "indicator_file",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="For a Retraction: the retracted indicator (JSON), to decide who received "
+              "it as the router's ledger would.")  # fmt: skip
 @_at_option
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
-def explain(directory: Path, record_file: Path, recipient: str, at: dt.datetime | None,
-            as_json: bool) -> None:  # fmt: skip
+def explain(directory: Path, record_file: Path, recipient: str, indicator_file: Path | None,
+            at: dt.datetime | None, as_json: bool) -> None:  # fmt: skip
     """Why RECIPIENT would or would not get the record, and how each field is treated.
-    Exit 0 when delivered, 4 when withheld."""
+    A Retraction is decided as the router decides it: it reaches exactly the members that
+    received the indicator (give it with --indicator; without, RECIPIENT is assumed to
+    have received it, named). Exit 0 when delivered, 4 when withheld."""
     policy_set = load_policies(directory)
     event_type, record = _read_record(record_file)
-    decision = policy_set.evaluate(
-        record, event_type, recipient, now=_evaluation_time(at), match_key=OFFLINE_MATCH_KEY
-    )
-    if as_json:
-        click.echo(json.dumps({**decision.to_json(), "record": decision.record}, default=str))
+    now = _evaluation_time(at)
+    note = None
+    if event_type == "Retraction":
+        received, note = _received_indicator(policy_set, record, recipient, indicator_file, now)
+        decisions = policy_set.retraction_decisions(record, received, now=now,
+                                                    match_key=OFFLINE_MATCH_KEY)  # fmt: skip
+        decision = next(d for d in decisions if d.recipient == recipient) if decisions else (
+            policy_set.evaluate(record, event_type, recipient, now=now,
+                                match_key=OFFLINE_MATCH_KEY))  # fmt: skip
     else:
-        click.echo(_render(decision))
+        decision = policy_set.evaluate(record, event_type, recipient, now=now,
+                                       match_key=OFFLINE_MATCH_KEY)  # fmt: skip
+    if as_json:
+        click.echo(json.dumps({**decision.to_json(), "record": decision.record, "note": note},
+                              default=str))  # fmt: skip
+    else:
+        click.echo(_render(decision) + (f"\n  note: {note}" if note else ""))
     sys.exit(0 if decision.delivered else 4)
+
+
+def _received_indicator(policy_set: PolicySet, retraction: dict[str, Any], recipient: str,
+                        indicator_file: Path | None,
+                        now: dt.datetime) -> tuple[dict[str, str], str]:  # fmt: skip
+    """Who received the retracted indicator (member -> source as delivered), and a note
+    saying how that was decided."""
+    ledger = ("a retraction reaches exactly the members that received the indicator (the "
+              "router's delivery ledger), attributed as the indicator was; today's rules "
+              "decide only its treatable fields")  # fmt: skip
+    if indicator_file is None:
+        return ({recipient: str(retraction["source_member"])},
+                f"{ledger}. Assumed: {recipient} received it, named (give --indicator to "
+                "decide that too)")  # fmt: skip
+    event_type, indicator = _read_record(indicator_file)
+    if event_type != "SellerIndicator" or str(indicator.get("indicator_id")) != str(
+        retraction["indicator_id"]
+    ):
+        raise ActionError(f"{indicator_file}: not the indicator the retraction names "
+                          f"({retraction['indicator_id']})")  # fmt: skip
+    received = {
+        d.recipient: str(d.record["source_member"])
+        for d in policy_set.evaluate_all(indicator, event_type, now=now,
+                                         match_key=OFFLINE_MATCH_KEY)
+        if d.delivered and d.record is not None
+    }  # fmt: skip
+    return received, f"{ledger}. Under these policies the indicator reached: " + (
+        ", ".join(sorted(received)) or "nobody"
+    )
 
 
 #: The policy file kinds, as named in policies/schema/<name>.schema.json.

@@ -50,6 +50,8 @@ TIME_FIELDS = {
 }
 # Own ids first: a retraction, sighting or action also names the indicator it is about.
 _RECORD_IDS = ("retraction_id", "sighting_id", "action_id", "report_id", "indicator_id")
+#: The rule id of every retraction decision: the ledger (who got the indicator) decides.
+RETRACTION_RULE = "ledger.retraction"
 _SHARED_REASONS_MAX = 4096  # withheld decisions' reasons kept for sharing (see evaluate)
 
 
@@ -113,7 +115,8 @@ class PolicySet:
         """Treatable fields no rule of any MOU names (see envelope.unnamed_fields)."""
         named: dict[str, set[str]] = {}
         for mou in self.mous.values():
-            for rule in (*mou.shares, *mou.accepts):
+            rules: list[ShareRule | AcceptRule] = [*mou.shares, *mou.accepts]
+            for rule in rules:
                 for event_type in rule.event_types:
                     named.setdefault(event_type, set()).update(rule.fields)
         return unnamed_fields(self.treatable, named)
@@ -259,18 +262,74 @@ class PolicySet:
             if m.id != source
         ]
 
+    def retraction_decisions(
+        self,
+        record: Mapping[str, Any],
+        received: Mapping[str, str],
+        *,
+        now: dt.datetime,
+        match_key: MatchTokenKey,
+    ) -> list[Decision]:
+        """A retraction goes to exactly the members in ``received`` (who got the
+        indicator, as the router's ledger records them), attributed as the indicator was
+        (``received[member]``: the source, or its anonymous label), whatever the rules say
+        today. The rules decide only its treatable fields, through the same treatments as
+        any record: where no rule delivers it today, every treatable field is withheld."""
+        source = str(record.get("source_member", ""))
+        indicator = str(record.get("indicator_id"))
+        decisions = []
+        for member in self.registry.members:
+            if member.id == source:
+                continue
+            current = self.evaluate(record, "Retraction", member.id, now=now,
+                                    match_key=match_key)  # fmt: skip
+            if member.id not in received:
+                decisions.append(Decision(
+                    False, current.source, member.id, "Retraction", current.record_id,
+                    self.version, (RETRACTION_RULE,),
+                    (f"{member.id} did not receive indicator {indicator}",),
+                ))  # fmt: skip
+                continue
+            if current.delivered and current.record is not None:
+                out, fields = dict(current.record), current.fields
+                rules: tuple[str, ...] = (RETRACTION_RULE, *current.rule_ids)
+            else:  # no rule delivers it today: only the envelope travels
+                out, fields = self._envelope_only(record, "Retraction")
+                rules = (RETRACTION_RULE,)
+            out["source_member"] = received[member.id]
+            decisions.append(Decision(
+                True, current.source, member.id, "Retraction", current.record_id, self.version,
+                rules, (f"{member.id} received indicator {indicator}",), fields, out,
+            ))  # fmt: skip
+        return decisions
+
+    def _envelope_only(
+        self, record: Mapping[str, Any], event_type: str
+    ) -> tuple[dict[str, Any], tuple[FieldDecision, ...]]:
+        """``record`` with every treatable field withheld (set to its schema default)."""
+        out = {k: _copy(v) for k, v in record.items()}
+        fields = []
+        for path, spec in self.treatable[event_type].items():
+            container, leaf = _container(out, path)
+            if container is not None and leaf in container:
+                container[leaf] = spec.dropped()
+            fields.append(FieldDecision(path, Treatment.DROP, (RETRACTION_RULE,)))
+        return out, tuple(fields)
+
     def _refusal(
         self, candidate: Candidate, record: Mapping[str, Any], event_type: str, now: dt.datetime
     ) -> str | None:
         share, accept = candidate.share, candidate.accept
         # Records hold enum symbols as text; StrEnum members compare and hash as that text,
         # so no conversion is needed on this hot path.
+        # Every condition fails closed: a condition on a field the record lacks does not
+        # match (a retraction has no purpose, confidence or HSS flag to satisfy one with).
         purpose = record.get("purpose")
-        if purpose is not None:
-            if purpose not in share.purposes:
-                return f"purpose {purpose} is not among the share rule's purposes"
-            if purpose not in accept.purposes:
-                return f"purpose {purpose} is not among the accept rule's purposes"
+        for rule, name in ((share, "share"), (accept, "accept")):
+            if rule.purposes is not None and purpose not in rule.purposes:
+                if purpose is None:
+                    return f"the {name} rule requires a purpose, and {event_type} has none"
+                return f"purpose {purpose} is not among the {name} rule's purposes"
         tlp = record.get("tlp", Tlp.RED)
         if tlp not in TLP_ORDER:
             return f"unknown TLP marking {tlp!r}"
@@ -286,15 +345,22 @@ class PolicySet:
                 "passes records on to the recipient's clients"
             )
         when = share.when
-        confidence = record.get("confidence")
-        if confidence is not None and confidence < when.min_confidence:
-            return f"confidence {confidence} is below the minimum {when.min_confidence}"
+        if when.min_confidence:
+            confidence = record.get("confidence")
+            if confidence is None:
+                return (
+                    f"the rule requires confidence {when.min_confidence}, and {event_type} has none"
+                )
+            if confidence < when.min_confidence:
+                return f"confidence {confidence} is below the minimum {when.min_confidence}"
         if when.categories:
             categories = set(record.get("product_categories") or [record.get("product_category")])
             if not categories & {c.value for c in when.categories}:
                 return "no product category of the record is among the rule's categories"
-        hss = record.get("hss")
-        if hss is not None:
+        if when.hss is not HssCondition.ANY:
+            hss = record.get("hss")
+            if hss is None:
+                return f"the rule has an HSS condition, and {event_type} has no HSS flag"
             if when.hss is HssCondition.ONLY and not hss:
                 return "the rule shares only health/safety/security records"
             if when.hss is HssCondition.NEVER and hss:

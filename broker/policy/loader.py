@@ -23,7 +23,15 @@ from broker.catalog import SchemaCatalog
 from broker.errors import PolicyError
 from broker.policy.engine import PolicySet
 from broker.policy.envelope import EnvelopeError, TreatableField, treatable_fields
-from broker.policy.model import AcceptRule, MemberRegistry, Mou, Parties, ShareRule, Treatment
+from broker.policy.model import (
+    AcceptRule,
+    HssCondition,
+    MemberRegistry,
+    Mou,
+    Parties,
+    ShareRule,
+    Treatment,
+)
 from broker.policy.treatments import GENERALIZERS
 
 M = TypeVar("M", bound=BaseModel)
@@ -86,6 +94,7 @@ def _check_mou(
     mou: Mou,
     registry: MemberRegistry,
     fields_by_type: Mapping[str, Mapping[str, TreatableField]],
+    conditioned: Mapping[str, frozenset[str]],
 ) -> list[str]:
     problems: list[str] = []
     members = {m.id: m for m in registry.members}
@@ -108,6 +117,7 @@ def _check_mou(
         for named in parties.members if parties else ():
             if named not in members:
                 problems.append(f"{where}: names unknown member {named!r}")
+        problems += _conditions_apply(where, rule, conditioned)
         treatable: dict[str, str] = {}
         for event_type in rule.event_types:
             if event_type not in fields_by_type:
@@ -125,6 +135,42 @@ def _check_mou(
                 )
                 continue
             problems += _applicability(where, path, kind, treatment)
+    return problems
+
+
+def conditioned_fields(catalog: SchemaCatalog) -> dict[str, frozenset[str]]:
+    """Per event type, the top-level fields its records carry that rule conditions read."""
+    read = {"purpose", "confidence", "hss", "product_categories", "product_category"}
+    return {t: frozenset(f["name"] for f in catalog.latest(t).schema["fields"]) & read
+            for t in catalog.type_names}  # fmt: skip
+
+
+def _conditions_apply(where: str, rule: ShareRule | AcceptRule,
+                      conditioned: Mapping[str, frozenset[str]]) -> list[str]:  # fmt: skip
+    """A condition on a field some of the rule's event types lack would never match their
+    records (conditions fail closed): the rule must say what it allows for each type."""
+    problems = []
+    types = [t for t in rule.event_types if t in conditioned]
+    with_purpose = [t for t in types if "purpose" in conditioned[t]]
+    without = [t for t in types if "purpose" not in conditioned[t]]
+    if rule.purposes is None and with_purpose:
+        problems.append(f"{where}: purposes: required, as {', '.join(with_purpose)} records "
+                        "carry a purpose (say which purposes the rule allows)")  # fmt: skip
+    if rule.purposes is not None and without:
+        problems.append(f"{where}: purposes: {', '.join(without)} records carry no purpose, so "
+                        "this rule would never match them: put them in a rule without "
+                        "purposes")  # fmt: skip
+    if isinstance(rule, ShareRule):
+        checks = [("min_confidence", bool(rule.when.min_confidence), {"confidence"}),
+                  ("hss", rule.when.hss is not HssCondition.ANY, {"hss"}),
+                  ("categories", bool(rule.when.categories),
+                   {"product_categories", "product_category"})]  # fmt: skip
+        for name, present, fields in checks:
+            lacking = [t for t in types if not conditioned[t] & fields]
+            if present and lacking:
+                problems.append(f"{where}: when.{name}: {', '.join(lacking)} records have no "
+                                f"such field, so this rule would never match them: put them in "
+                                f"a rule without that condition")  # fmt: skip
     return problems
 
 
@@ -153,13 +199,14 @@ def load_policies(directory: Path, catalog: SchemaCatalog | None = None) -> Poli
             )
         except EnvelopeError as exc:
             problems.append(f"schemas: {exc}")
+    conditioned = conditioned_fields(catalog)
     mous: dict[str, Mou] = {}
     for file in sorted((directory / "mou").glob("*.yaml")):
         mou = parse_policy_file(Mou, file, problems)
         if mou is None:
             continue
         if registry is not None:
-            problems += _check_mou(file, mou, registry, fields_by_type)
+            problems += _check_mou(file, mou, registry, fields_by_type, conditioned)
         mous[mou.member] = mou
     if registry is None:
         raise PolicyError(f"{len(problems)} problem(s) in {directory}", problems=problems)

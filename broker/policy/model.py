@@ -175,7 +175,13 @@ class ShareRule(_Strict):
 
     id: RuleId
     event_types: tuple[str, ...] = Field(min_length=1)
-    purposes: tuple[SharingPurpose, ...] = Field(min_length=1)
+    purposes: tuple[SharingPurpose, ...] | None = Field(
+        default=None,
+        min_length=1,
+        description="required for event types whose records carry a purpose (SellerIndicator, "
+        "SeizureReport), absent for the others: a condition on a field a record lacks never "
+        "matches",
+    )
     to: Parties
     max_tlp: Tlp = Field(default=Tlp.AMBER, description="records marked higher are not shared")
     when: Conditions = Conditions()
@@ -191,7 +197,11 @@ class AcceptRule(_Strict):
 
     id: RuleId
     event_types: tuple[str, ...] = Field(min_length=1)
-    purposes: tuple[SharingPurpose, ...] = Field(min_length=1)
+    purposes: tuple[SharingPurpose, ...] | None = Field(
+        default=None,
+        min_length=1,
+        description="as in a share rule: required exactly for event types with a purpose",
+    )
     sources: Parties | None = Field(default=None, description="omit to accept from any member")
     max_tlp: Tlp = Tlp.RED
     shares_with_clients: bool = Field(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -105,3 +106,65 @@ def test_policy_and_schema_checks_name_the_fields_no_rule_names() -> None:
         assert f"review: {event_type}.{path} is named by no rule" in result.output
     named = {(t, p) for t, p in POLICIES.unnamed_fields()}
     assert ("SellerIndicator", "seller.email") not in named, "named by the MOUs"
+
+
+def _retraction(**changes: Any) -> dict[str, Any]:
+    record = {"retraction_id": "5d0c4c1e-3f65-4c59-9a53-0d1f0c6a0302",
+              "indicator_id": "5d0c4c1e-3f65-4c59-9a53-0d1f0c6a0301",
+              "source_member": "platform-b", "retracted_at": NOW - dt.timedelta(hours=1),
+              "reason": "MISTAKE", "explanation": "appeal won", "tlp": "GREEN"}  # fmt: skip
+    return {**record, **changes}
+
+
+def test_a_retraction_goes_through_the_engines_treatments_like_any_record() -> None:
+    """The router used to copy a retraction and treat only ``explanation`` by hand, so any
+    other field (one a later schema adds) travelled in clear. Now the rules treat every
+    field, and a recipient with no retraction rule today gets the envelope only."""
+    treatable = dict(POLICIES.treatable)
+    treatable["Retraction"] = {**treatable["Retraction"], "notes": TreatableField(TEXT, "")}
+    policies = PolicySet(POLICIES.registry, POLICIES.mous, treatable, POLICIES.version)
+    received = {"platform-a": "anonymous-platform", "payments-y": "platform-b"}
+    decisions = {d.recipient: d for d in policies.retraction_decisions(
+        _retraction(notes="ring +8613800138000"), received, now=NOW, match_key=KEY)}  # fmt: skip
+    to_platform = decisions["platform-a"]
+    assert to_platform.delivered
+    assert to_platform.record is not None
+    assert to_platform.record["notes"] == "", "a field no rule keeps is withheld"
+    assert to_platform.record["explanation"] is None, "pb.retractions-to-platforms drops it"
+    assert to_platform.record["source_member"] == "anonymous-platform", "as the indicator was"
+    assert to_platform.rule_ids[0] == "ledger.retraction"
+    # platform-b shares no retractions with payments-y today, yet payments-y got the
+    # indicator: the retraction reaches it, with nothing but its envelope.
+    to_payments = decisions["payments-y"]
+    assert to_payments.delivered
+    assert to_payments.record is not None
+    assert (to_payments.record["explanation"], to_payments.record["notes"]) == (None, "")
+    assert to_payments.rule_ids == ("ledger.retraction",)
+    assert not decisions["platform-c"].delivered, "it did not receive the indicator"
+
+
+def test_explain_answers_for_a_retraction_what_the_router_does(tmp_path: Path) -> None:
+    import json
+
+    from broker.cli.policy import cli as policy_cli
+
+    record = {**_retraction(), "type": "Retraction",
+              "retracted_at": "2026-11-20T10:00:00Z"}  # fmt: skip
+    indicator_record = {"type": "SellerIndicator", "indicator_id": record["indicator_id"],
+                        "source_member": "platform-b", "observed_at": "2026-11-20T07:00:00Z",
+                        "published_at": "2026-11-20T08:00:00Z",
+                        "seller": {"account_id": "B-1"}, "product_categories": ["FOOTWEAR"],
+                        "confidence": 90, "hss": False, "tlp": "GREEN",
+                        "purpose": "IPR_ENFORCEMENT"}  # fmt: skip
+    (tmp_path / "r.json").write_text(json.dumps(record))
+    (tmp_path / "i.json").write_text(json.dumps(indicator_record))
+    base = ["explain", "--policies", str(POLICY_DIR), "--record", str(tmp_path / "r.json"),
+            "--indicator", str(tmp_path / "i.json"), "--at", "2026-11-20T12:00:00"]  # fmt: skip
+    runner = CliRunner()
+    got = runner.invoke(policy_cli, [*base, "--recipient", "platform-a"])
+    assert got.exit_code == 0, got.output
+    assert "explanation  drop" in got.output
+    assert "the indicator reached: ipr-center, platform-a, platform-c" in got.output
+    missed = runner.invoke(policy_cli, [*base, "--recipient", "payments-x"])
+    assert missed.exit_code == 4
+    assert "payments-x did not receive indicator" in missed.output

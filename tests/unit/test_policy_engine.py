@@ -283,6 +283,35 @@ def test_a_member_id_that_looks_like_an_anonymous_label_is_refused(policy_copy: 
     assert any("anonymous label" in p and "members.yaml" in p for p in info.value.problems)
 
 
+def test_a_condition_on_a_field_some_event_types_lack_is_refused(policy_copy: Path) -> None:
+    """Conditions fail closed, so a rule that puts retractions under a purpose or an HSS
+    condition would silently never match them: the loader says so instead."""
+    mou = policy_copy / "mou" / "platform-c.yaml"
+    old = "event_types: [SellerIndicator]\n    purposes: [HEALTH_SAFETY]"
+    new = "event_types: [SellerIndicator, Retraction]\n    purposes: [HEALTH_SAFETY]"
+    mou.write_text(mou.read_text().replace(old, new))
+    with pytest.raises(PolicyError) as info:
+        load_policies(policy_copy)
+    problems = "\n".join(info.value.problems)
+    assert "shares.1 (pc.hss-to-government): purposes: Retraction records carry no purpose" in (
+        problems
+    )
+    assert "shares.1 (pc.hss-to-government): when.hss: Retraction records have no such field" in (
+        problems
+    )
+
+
+def test_a_rule_without_purposes_for_an_event_type_with_one_is_refused(policy_copy: Path) -> None:
+    mou = policy_copy / "mou" / "ipr-center.yaml"
+    text = mou.read_text()
+    old, new = "[EnforcementAction, Sighting, Retraction]", "[EnforcementAction, SellerIndicator]"
+    mou.write_text(text.replace(old, new))
+    with pytest.raises(PolicyError, match="problem") as info:
+        load_policies(policy_copy)
+    assert any("purposes: required, as SellerIndicator records carry a purpose" in p
+               for p in info.value.problems)  # fmt: skip
+
+
 def test_invalid_folder_lists_every_problem(policy_copy: Path) -> None:
     copy = policy_copy
     mou = copy / "mou" / "platform-a.yaml"
@@ -295,7 +324,7 @@ def test_invalid_folder_lists_every_problem(policy_copy: Path) -> None:
     with pytest.raises(PolicyError) as info:
         load_policies(copy)
     problems = "\n".join(info.value.problems)
-    assert "platform-a.yaml: shares.2.to.sectors.0: Input should be" in problems
+    assert "platform-a.yaml: shares.4.to.sectors.0: Input should be" in problems
     assert "found 'banks'" in problems
     assert "payments-y.yaml:4:1: not valid YAML" in problems
     assert len(info.value.problems) >= 2
@@ -313,7 +342,7 @@ def test_semantic_problems_name_file_rule_and_field(policy_copy: Path) -> None:
         load_policies(copy)
     problems = info.value.problems
     assert any(
-        "shares.1 (pa.to-platforms): fields.seller.addresses: hash applies to text fields" in p
+        "shares.2 (pa.to-platforms): fields.seller.addresses: hash applies to text fields" in p
         for p in problems
     ), problems
     assert any("fields.seller.shoe_size: not a treatable field" in p for p in problems)
