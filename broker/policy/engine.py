@@ -200,7 +200,7 @@ class PolicySet:
             return withheld(self._no_plan_reasons(plan_key))
         refusals: list[str] = []
         for candidate in candidates:
-            refusal = self._refusal(candidate, record, event_type, now)
+            refusal = self._refusal(candidate, record, event_type, recipient, now)
             if refusal is None:
                 memo = {} if _memo is None else _memo
                 return self._deliver(
@@ -317,7 +317,12 @@ class PolicySet:
         return out, tuple(fields)
 
     def _refusal(
-        self, candidate: Candidate, record: Mapping[str, Any], event_type: str, now: dt.datetime
+        self,
+        candidate: Candidate,
+        record: Mapping[str, Any],
+        event_type: str,
+        recipient: str,
+        now: dt.datetime,
     ) -> str | None:
         share, accept = candidate.share, candidate.accept
         # Records hold enum symbols as text; StrEnum members compare and hash as that text,
@@ -333,8 +338,15 @@ class PolicySet:
         tlp = record.get("tlp", Tlp.RED)
         if tlp not in TLP_ORDER:
             return f"unknown TLP marking {tlp!r}"
-        if tlp == Tlp.RED and not candidate.recipient_named:
-            return "TLP:RED goes only to recipients the share rule names"
+        # A rule for the rights holder concerned names its recipient through the record.
+        named = candidate.recipient_named or (
+            share.when.recipient_is_rights_holder and record.get("rights_holder") == recipient
+        )
+        if tlp == Tlp.RED and not named:
+            return (
+                "TLP:RED goes only to recipients the share rule names "
+                "(or the record, as its rights holder)"
+            )
         if TLP_ORDER[tlp] > TLP_ORDER[share.max_tlp]:
             return f"TLP:{tlp} is above the share rule's ceiling TLP:{share.max_tlp}"
         if TLP_ORDER[tlp] > TLP_ORDER[accept.max_tlp]:
@@ -365,6 +377,11 @@ class PolicySet:
                 return "the rule shares only health/safety/security records"
             if when.hss is HssCondition.NEVER and hss:
                 return "the rule does not share health/safety/security records"
+        if when.recipient_is_rights_holder:
+            holder = record.get("rights_holder")
+            if holder != recipient:
+                named = f"names {holder}" if holder else "names no rights holder"
+                return f"the rule shares only with the record's rights holder, and it {named}"
         dated = _as_datetime(record.get(TIME_FIELDS.get(event_type, "")))
         if dated is not None:
             if now < dated + dt.timedelta(minutes=when.embargo_minutes):

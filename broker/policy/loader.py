@@ -140,7 +140,8 @@ def _check_mou(
 
 def conditioned_fields(catalog: SchemaCatalog) -> dict[str, frozenset[str]]:
     """Per event type, the top-level fields its records carry that rule conditions read."""
-    read = {"purpose", "confidence", "hss", "product_categories", "product_category"}
+    read = {"purpose", "confidence", "hss", "product_categories", "product_category",
+            "rights_holder"}  # fmt: skip
     return {t: frozenset(f["name"] for f in catalog.latest(t).schema["fields"]) & read
             for t in catalog.type_names}  # fmt: skip
 
@@ -164,7 +165,9 @@ def _conditions_apply(where: str, rule: ShareRule | AcceptRule,
         checks = [("min_confidence", bool(rule.when.min_confidence), {"confidence"}),
                   ("hss", rule.when.hss is not HssCondition.ANY, {"hss"}),
                   ("categories", bool(rule.when.categories),
-                   {"product_categories", "product_category"})]  # fmt: skip
+                   {"product_categories", "product_category"}),
+                  ("recipient_is_rights_holder", rule.when.recipient_is_rights_holder,
+                   {"rights_holder"})]  # fmt: skip
         for name, present, fields in checks:
             lacking = [t for t in types if not conditioned[t] & fields]
             if present and lacking:

@@ -165,6 +165,11 @@ class Conditions(_Strict):
     hss: HssCondition = HssCondition.ANY
     embargo_minutes: int = Field(default=0, ge=0, description="hold this long after publication")
     expire_after_days: int | None = Field(default=None, ge=1, description="stop sharing after")
+    recipient_is_rights_holder: bool = Field(
+        default=False,
+        description="match only when the recipient is the record's rights_holder (a seizure "
+        "report in full goes only to the rights holder concerned, 19 CFR 133.21)",
+    )
 
 
 FieldPath = Annotated[str, Field(pattern=r"^[a-z_]+(\.[a-z_]+)?$")]
