@@ -19,17 +19,22 @@ from dataclasses import dataclass
 class LedgerEntry:
     recipients: Mapping[str, str]  # recipient -> source_member as it was delivered to it
     policy_version: str
+    #: The indicator's TLP marking: what refers to it never travels under a wider one.
+    #: Entries written before it was recorded read as RED (the strictest), failing closed.
+    tlp: str = "RED"
 
     def encode(self) -> bytes:
         return json.dumps(
-            {"recipients": dict(self.recipients), "policy_version": self.policy_version},
+            {"recipients": dict(self.recipients), "policy_version": self.policy_version,
+             "tlp": self.tlp},
             sort_keys=True,
-        ).encode()
+        ).encode()  # fmt: skip
 
     @classmethod
     def decode(cls, value: bytes) -> LedgerEntry:
         document = json.loads(value)
-        return cls(dict(document["recipients"]), str(document["policy_version"]))
+        return cls(dict(document["recipients"]), str(document["policy_version"]),
+                   str(document.get("tlp", "RED")))  # fmt: skip
 
 
 def ledger_key(source: str, indicator_id: str) -> str:

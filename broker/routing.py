@@ -22,7 +22,7 @@ from broker.errors import DecodeError, EncodeError, EventValidationError, Proven
 from broker.events import EVENT_TYPES
 from broker.ledger import DeliveryLedger, LedgerEntry, ledger_key
 from broker.policy.decision import Decision
-from broker.policy.engine import PolicySet, record_id_of
+from broker.policy.engine import PolicySet, Referenced, record_id_of
 from broker.policy.model import Treatment
 from broker.policy.treatments import MatchTokenKey
 from broker.provenance import FieldProof
@@ -43,6 +43,13 @@ SOURCE_TIMESTAMP_HEADER = "action.source-ts"  # ms since the epoch, as the sourc
 MAX_HEADERS = 32
 MAX_HEADER_BYTES = 64 * 1024  # one header's value
 MAX_HEADER_NAME_BYTES = 256
+
+#: Records that name an indicator and reach no further than it did (PolicySet.
+#: reference_decisions); with retractions, the types decided against the ledger.
+REFERRING_TYPES = frozenset({"Sighting", "EnforcementAction"})
+LEDGER_TYPES = REFERRING_TYPES | {"Retraction"}
+#: A sighting or action about an indicator its source neither published nor received.
+REFERENCE_UNKNOWN = "reference.unknown"
 
 #: The dead letter of a record that made the router's own code raise: a bug this record
 #: triggers, recorded with the exception instead of stopping routing for every member.
@@ -164,8 +171,9 @@ class Checked:
 
     @property
     def needs_ledger(self) -> bool:
-        """A retraction goes to whoever received the indicator: the ledger decides."""
-        return self.event_type == "Retraction"
+        """A retraction goes to whoever received the indicator, and a sighting or action
+        never further than the indicator went: the ledger decides."""
+        return self.event_type in LEDGER_TYPES
 
 
 class RecordRouter:
@@ -283,9 +291,19 @@ class RecordRouter:
                 ledger: DeliveryLedger | None) -> Routed:  # fmt: skip
         inbound, source, event_type, record = (checked.inbound, checked.source,
                                                checked.event_type, checked.record)  # fmt: skip
-        if checked.needs_ledger:
+        if event_type == "Retraction":
             assert ledger is not None
             decisions = self._retraction_decisions(record, now, ledger)
+        elif event_type in REFERRING_TYPES:
+            assert ledger is not None
+            referenced = _referenced(record, ledger)
+            if referenced is None:
+                return _dead(REFERENCE_UNKNOWN, f"{source} refers to indicator "
+                             f"{record['indicator_id']}, which it neither published nor "
+                             "received", event_type=event_type)  # fmt: skip
+            decisions = self.policy_set.reference_decisions(
+                record, event_type, referenced, now=now, match_key=self.match_key
+            )
         else:
             decisions = self.policy_set.evaluate_all(
                 record, event_type, now=now, match_key=self.match_key
@@ -299,8 +317,8 @@ class RecordRouter:
         if event_type == "SellerIndicator":
             received = {d.recipient: str(d.record["source_member"])
                         for d in decisions if d.delivered and d.record is not None}  # fmt: skip
-            update = (ledger_key(source, record["indicator_id"]),
-                      LedgerEntry(received, self.policy_set.version))  # fmt: skip
+            entry = LedgerEntry(received, self.policy_set.version, str(record["tlp"]))
+            update = (ledger_key(source, record["indicator_id"]), entry)
         return Routed(source, event_type, tuple(decisions), feeds, None, update,
                       Identity(record_id_of(record), _event_ms(event_type, record)))  # fmt: skip
 
@@ -338,6 +356,20 @@ class RecordRouter:
         received = entry.recipients if entry else {}
         return self.policy_set.retraction_decisions(record, received, now=now,
                                                     match_key=self.match_key)  # fmt: skip
+
+
+def _referenced(record: dict[str, Any], ledger: DeliveryLedger) -> Referenced | None:
+    """What the ledger knows of the indicator ``record`` refers to; None when the
+    record's source neither published nor received it (or nobody did)."""
+    indicator = str(record["indicator_id"])
+    owner = ledger.owner_of(indicator)
+    entry = ledger.get(ledger_key(owner, indicator)) if owner else None
+    if owner is None or entry is None:
+        return None
+    source = record["source_member"]
+    if source != owner and source not in entry.recipients:
+        return None
+    return Referenced(owner, entry.recipients, entry.tlp)
 
 
 def _dead(reason: str, detail: str, *, event_type: str | None = None) -> Routed:

@@ -9,6 +9,7 @@ the source shares anonymously.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -52,6 +53,25 @@ TIME_FIELDS = {
 _RECORD_IDS = ("retraction_id", "sighting_id", "action_id", "report_id", "indicator_id")
 #: The rule id of every retraction decision: the ledger (who got the indicator) decides.
 RETRACTION_RULE = "ledger.retraction"
+#: The rule id that withholds a reference from a member that did not get the indicator.
+REFERENCE_RULE = "ledger.reference"
+
+
+@dataclass(frozen=True, slots=True)
+class Referenced:
+    """What the router's ledger knows of an indicator another record refers to."""
+
+    source: str
+    recipients: Mapping[str, str]  # recipient -> source as delivered to it
+    tlp: str
+
+
+def _stricter(a: str, b: str) -> str:
+    """The more restrictive of two TLP markings (an unknown one counts as RED)."""
+    rank = {str(k): v for k, v in TLP_ORDER.items()}
+    return a if rank.get(a, 99) >= rank.get(b, 99) else b
+
+
 _SHARED_REASONS_MAX = 4096  # withheld decisions' reasons kept for sharing (see evaluate)
 
 
@@ -301,6 +321,47 @@ class PolicySet:
                 True, current.source, member.id, "Retraction", current.record_id, self.version,
                 rules, (f"{member.id} received indicator {indicator}",), fields, out,
             ))  # fmt: skip
+        return decisions
+
+    def reference_decisions(
+        self,
+        record: Mapping[str, Any],
+        event_type: str,
+        referenced: Referenced,
+        *,
+        now: dt.datetime,
+        match_key: MatchTokenKey,
+    ) -> list[Decision]:
+        """Decisions on a record that refers to an indicator (a sighting or an enforcement
+        action). It never reaches further than the indicator did: a recipient gets it only
+        if the rules allow it *and* the recipient received the indicator or is its source;
+        it travels under the stricter of its own marking and the indicator's, so the rules'
+        TLP checks apply to that; and where the indicator's own source refers to it, a
+        recipient that got the indicator anonymously gets the reference under the same
+        label (a named action would otherwise tell it who shared the indicator)."""
+        source = str(record.get("source_member", ""))
+        marking = _stricter(str(record.get("tlp", Tlp.RED)), referenced.tlp)
+        view = {**record, "tlp": marking}
+        indicator = str(record.get("indicator_id"))
+        decisions = []
+        for decision in self.evaluate_all(view, event_type, now=now, match_key=match_key):
+            recipient = decision.recipient
+            if not decision.delivered or decision.record is None:
+                decisions.append(decision)
+                continue
+            if recipient != referenced.source and recipient not in referenced.recipients:
+                decisions.append(Decision(
+                    False, source, recipient, event_type, decision.record_id, self.version,
+                    (*decision.rule_ids, REFERENCE_RULE),
+                    (f"{recipient} did not receive indicator {indicator}, which this "
+                     "record refers to",),
+                ))  # fmt: skip
+                continue
+            label = referenced.recipients.get(recipient)
+            if source == referenced.source and label is not None and label != source:
+                out = dict(decision.record, source_member=label)
+                decision = dataclasses.replace(decision, record=out)
+            decisions.append(decision)
         return decisions
 
     def _envelope_only(

@@ -1,0 +1,146 @@
+"""References cannot widen: a sighting or enforcement action naming an indicator reaches
+no one the indicator did not reach, never under a wider marking, and never names a
+source the indicator's recipient only knew by an anonymous label."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+from typing import Any
+
+from broker.events import EVENT_TYPES
+from broker.ledger import DeliveryLedger, LedgerEntry, ledger_key
+from broker.policy.demo_keys import demo_match_secret
+from broker.policy.loader import load_policies
+from broker.policy.treatments import MatchTokenKey
+from broker.routing import REFERENCE_UNKNOWN, Inbound, RecordRouter, Routed
+from tests.members import BASE_TIME, CODEC, signed
+
+KEY = MatchTokenKey(1, demo_match_secret())
+NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+INDICATOR = "5d0c4c1e-3f65-4c59-9a53-0d1f0c6a0401"
+
+EXTRA_RULES = {
+    # express-carrier reports its actions up to AMBER+STRICT; brand-owner's vendor takes
+    # actions too, and passes them on to clients; platform-b tells platforms of its actions.
+    "express-carrier.yaml": ("    fields: {details: drop, explanation: drop}\n",
+                             "    fields: {details: keep, explanation: drop}\n"),
+    "brand-owner.yaml": ("  - id: bo.accepts-retractions\n",
+                         "  - id: bo.accepts-actions-with-vendor\n"
+                         "    event_types: [EnforcementAction]\n"
+                         "    shares_with_clients: true\n"
+                         "  - id: bo.accepts-retractions\n"),
+    "platform-b.yaml": ("  - id: pb.retractions-to-platforms\n",
+                        "  - id: pb.actions-to-platforms\n"
+                        "    event_types: [EnforcementAction]\n"
+                        "    to: {sectors: [platform]}\n"
+                        "    max_tlp: AMBER\n"
+                        "    fields: {details: keep}\n"
+                        "  - id: pb.retractions-to-platforms\n"),
+    "platform-a.yaml": ("    event_types: [Retraction, Sighting]\n",
+                        "    event_types: [Retraction, Sighting, EnforcementAction]\n"),
+}  # fmt: skip
+
+
+def _router(policy_copy: Path) -> RecordRouter:
+    for name, (old, new) in EXTRA_RULES.items():
+        mou = policy_copy / "mou" / name
+        text = mou.read_text()
+        assert old in text, name
+        mou.write_text(text.replace(old, new, 1))
+    (policy_copy / "mou" / "express-carrier.yaml").write_text(
+        (policy_copy / "mou" / "express-carrier.yaml").read_text().replace(
+            "  - id: ec.shipper-events\n    event_types: [EnforcementAction, Retraction]\n"
+            "    to: {sectors: [government, rights_holder]}\n    max_tlp: AMBER\n",
+            "  - id: ec.shipper-events\n    event_types: [EnforcementAction, Retraction]\n"
+            "    to: {sectors: [government, rights_holder]}\n    max_tlp: AMBER_STRICT\n",
+        )
+    )  # fmt: skip
+    return RecordRouter(load_policies(policy_copy), CODEC, KEY)
+
+
+def _action(source: str, **changes: Any) -> Inbound:
+    record = {"action_id": str(uuid.uuid4()), "indicator_id": INDICATOR, "source_member": source,
+              "taken_at": BASE_TIME + dt.timedelta(hours=2), "kind": "LISTING_REMOVED",
+              "details": "listing 88 removed", "tlp": "GREEN", **changes}  # fmt: skip
+    key, value, headers = signed(EVENT_TYPES["EnforcementAction"].parse(record))
+    return Inbound(f"action.in.{source}", 0, 0, key, value, tuple(headers), 0)
+
+
+def _ledger(source: str, recipients: dict[str, str], tlp: str) -> DeliveryLedger:
+    ledger = DeliveryLedger()
+    ledger.load(ledger_key(source, INDICATOR), LedgerEntry(recipients, "pv-x", tlp).encode())
+    return ledger
+
+
+def _delivered(routed: Routed) -> dict[str, dict[str, Any]]:
+    return {d.recipient: dict(d.record or {}) for d in routed.decisions if d.delivered}
+
+
+def test_a_green_action_on_an_amber_strict_indicator_travels_as_amber_strict(
+    policy_copy: Path,
+) -> None:
+    """It used to reach brand-owner's vendor rule, which passes records on to clients, as
+    GREEN: the indicator's marking was laundered by the record that quoted it."""
+    router = _router(policy_copy)
+    received = {"express-carrier": "platform-a", "brand-owner": "platform-a",
+                "ipr-center": "platform-a"}  # fmt: skip
+    ledger = _ledger("platform-a", received, "AMBER_STRICT")
+    routed = router.route(_action("express-carrier"), now=NOW, ledger=ledger)
+    assert routed.dead_letter is None
+    delivered = _delivered(routed)
+    assert delivered["ipr-center"]["tlp"] == "AMBER_STRICT"
+    assert "brand-owner" not in delivered, "AMBER+STRICT stays in house, not with a vendor"
+
+
+def test_a_reference_reaches_only_members_that_received_the_indicator(
+    policy_copy: Path,
+) -> None:
+    router = _router(policy_copy)
+    ledger = _ledger("platform-a", {"express-carrier": "platform-a"}, "GREEN")
+    routed = router.route(_action("express-carrier"), now=NOW, ledger=ledger)
+    withheld = {d.recipient: d for d in routed.decisions if not d.delivered}
+    assert "ipr-center" in withheld
+    assert "did not receive indicator" in withheld["ipr-center"].reasons[0]
+    assert "ledger.reference" in withheld["ipr-center"].rule_ids
+
+
+def test_the_indicators_own_source_hears_of_actions_on_it(policy_copy: Path) -> None:
+    router = _router(policy_copy)
+    ledger = _ledger("ipr-center", {"express-carrier": "ipr-center"}, "GREEN")
+    routed = router.route(_action("express-carrier"), now=NOW, ledger=ledger)
+    assert "ipr-center" in _delivered(routed), "the source counts as having its indicator"
+
+
+def test_a_named_action_on_an_anonymous_indicator_keeps_the_label(policy_copy: Path) -> None:
+    """platform-b shared the indicator with platform-a anonymously; a named action of
+    platform-b's about it would tell platform-a who shared it."""
+    router = _router(policy_copy)
+    ledger = _ledger("platform-b", {"platform-a": "anonymous-platform"}, "GREEN")
+    routed = router.route(_action("platform-b"), now=NOW, ledger=ledger)
+    delivered = _delivered(routed)
+    assert delivered["platform-a"]["source_member"] == "anonymous-platform"
+    (feed,) = routed.feeds
+    assert b"platform-b" not in feed.value, "the delivered bytes do not name the source"
+
+
+def test_an_unknown_marking_in_the_ledger_fails_closed(policy_copy: Path) -> None:
+    router = _router(policy_copy)
+    ledger = _ledger("platform-a", {"ipr-center": "platform-a", "express-carrier": "x"}, "?")
+    routed = router.route(_action("express-carrier"), now=NOW, ledger=ledger)
+    assert not _delivered(routed)
+
+
+def test_a_reference_to_an_unknown_or_unreceived_indicator_is_a_dead_letter(
+    policy_copy: Path,
+) -> None:
+    router = _router(policy_copy)
+    unknown = router.route(_action("express-carrier"), now=NOW, ledger=DeliveryLedger())
+    assert unknown.dead_letter is not None
+    assert unknown.dead_letter.reason == REFERENCE_UNKNOWN
+    # A rival probing an id it never received gets the same answer.
+    ledger = _ledger("platform-a", {"ipr-center": "platform-a"}, "GREEN")
+    probe = router.route(_action("express-carrier"), now=NOW, ledger=ledger)
+    assert probe.dead_letter is not None
+    assert probe.dead_letter.reason == REFERENCE_UNKNOWN
