@@ -17,7 +17,8 @@ from typing import Any
 
 from broker.events import Tlp
 from broker.policy.decision import Decision, FieldDecision
-from broker.policy.envelope import TreatableField, unnamed_fields
+from broker.policy.envelope import RECORDS, TEXT, TEXT_LIST, TreatableField, unnamed_fields
+from broker.policy.freetext import IDENTIFIER_FIELDS, STRUCTURED, scrub
 from broker.policy.model import (
     ANONYMOUS_PREFIX,
     TLP_ORDER,
@@ -87,6 +88,10 @@ class Candidate:
     # What a delivery through this pair says, built once: every delivery shares the tuples.
     rule_ids: tuple[str, ...]
     reasons: tuple[str, ...]
+    # Free-text fields delivered in clear, scanned for identifiers, and how each kind of
+    # identifier is treated in its structured field for this recipient (freetext.py).
+    scanned: tuple[str, ...] = ()
+    identifier_treatments: tuple[tuple[str, Treatment], ...] = ()
 
 
 def parties_include(parties: Parties, member: Member) -> bool:
@@ -164,7 +169,36 @@ class PolicySet:
                     )
                     if candidates:
                         plans[(source_id, event_type, recipient.id)] = candidates
-        return plans
+        return {key: tuple(self._with_scanning(key, c, plans) for c in candidates)
+                for key, candidates in plans.items()}  # fmt: skip
+
+    def _with_scanning(self, key: tuple[str, str, str], candidate: Candidate,
+                       plans: Mapping[tuple[str, str, str], tuple[Candidate, ...]],
+                       ) -> Candidate:  # fmt: skip
+        """The candidate with its free-text fields and identifier treatments. An
+        indicator's come from its own field treatments; another record's (a retraction's
+        explanation, say) from the indicator rules between the same two members, the most
+        restrictive of them, and are all withheld where there are none."""
+        source, event_type, recipient = key
+        if event_type == "SellerIndicator":
+            own = {f.path: f.treatment for f in candidate.fields}
+            treatments = {kind: own.get(path, Treatment.DROP)
+                          for kind, path in STRUCTURED.items()}  # fmt: skip
+        else:
+            treatments = dict.fromkeys(STRUCTURED, Treatment.DROP)
+            indicator_plan = plans.get((source, "SellerIndicator", recipient), ())
+            for i, indicator_candidate in enumerate(indicator_plan):
+                own = {f.path: f.treatment for f in indicator_candidate.fields}
+                for kind, path in STRUCTURED.items():
+                    treated = own.get(path, Treatment.DROP)
+                    treatments[kind] = treated if i == 0 else most_restrictive(
+                        treatments[kind], treated)  # fmt: skip
+        fields = self.treatable[event_type]
+        scanned = tuple(f.path for f in candidate.fields
+                        if f.treatment is Treatment.KEEP and f.path not in IDENTIFIER_FIELDS
+                        and fields[f.path].kind in (TEXT, TEXT_LIST, RECORDS))  # fmt: skip
+        identifiers = tuple(sorted(treatments.items()))
+        return dataclasses.replace(candidate, scanned=scanned, identifier_treatments=identifiers)
 
     def _candidate(
         self, share: ShareRule, accept: AcceptRule, recipient: Member, event_type: str
@@ -198,7 +232,7 @@ class PolicySet:
         *,
         now: dt.datetime,
         match_key: MatchTokenKey,
-        _memo: dict[tuple[str, Treatment], Any] | None = None,
+        _memo: dict[Any, Any] | None = None,
     ) -> Decision:
         """Decide whether and in which form ``record`` reaches ``recipient``."""
         source = str(record.get("source_member", ""))
@@ -275,7 +309,7 @@ class PolicySet:
         are computed once per record; encryption is per recipient by nature.
         """
         source = record.get("source_member")
-        memo: dict[tuple[str, Treatment], Any] = {}
+        memo: dict[Any, Any] = {}
         return [
             self.evaluate(record, event_type, m.id, now=now, match_key=match_key, _memo=memo)
             for m in self.registry.members
@@ -465,13 +499,13 @@ class PolicySet:
         recipient: str,
         record_id: str,
         match_key: MatchTokenKey,
-        memo: dict[tuple[str, Treatment], Any],
+        memo: dict[Any, Any],
     ) -> Decision:
         out = {k: _copy(v) for k, v in record.items()}
         treatable = self.treatable[event_type]
         for field in candidate.changed_fields:
             container, leaf = _container(out, field.path)
-            if container is None or container.get(leaf) == treatable[field.path].default:
+            if container is None or _absent(container, leaf, treatable[field.path]):
                 continue  # absent, as far as the schema can say: nothing to treat
             spec = treatable[field.path]
             if field.treatment is Treatment.ENCRYPT:
@@ -484,6 +518,8 @@ class PolicySet:
                                             match_key)  # fmt: skip
                 treated = memo[key]
             container[leaf] = _copy(treated)
+        if candidate.scanned:
+            self._scan_free_text(candidate, out, treatable, match_key, memo)
         if candidate.share.attribution is Attribution.ANONYMOUS:
             out["source_member"] = f"{ANONYMOUS_PREFIX}{self.members[source].sector.value}"
         return Decision(
@@ -498,6 +534,22 @@ class PolicySet:
             fields=candidate.fields,
             record=out,
         )
+
+    @staticmethod
+    def _scan_free_text(candidate: Candidate, out: dict[str, Any],
+                        treatable: Mapping[str, TreatableField], match_key: MatchTokenKey,
+                        memo: dict[Any, Any]) -> None:  # fmt: skip
+        """Identifiers inside the free-text fields delivered in clear get the treatment of
+        their structured field (see broker.policy.freetext)."""
+        treatments = dict(candidate.identifier_treatments)
+        for path in candidate.scanned:
+            container, leaf = _container(out, path)
+            if container is None or _absent(container, leaf, treatable[path]):
+                continue
+            key = (path, "scan", candidate.identifier_treatments)
+            if key not in memo:
+                memo[key] = _scrub_value(container[leaf], treatments, match_key)
+            container[leaf] = _copy(memo[key])
 
     def _treat(
         self,
@@ -525,6 +577,23 @@ class PolicySet:
             return encrypt(item, self.encryption_keys[recipient], f"{record_id}:{path}")
 
         return [one(v) for v in value] if isinstance(value, list) else one(value)
+
+
+def _absent(container: Mapping[str, Any], leaf: str, spec: TreatableField) -> bool:
+    """Whether the field is missing or holds its schema default: nothing to treat."""
+    return leaf not in container or container[leaf] == spec.default
+
+
+def _scrub_value(value: Any, treatments: Mapping[str, Treatment],
+                 match_key: MatchTokenKey) -> Any:  # fmt: skip
+    """Every string inside ``value`` (a text, a list, records in a list) scrubbed."""
+    if isinstance(value, str):
+        return scrub(value, treatments, match_key)
+    if isinstance(value, list):
+        return [_scrub_value(v, treatments, match_key) for v in value]
+    if isinstance(value, dict):
+        return {k: _scrub_value(v, treatments, match_key) for k, v in value.items()}
+    return value
 
 
 def _lookup(fields: Mapping[str, Treatment], path: str) -> Treatment | None:
