@@ -19,6 +19,7 @@ import base64
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -30,7 +31,7 @@ from broker.codec import AvroCodec
 from broker.errors import ActionError, DecodeError, EventValidationError, ProvenanceError
 from broker.events import Event, avro_values, parse_event
 from broker.policy.decision import decision_id_for
-from broker.policy.loader import load_policies
+from broker.policy.loader import load_trust_store
 from broker.policy.treatments import ENCRYPTED_PREFIX, HPKE_SUITE
 from broker.provenance import verify_delivered
 from broker.routing import (
@@ -64,6 +65,9 @@ class FeedReaderConfig:
     #: The members' public signing keys, to check the source's field proof on named
     #: deliveries. Default: the keys of the configured policy folder.
     source_keys: Mapping[str, Ed25519PublicKey] | None = None
+    #: Where the defaults above come from: the consortium's members.yaml (or a folder
+    #: holding it). Default: the configured policy folder's. Only public keys are read.
+    trust_store: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,8 @@ class FeedReader:
         self.router_keys = config.router_keys
         self.source_keys = config.source_keys
         if self.router_keys is None or self.source_keys is None:
-            registry = load_policies(load_settings().policy_dir).registry
+            # The trust store only (members.yaml): a member needs no one's MOU.
+            registry = load_trust_store(config.trust_store or load_settings().policy_dir)
             if self.router_keys is None:
                 self.router_keys = public_keys(registry.router_keys)
             if self.source_keys is None:

@@ -32,7 +32,7 @@ from broker.events import (
     parse_event,
 )
 from broker.keys import newest_signing_kid, signing_key
-from broker.policy.loader import load_policies
+from broker.policy.loader import load_trust_store
 from broker.settings import load_settings
 from producers.importing import Accepted, Rejected, read_events
 from producers.publisher import Publisher, PublisherConfig
@@ -66,7 +66,7 @@ def cli(ctx: click.Context, bootstrap: str | None, member: str, key_file: Path |
         kid: str | None, demo_keys: bool, dry_run: bool) -> None:  # fmt: skip
     """Publish your organisation's events to the consortium, signed with your key."""
     settings = load_settings()
-    registry = load_policies(settings.policy_dir).registry
+    registry = load_trust_store(settings.policy_dir)  # public keys only, no MOUs
     key = signing_key(member, key_file, demo=demo_keys)
     kid = kid or newest_signing_kid(registry, member)
 

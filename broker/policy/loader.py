@@ -187,6 +187,22 @@ def _applicability(where: str, path: str, kind: str | None, treatment: Treatment
     return []
 
 
+#: The trust store members need: the registry's public keys, no MOUs.
+TRUST_STORE_FILE = "members.yaml"
+
+
+def load_trust_store(path: Path) -> MemberRegistry:
+    """The member registry alone (``members.yaml``: members' and the router's public keys),
+    what a member's SDK needs to verify what it reads; it never reads other members'
+    MOUs. ``path`` is the file or the policy folder holding it."""
+    file = path / TRUST_STORE_FILE if path.is_dir() else path
+    problems: list[str] = []
+    registry = parse_policy_file(MemberRegistry, file, problems)
+    if registry is None:
+        raise PolicyError(f"{file}: not a valid trust store", problems=problems)
+    return registry
+
+
 def load_policies(directory: Path, catalog: SchemaCatalog | None = None) -> PolicySet:
     """Validate and compile a policy folder; raises PolicyError listing every problem."""
     catalog = catalog or SchemaCatalog.load()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -375,3 +376,30 @@ def test_synthetic_seizures_are_valid(seed: int) -> None:
     data = SyntheticData(seed=seed)
     reports = [data.seizure("ipr-center", "brand-owner") for _ in range(50)]
     assert all(r.to_avro()["quantity"] >= 1 for r in reports)
+
+
+def test_the_sdk_needs_only_the_trust_store_never_other_members_mous(tmp_path: Path) -> None:
+    """A member's tools read members.yaml (public keys) and nothing else of the policy
+    folder: with another member's MOU unreadable beside it, publishing works."""
+    import shutil
+
+    from broker.policy.loader import load_trust_store
+
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    shutil.copy(POLICY_DIR / "members.yaml", trust / "members.yaml")
+    (trust / "mou").mkdir()  # another member's MOU, unreadable here: never opened
+    (trust / "mou" / "platform-b.yaml").write_text("member: platform-b\nshares: [oops\n")
+    registry = load_trust_store(trust)
+    assert {m.id for m in registry.members} >= {"platform-a", "ipr-center"}
+    assert registry.router_keys
+    path = tmp_path / "alerts.jsonl"
+    path.write_text('{"seller": {"account_id": "S-1"}, "product_categories": ["TOYS"], '
+                    '"confidence": 70}\n')  # fmt: skip
+    done = subprocess.run(
+        [str(BIN / "action-publish"), "--member", "platform-a", "--demo-keys", "--dry-run",
+         "indicators", str(path), "-o", "json"],
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "ACTION_POLICY_DIR": str(trust)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
