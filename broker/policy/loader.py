@@ -25,6 +25,7 @@ from broker.policy.engine import PolicySet
 from broker.policy.envelope import EnvelopeError, TreatableField, treatable_fields
 from broker.policy.model import (
     AcceptRule,
+    Attribution,
     HssCondition,
     MemberRegistry,
     Mou,
@@ -233,9 +234,38 @@ def load_policies(directory: Path, catalog: SchemaCatalog | None = None) -> Poli
     if not problems:
         policy_set = PolicySet(registry, mous, fields_by_type, policy_version(directory))
         problems += _missing_encryption_keys(policy_set)
+        problems += traceable_anonymity(policy_set)
     if problems or policy_set is None:
         raise PolicyError(f"{len(problems)} problem(s) in {directory}", problems=problems)
     return policy_set
+
+
+def traceable_anonymity(policy_set: PolicySet) -> list[str]:
+    """Anonymous shares a recipient could trace to their source: for each anonymous share
+    rule, each event type and recipient it reaches, the members that could send that
+    recipient the same label (``anonymous-<sector>``: members of the sector, with an
+    anonymous rule reaching it for that type, the recipient itself aside). Fewer than two
+    is a problem unless the rule acknowledges it (``anonymous_traceable: true``)."""
+    senders: dict[tuple[str, str, str], set[str]] = {}  # (sector, type, recipient)
+    for (source, event_type, recipient), candidates in policy_set.plans.items():
+        if any(c.share.attribution is Attribution.ANONYMOUS for c in candidates):
+            sector = policy_set.members[source].sector.value
+            senders.setdefault((sector, event_type, recipient), set()).add(source)
+    problems = set()
+    for (source, event_type, recipient), candidates in policy_set.plans.items():
+        sector = policy_set.members[source].sector.value
+        for candidate in candidates:
+            share = candidate.share
+            if share.attribution is not Attribution.ANONYMOUS or share.anonymous_traceable:
+                continue
+            possible = senders.get((sector, event_type, recipient), set()) - {recipient}
+            if len(possible) < 2:
+                problems.add(
+                    f"mou/{source}.yaml: {share.id}: {recipient} can trace anonymous-{sector} "
+                    f"{event_type} records to {source}, the only {sector} member that could "
+                    "send them: share named, or set anonymous_traceable: true to acknowledge"
+                )
+    return sorted(problems)
 
 
 def _missing_encryption_keys(policy_set: PolicySet) -> list[str]:

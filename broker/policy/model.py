@@ -195,6 +195,12 @@ class ShareRule(_Strict):
         default=Treatment.DROP, description="treatment of optional fields not listed"
     )
     attribution: Attribution = Attribution.NAMED
+    anonymous_traceable: bool = Field(
+        default=False,
+        description="acknowledged: a recipient can trace this rule's anonymous label to this "
+        "member, because no other member of its sector could send it that label; without "
+        "this, action-policy check refuses such a rule",
+    )
 
 
 class AcceptRule(_Strict):

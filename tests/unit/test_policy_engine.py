@@ -422,3 +422,28 @@ def test_amber_strict_never_reaches_a_rule_that_shares_with_clients(policy_copy:
         decision = decide_tlp(tlp)
         assert not decision.delivered, tlp
         assert "stays inside the recipient organisation" in decision.reasons[0]
+
+
+def test_an_anonymous_label_that_only_one_member_could_send_is_refused(policy_copy: Path) -> None:
+    """Every anonymous-platform record in the example is platform-b's: platforms can tell.
+    Without the acknowledgement, check refuses the rule; a second platform sharing
+    anonymously with the same recipients makes the label ambiguous again."""
+    mou = policy_copy / "mou" / "platform-b.yaml"
+    mou.write_text(mou.read_text().replace("    anonymous_traceable: true\n", ""))
+    with pytest.raises(PolicyError) as info:
+        load_policies(policy_copy)
+    assert any("platform-a can trace anonymous-platform SellerIndicator records to platform-b"
+               in p for p in info.value.problems)  # fmt: skip
+    other = policy_copy / "mou" / "platform-c.yaml"
+    rule = "    max_tlp: GREEN\n    when: {min_confidence: 50, hss: never}"
+    anonymous = (
+        "    max_tlp: GREEN\n    attribution: anonymous\n    when: {min_confidence: 50, hss: never}"
+    )
+    other.write_text(other.read_text().replace(rule, anonymous))
+    with pytest.raises(PolicyError) as again:
+        load_policies(policy_copy)
+    traced = [p for p in again.value.problems if "SellerIndicator records to platform-b" in p]
+    assert traced
+    assert traced == [p for p in traced if "platform-c can trace" in p], (
+        "platform-a now has two possible senders; platform-c still has only platform-b"
+    )
