@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import hmac
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,33 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str
 
 def canonical(document: Mapping[str, Any]) -> bytes:
     return _CANONICAL.encode(document).encode()
+
+
+#: Prefix of a source's pseudonym in the audit trail.
+PSEUDONYM_PREFIX = "anon-"
+_PSEUDONYM_CONTEXT = b"action.audit-pseudonym.v1"
+
+
+def pseudonym_key(match_secret: bytes) -> bytes:
+    """The operator's key for audit pseudonyms, derived from the consortium's match-token
+    secret (which only the operator holds), so no other secret needs keeping."""
+    return hmac.new(match_secret, _PSEUDONYM_CONTEXT, hashlib.sha256).digest()
+
+
+def source_pseudonym(key: bytes, source: str, record_id: str) -> str:
+    """How the audit trail names the source of a record shared anonymously: a keyed
+    hash of the source and the record, so audit readers can neither reverse it nor link
+    two records of one source; the operator, holding the key, tries each member."""
+    mac = hmac.new(key, f"{source}\x1f{record_id}".encode(), hashlib.sha256).hexdigest()
+    return PSEUDONYM_PREFIX + mac[:20]
+
+
+def reveal_source(key: bytes, pseudonym: str, record_id: str, members: Iterable[str]) -> str | None:
+    """The member behind ``pseudonym`` on ``record_id``, or None (the operator's side)."""
+    for member in members:
+        if hmac.compare_digest(source_pseudonym(key, member, record_id), pseudonym):
+            return member
+    return None
 
 
 def entry_hash(entry: Mapping[str, Any]) -> str:

@@ -9,6 +9,7 @@ reason code instead; nothing is dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,13 @@ from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from broker.audit import PreparedEntry, field_treatments, prepare_decisions
+from broker.audit import (
+    PreparedEntry,
+    field_treatments,
+    prepare_decisions,
+    pseudonym_key,
+    source_pseudonym,
+)
 from broker.codec import AvroCodec
 from broker.errors import DecodeError, EncodeError, EventValidationError, ProvenanceError
 from broker.events import EVENT_TYPES
@@ -116,10 +123,17 @@ class Routed:
     dead_letter: DeadLetter | None = None
     ledger_update: tuple[str, LedgerEntry] | None = field(default=None)
     identity: Identity | None = None
+    #: The source's pseudonym in the audit trail when the record was shared anonymously
+    #: with someone (see RecordRouter._audit_pseudonym).
+    audit_source: str | None = None
 
     def writes(self, inbound: Inbound, *, decided_at_ms: int) -> Writes:
         """What the router writes for this outcome, with every audit entry serialized."""
-        entries = prepare_decisions(self.decisions, decided_at_ms=decided_at_ms,
+        audited_decisions = self.decisions
+        if self.audit_source is not None:
+            audited_decisions = tuple(_pseudonymous(d, self.audit_source)
+                                      for d in self.decisions)  # fmt: skip
+        entries = prepare_decisions(audited_decisions, decided_at_ms=decided_at_ms,
                                     position=inbound.position)  # fmt: skip
         audited = tuple(
             AuditedDecision(entry, d.source, d.recipient, d.delivered,
@@ -190,6 +204,7 @@ class RecordRouter:
         self.match_key = match_key
         self.verifier = SignatureVerifier(policy_set.registry)
         self.router_key = router_key  # (kid, key): signs every feed record
+        self._pseudonym_key = pseudonym_key(match_key.secret)
 
     def route(self, inbound: Inbound, *, now: dt.datetime, ledger: DeliveryLedger) -> Routed:
         checked = self.check(inbound)
@@ -320,7 +335,17 @@ class RecordRouter:
             entry = LedgerEntry(received, self.policy_set.version, str(record["tlp"]))
             update = (ledger_key(source, record["indicator_id"]), entry)
         return Routed(source, event_type, tuple(decisions), feeds, None, update,
-                      Identity(record_id_of(record), _event_ms(event_type, record)))  # fmt: skip
+                      Identity(record_id_of(record), _event_ms(event_type, record)),
+                      self._audit_pseudonym(source, record, decisions))  # fmt: skip
+
+    def _audit_pseudonym(self, source: str, record: dict[str, Any],
+                         decisions: Sequence[Decision]) -> str | None:  # fmt: skip
+        """A pseudonym for the source in the audit trail when any recipient got the record
+        anonymously: the audit readers (the IPR Center) would otherwise read there who
+        shared it. Named deliveries keep the name (their recipients see it anyway)."""
+        if not any(d.delivered and d.attributed_source != source for d in decisions):
+            return None
+        return source_pseudonym(self._pseudonym_key, source, record_id_of(record))
 
     def _feed_record(self, decision: Decision, inbound: Inbound,
                      proof: FieldProof | None) -> FeedRecord:  # fmt: skip
@@ -356,6 +381,14 @@ class RecordRouter:
         received = entry.recipients if entry else {}
         return self.policy_set.retraction_decisions(record, received, now=now,
                                                     match_key=self.match_key)  # fmt: skip
+
+
+def _pseudonymous(decision: Decision, pseudonym: str) -> Decision:
+    """The decision as the audit trail records it for a record shared anonymously: the
+    source is the pseudonym, except in a named delivery (whose recipient has the name)."""
+    if decision.delivered and decision.attributed_source == decision.source:
+        return decision
+    return dataclasses.replace(decision, source=pseudonym)
 
 
 def _referenced(record: dict[str, Any], ledger: DeliveryLedger) -> Referenced | None:

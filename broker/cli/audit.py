@@ -110,3 +110,26 @@ def verify(bootstrap: str | None, topic: str, group: str | None, output_format: 
     info(f"{report.entries} entries in {len(report.chains)} chains: {verdict}")
     if not report.intact:
         sys.exit(EXIT_TAMPERED)
+
+
+@audit.command()
+@click.argument("pseudonym")
+@click.option("--record-id", required=True, help="The record id of the audit entry.")
+@output_option
+def reveal(pseudonym: str, record_id: str, output_format: str) -> None:
+    """The member behind an audit entry's source PSEUDONYM (anon-...). Only the operator
+    can: it needs the consortium's match-token secret (ACTION_MATCH_SECRET). Exit 0 when
+    found, 4 when no member matches."""
+    from broker.audit import pseudonym_key, reveal_source
+    from broker.policy.loader import load_trust_store
+    from broker.router import match_key_from
+
+    settings = load_settings()
+    key = pseudonym_key(match_key_from(settings).secret)
+    members = [m.id for m in load_trust_store(settings.policy_dir).members]
+    member = reveal_source(key, pseudonym, record_id, members)
+    emit_rows([{"pseudonym": pseudonym, "record_id": record_id, "source": member or ""}],
+              ["pseudonym", "record_id", "source"], output_format)  # fmt: skip
+    if member is None:
+        info("no member of the registry gives this pseudonym for this record with this secret")
+        sys.exit(EXIT_TAMPERED)

@@ -14,7 +14,7 @@ from broker.ledger import DeliveryLedger, LedgerEntry, ledger_key
 from broker.policy.demo_keys import demo_match_secret
 from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
-from broker.routing import REFERENCE_UNKNOWN, Inbound, RecordRouter, Routed
+from broker.routing import REFERENCE_UNKNOWN, Inbound, RecordRouter, Routed, Writes
 from tests.members import BASE_TIME, CODEC, signed
 
 KEY = MatchTokenKey(1, demo_match_secret())
@@ -144,3 +144,53 @@ def test_a_reference_to_an_unknown_or_unreceived_indicator_is_a_dead_letter(
     probe = router.route(_action("express-carrier"), now=NOW, ledger=ledger)
     assert probe.dead_letter is not None
     assert probe.dead_letter.reason == REFERENCE_UNKNOWN
+
+
+def test_the_audit_names_an_anonymous_source_by_a_pseudonym_only_the_operator_reverses(
+    tmp_path: Path,
+) -> None:
+    """platform-b shares anonymously with platforms and named with the government. The
+    audit trail (which the IPR Center reads) names platform-b only in the named delivery;
+    every other entry of the record carries a per-record pseudonym, and no decision id
+    can be recomputed from the real source."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from broker.audit import ChainHead, pseudonym_key, reveal_source
+    from broker.policy.decision import decision_id_for
+    from broker.routing import RecordRouter as Router
+    from policies import POLICY_DIR
+    from tests.members import indicator
+
+    router = Router(load_policies(POLICY_DIR), CODEC, KEY)
+    event = indicator("platform-b", 5, tlp="GREEN", confidence=95)
+    key, value, headers = signed(event)
+    inbound = Inbound("action.in.platform-b", 0, 0, key, value, tuple(headers), 0)
+    writes = router.writes(inbound, now=NOW, ledger=DeliveryLedger(), decided_at_ms=1)
+    assert isinstance(writes, Writes)
+    entries = [json.loads(ChainHead("c").append_prepared(d.entry)[1])
+               for d in writes.decisions]  # fmt: skip
+    by_recipient = {e["recipient"]: e for e in entries}
+    assert by_recipient["ipr-center"]["source"] == "platform-b", "a named delivery"
+    record_id = str(event.to_avro()["indicator_id"])
+    pseudonyms = {e["source"] for e in entries if e["recipient"] != "ipr-center"}
+    (pseudonym,) = pseudonyms
+    assert pseudonym.startswith("anon-")
+    for entry in entries:
+        if entry["recipient"] != "ipr-center":
+            assert entry["decision_id"] != decision_id_for(
+                "platform-b", record_id, entry["recipient"], entry["policy_version"]
+            )
+    members = [m.id for m in router.policy_set.registry.members]
+    assert reveal_source(pseudonym_key(KEY.secret), pseudonym, record_id, members) == "platform-b"
+    assert {d.source for d in writes.decisions} == {"platform-b"}, "metrics keep the name"
+    env = {**os.environ, "ACTION_MATCH_SECRET": ""}
+    env.pop("ACTION_MATCH_SECRET")
+    cli = Path(sys.executable).parent / "action-broker"
+    done = subprocess.run([str(cli), "audit", "reveal", pseudonym, "--record-id", record_id,
+                           "-o", "json"], capture_output=True, text=True, check=False,
+                          env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["source"] == "platform-b"
