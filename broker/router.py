@@ -166,14 +166,15 @@ class RouterService:
     def _maybe_reload(self) -> None:
         """Reload on SIGHUP or when the folder's content changes; a folder that fails
         validation is refused and the version in force stays."""
-        if not self._reload.is_set():
-            try:
-                fingerprint = policy_version(self.settings.policy_dir)
-            except OSError:
-                fingerprint = self._policy_fingerprint
-            if fingerprint == self._policy_fingerprint:
-                return
-            self._policy_fingerprint = fingerprint  # try each new content once
+        try:
+            fingerprint = policy_version(self.settings.policy_dir)
+        except OSError:
+            fingerprint = self._policy_fingerprint
+        if not self._reload.is_set() and fingerprint == self._policy_fingerprint:
+            return
+        # Try each new content once, whether a SIGHUP or the folder watch noticed it: a
+        # SIGHUP after an edit used to reload, then reload again on the watch's next look.
+        self._policy_fingerprint = fingerprint
         self._reload.clear()
         try:
             policy_set = load_policies(self.settings.policy_dir)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from broker.connection import KafkaConnection
 from broker.metrics import RouterMetrics
@@ -43,3 +44,20 @@ def test_a_reload_releases_the_old_policies_even_after_gc_freeze(
     # a reference cycle in the compiled policies would leak them on every reload.
     assert old_core() is None, "the replaced router core is still alive after the reload"
     assert old_policies() is None, "the replaced policy set is still alive after the reload"
+
+
+def test_one_sighup_after_a_folder_change_is_one_reload(tmp_path: Path) -> None:
+    """The SIGHUP path never updated the folder's fingerprint, so the folder watch saw the
+    same change again 5 s later and reloaded a second time, restarting the workers."""
+    policy_dir = tmp_path / "policies"
+    shutil.copytree(POLICY_DIR, policy_dir)
+    settings = load_settings(policy_dir=policy_dir, router_workers=0)
+    registry = CollectorRegistry()
+    service = RouterService(settings, KafkaConnection("127.0.0.1:9"), RouterMetrics(registry))
+    mou = policy_dir / "mou" / "platform-a.yaml"
+    mou.write_text(mou.read_text().replace("min_confidence: 70", "min_confidence: 71"))
+    service.request_reload()  # SIGHUP
+    service._maybe_reload()
+    service._maybe_reload()  # the folder watch's next look
+    sample = "action_router_policy_reloads_total"
+    assert registry.get_sample_value(sample, {"result": "applied"}) == 1
