@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
-import tempfile
 import time
 import tracemalloc
 import uuid
-from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -28,9 +25,8 @@ from rich.console import Console
 from rich.table import Table
 
 from broker.claims import Claim, RecordClaims, content_digest
-from broker.connection import KafkaConnection, connection_from_settings
-from broker.localkafka import LocalCluster
-from broker.settings import load_settings
+from broker.connection import KafkaConnection
+from tests.benchmarks.kafka import benchmark_kafka
 
 SOURCES = ("platform-a", "platform-b", "platform-c", "payments-x", "brand-owner")
 
@@ -113,20 +109,8 @@ def main() -> None:
     args = parser.parse_args()
     records = _claims(args.records)
     memory, load_cpu, reference = _in_memory(records)
-    with tempfile.TemporaryDirectory() as tmp:
-        address = os.environ.get("ACTION_KAFKA_BOOTSTRAP")
-        cluster = None
-        if address:
-            kafka = connection_from_settings(address, load_settings())
-        else:
-            cluster = LocalCluster(Path(tmp) / "kafka", load_settings())
-            cluster.up(nodes=1)
-            kafka = cluster.connection()
-        try:
-            wall, read_cpu = _from_kafka(kafka, records)
-        finally:
-            if cluster is not None:
-                cluster.down()
+    with benchmark_kafka() as (kafka, _, _):
+        wall, read_cpu = _from_kafka(kafka, records)
     per_million = 1_000_000 / args.records
     table = Table(title=f"record-id claims, measured on {args.records:,}, per million")
     for column in ("measure", "per million records"):

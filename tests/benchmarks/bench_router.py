@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import os
 import resource
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -40,14 +39,14 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
-from broker.connection import KafkaConnection, connection_from_settings
-from broker.localkafka import LocalCluster
+from broker.connection import KafkaConnection
 from broker.policy.loader import load_policies
 from broker.provision import Consortium
 from broker.router import default_partition
 from broker.settings import load_settings
 from broker.topics import INBOUND_PATTERN
 from policies import POLICY_DIR
+from tests.benchmarks.kafka import benchmark_kafka
 from tests.integration.routers import RouterProcess, TopicReader, publish
 from tests.members import indicator, mixed_stream, signed
 
@@ -239,21 +238,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.turns < 1:
         parser.error("--turns must be at least 1 (one passthrough run between two router runs)")
-    with tempfile.TemporaryDirectory() as tmp:
-        address = os.environ.get("ACTION_KAFKA_BOOTSTRAP")
-        cluster = None
-        if address:  # an existing cluster, reached as the ACTION_KAFKA_* super user
-            kafka = connection_from_settings(address, load_settings())
-        else:
-            cluster = LocalCluster(Path(tmp) / "kafka", load_settings())
-            cluster.up(nodes=1)
-            kafka = cluster.connection()
-        try:
-            broker_pid = cluster.node_pid(1) if cluster is not None else None
-            run(kafka, Path(tmp) / "credentials", args, broker_pid)
-        finally:
-            if cluster is not None:
-                cluster.down()
+    with benchmark_kafka() as (kafka, cluster, tmp):
+        broker_pid = cluster.node_pid(1) if cluster is not None else None
+        run(kafka, tmp / "credentials", args, broker_pid)
 
 
 def _mean(runs: list[Timed]) -> Timed:

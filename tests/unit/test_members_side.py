@@ -86,6 +86,15 @@ def test_csv_import_reads_dotted_and_list_columns(tmp_path: Path) -> None:
     assert "3 columns where the header has 9" in reasons[4]
 
 
+def _publish_dry_run(path: Path, env: dict[str, str] | None = None) -> Any:
+    """``action-publish --dry-run indicators PATH -o json`` as platform-a, demo keys."""
+    return subprocess.run(
+        [str(BIN / "action-publish"), "--member", "platform-a", "--demo-keys", "--dry-run",
+         "indicators", str(path), "-o", "json"],
+        capture_output=True, text=True, check=False, env=env,
+    )  # fmt: skip
+
+
 def test_rows_without_ids_get_the_same_id_in_every_run_and_a_repeated_row_is_rejected(
     tmp_path: Path,
 ) -> None:
@@ -122,11 +131,7 @@ def test_an_oversized_row_is_a_rejected_line_and_the_import_goes_on(tmp_path: Pa
                          for i in range(64)]}  # fmt: skip
     path.write_text("\n".join(json.dumps(r) for r in (small, huge, {**small, "confidence": 80}))
                     + "\n")  # fmt: skip
-    done = subprocess.run(
-        [str(BIN / "action-publish"), "--member", "platform-a", "--demo-keys", "--dry-run",
-         "indicators", str(path), "-o", "json"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    done = _publish_dry_run(path)
     assert done.returncode == 4, done.stderr
     (summary,) = json.loads(done.stdout)
     assert (summary["accepted"], summary["rejected"]) == (2, 1)
@@ -139,11 +144,7 @@ def test_action_publish_dry_run_writes_rejects_and_exits_4(tmp_path: Path) -> No
     path = tmp_path / "alerts.jsonl"
     path.write_text('{"seller": {"account_id": "S-1"}, "product_categories": ["TOYS"], '
                     '"confidence": 70}\n{"confidence": 1}\n')  # fmt: skip
-    done = subprocess.run(
-        [str(BIN / "action-publish"), "--member", "platform-a", "--demo-keys", "--dry-run",
-         "indicators", str(path), "-o", "json"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    done = _publish_dry_run(path)
     assert done.returncode == 4, done.stderr
     (summary,) = json.loads(done.stdout)
     assert (summary["accepted"], summary["rejected"], summary["published"]) == (1, 1, 0)
@@ -396,10 +397,5 @@ def test_the_sdk_needs_only_the_trust_store_never_other_members_mous(tmp_path: P
     path = tmp_path / "alerts.jsonl"
     path.write_text('{"seller": {"account_id": "S-1"}, "product_categories": ["TOYS"], '
                     '"confidence": 70}\n')  # fmt: skip
-    done = subprocess.run(
-        [str(BIN / "action-publish"), "--member", "platform-a", "--demo-keys", "--dry-run",
-         "indicators", str(path), "-o", "json"],
-        capture_output=True, text=True, check=False,
-        env={**os.environ, "ACTION_POLICY_DIR": str(trust)},
-    )  # fmt: skip
+    done = _publish_dry_run(path, env={**os.environ, "ACTION_POLICY_DIR": str(trust)})
     assert done.returncode == 0, done.stderr
