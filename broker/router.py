@@ -625,6 +625,9 @@ class RouterService:
             topics = self._consumer.subscription() or set()
             total = sum(len(self._consumer.partitions_for_topic(t) or ()) for t in topics)
             self._sole_instance = len(assignment) >= total > 0
+            log.info("routing %d of %d inbound partitions%s", len(assignment), total,
+                     " alone" if self._sole_instance else
+                     "; claims and ledger are read before each poll")  # fmt: skip
         return self._sole_instance
 
     def _catch_up_ledger(self, timeout_s: float = 30.0) -> None:
