@@ -29,6 +29,7 @@ from broker.policy.model import MemberRegistry
 from broker.topics import (
     AUDIT_TOPIC,
     DLQ_TOPIC,
+    EMBARGO_TOPIC,
     FEED_PREFIX,
     INBOUND_PREFIX,
     LEDGER_TOPIC,
@@ -121,7 +122,7 @@ def desired_acls(
         acls += _grants(router, TOPIC, feed, LITERAL, ("WRITE", "DESCRIBE"))
     for topic in (AUDIT_TOPIC, DLQ_TOPIC):
         acls += _grants(router, TOPIC, topic, LITERAL, ("WRITE", "DESCRIBE"))
-    for topic in (LEDGER_TOPIC, RECORD_IDS_TOPIC):
+    for topic in (LEDGER_TOPIC, RECORD_IDS_TOPIC, EMBARGO_TOPIC):
         acls += _grants(router, TOPIC, topic, LITERAL, ("READ", "WRITE", "DESCRIBE"))
     acls += _grants(router, GROUP, router_group, LITERAL, ("READ", "DESCRIBE"))
     acls += _grants(router, TRANSACTIONAL_ID, router_transactional_prefix(router_group),

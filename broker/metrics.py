@@ -98,6 +98,17 @@ class RouterMetrics:
             "action_router_last_commit_timestamp_seconds",
             "Unix time of the last committed transaction", registry=r,
         )  # fmt: skip
+        self.embargo_held = Gauge(
+            "action_router_embargo_held_records",
+            "Records held by an embargo, to be decided again when it ends",
+            registry=r,
+        )
+        self.embargo_released = Counter(
+            "action_router_embargo_released",
+            "Held deliveries decided when their embargo ended, by outcome",
+            ["outcome"],
+            registry=r,
+        )
         self.record_ids = Gauge(
             "action_router_record_ids",
             "Record ids remembered to refuse replays and reused ids (broker.claims)",

@@ -40,6 +40,7 @@ from broker.catalog import SchemaCatalog
 from broker.claims import ID_REUSED, ID_TAKEN, Claim, RecordClaims, content_digest
 from broker.codec import AvroCodec
 from broker.connection import KafkaConnection
+from broker.embargo import EmbargoBook, HeldRecord
 from broker.errors import (
     PolicyError,
     RouterError,
@@ -60,6 +61,7 @@ from broker.topics import (
     AUDIT_TOPIC,
     DLQ_MAX_BYTES,
     DLQ_TOPIC,
+    EMBARGO_TOPIC,
     INBOUND_PATTERN,
     LEDGER_TOPIC,
     RECORD_IDS_TOPIC,
@@ -76,6 +78,7 @@ DLQ_ORIGIN_HEADER = "action.dlq.origin"  # topic/partition@offset
 DLQ_TIMESTAMP_HEADER = "action.dlq.source-ts"
 
 _POLICY_CHECK_INTERVAL_S = 5.0
+_EMBARGO_CHECK_INTERVAL_S = 5.0  # how often ended embargoes are looked for
 _LAG_INTERVAL_S = 5.0
 
 
@@ -127,6 +130,7 @@ class RouterService:
         self.transactional_id = f"{settings.router_group}.{settings.router_instance}"
         self.ledger = DeliveryLedger()
         self.claims = RecordClaims()
+        self.embargo = EmbargoBook()
         self._heads: dict[TopicPartition, ChainHead] = {}
         self._ledger_stale = True
         self._sole_instance: bool | None = None  # known after the first poll's rebalance
@@ -293,7 +297,7 @@ class RouterService:
         # Start-up's objects (modules, schemas, policies, clients) live as long as the
         # process: frozen, the collector's full passes stop walking them (see routing_pool).
         gc.freeze()
-        last_policy_check = last_lag = time.monotonic()
+        last_policy_check = last_lag = last_embargo_check = time.monotonic()
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -308,6 +312,9 @@ class RouterService:
                 if now - last_lag > _LAG_INTERVAL_S:
                     self._update_lag()
                     last_lag = now
+                if now - last_embargo_check > _EMBARGO_CHECK_INTERVAL_S:
+                    self._release_ended_embargoes()
+                    last_embargo_check = now
         finally:
             self.close()
         log.info("router %s stopped", self.transactional_id)
@@ -485,13 +492,15 @@ class RouterService:
                             partition=self._keyed_partition(RECORD_IDS_TOPIC, key))  # fmt: skip
         return writes
 
-    def _write(self, writes: Writes, inbound: Inbound, work: _Batch) -> None:
+    def _write(self, writes: Writes, inbound: Inbound, work: _Batch, *,
+               count_input: bool = True) -> None:  # fmt: skip
         assert self._producer is not None
         producer = self._producer
         if writes.dead_letter is None and writes.identity is not None:
             writes = self._admitted(writes, inbound)
         source = writes.source or topic_owner(inbound.topic) or "unknown"
-        work.records_in[(source, writes.event_type or "undecodable")] += 1
+        if count_input:  # a held record's release is not a new input
+            work.records_in[(source, writes.event_type or "undecodable")] += 1
         if writes.dead_letter is not None:
             letter = writes.dead_letter
             headers = [*inbound.headers,
@@ -505,7 +514,8 @@ class RouterService:
         for feed in writes.feeds:
             producer.send(feed.topic, value=feed.value, key=feed.key, headers=feed.headers,
                           partition=self._keyed_partition(feed.topic, feed.key))  # fmt: skip
-            work.feed_timestamps.append(inbound.timestamp_ms)
+            if count_input:  # a release's wait is the embargo's, not the router's latency
+                work.feed_timestamps.append(inbound.timestamp_ms)
         tp = TopicPartition(inbound.topic, inbound.partition)
         head = work.heads[tp]
         chain_key = head.chain.encode()
@@ -517,12 +527,82 @@ class RouterService:
             work.decisions[(decision.source, decision.recipient, outcome)] += 1
             work.treatments.update(decision.treatments)
         work.heads[tp] = head
+        if writes.embargo is not None:
+            self._write_embargo(*writes.embargo)
         if writes.ledger_update is not None:
             key, entry_value = writes.ledger_update
             self.ledger.stage(key, entry_value)
             encoded_key = key.encode()
             producer.send(LEDGER_TOPIC, value=entry_value.encode(), key=encoded_key,
                           partition=self._keyed_partition(LEDGER_TOPIC, encoded_key))  # fmt: skip
+
+    def _write_embargo(self, key: str, held: HeldRecord | None) -> None:
+        """Hold a record (or end what is held of it: a tombstone, when anything is)."""
+        assert self._producer is not None
+        if held is None and self.embargo.get(key) is None:
+            return
+        self.embargo.stage(key, held)
+        encoded_key = key.encode()
+        value = None if held is None else held.encode()
+        partition = self._keyed_partition(EMBARGO_TOPIC, encoded_key)
+        self._producer.send(EMBARGO_TOPIC, value=value, key=encoded_key, partition=partition)
+
+    def _release_ended_embargoes(self) -> None:
+        """Decide, in one transaction, every held record of this instance's partitions
+        whose embargo (for some recipient) has ended: deliveries, audit entries, ledger and
+        embargo entries, and the partitions' chain heads with their unchanged offsets."""
+        consumer, producer = self._consumer, self._producer
+        if consumer is None or producer is None:
+            return
+        assigned = {(tp.topic, tp.partition): tp for tp in consumer.assignment()}
+        if not assigned:
+            return
+        if self._ledger_stale:  # started or rebalanced, and no record polled since
+            self._catch_up_ledger()
+        due = self.embargo.due(_now_ms(), assigned)
+        if not due:
+            self.metrics.embargo_held.set(len(self.embargo))
+            return
+        for _, held in due:
+            tp = assigned[(held.topic, held.partition)]
+            if tp not in self._heads:
+                self._heads[tp] = self._committed_head(tp)
+        work = _Batch(heads=dict(self._heads), feed_timestamps=[])
+        outcomes: Counter[str] = Counter()
+        touched: set[TopicPartition] = set()
+        now = dt.datetime.now(dt.UTC)
+        try:
+            producer.begin_transaction()
+            for key, held in due:
+                writes = self.core.released(key, held, now=now, ledger=self.ledger,
+                                            decided_at_ms=_now_ms())  # fmt: skip
+                inbound = Inbound(held.topic, held.partition, held.offset, held.key,
+                                  held.value, held.headers, held.timestamp_ms)  # fmt: skip
+                self._write(writes, inbound, work, count_input=False)
+                touched.add(assigned[(held.topic, held.partition)])
+                for decision in writes.decisions:
+                    outcomes["delivered" if decision.delivered else "withheld"] += 1
+            offsets = {tp: OffsetAndMetadata(consumer.position(tp), work.heads[tp].to_metadata(),
+                                             -1) for tp in touched}  # fmt: skip
+            self._bounded("flush", producer.flush)
+            self._bounded("send_offsets_to_transaction", producer.send_offsets_to_transaction,
+                          offsets, consumer.group_metadata())  # fmt: skip
+            self._bounded("commit_transaction", producer.commit_transaction)
+        except kafka_errors.KafkaError as exc:
+            self._abort(exc)
+            return
+        except TransactionTimeoutError as exc:
+            log.error("%s; replacing the producer and rewinding", exc)
+            self._fail()
+            return
+        finally:
+            work.count(self.metrics)
+        self._committed({}, work)
+        for outcome, count in outcomes.items():
+            self.metrics.embargo_released.labels(outcome).inc(count)
+        self.metrics.embargo_held.set(len(self.embargo))
+        log.info("embargoes ended: %d held records decided (%s)", len(due),
+                 ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())))  # fmt: skip
 
     def _audit_partition(self, chain_key: bytes) -> int:
         """Every entry of a chain goes to one audit partition, so the chain stays in order.
@@ -554,6 +634,7 @@ class RouterService:
                     del self._suspects[position]
         self.ledger.commit()
         self.claims.commit()
+        self.embargo.commit()
         self.metrics.transactions.labels("committed").inc()
         self.metrics.records_committed.inc(work.records)
         now_ms = time.time() * 1000
@@ -588,6 +669,7 @@ class RouterService:
         assert self._consumer is not None
         self.ledger.abort()
         self.claims.abort()
+        self.embargo.abort()
         for tp in self._consumer.assignment():
             committed = self._consumer.committed(tp, metadata=True)
             if committed is None:
@@ -636,7 +718,7 @@ class RouterService:
         reader = self._ledger_reader
         assert reader is not None
         partitions = []
-        for topic in (LEDGER_TOPIC, RECORD_IDS_TOPIC):
+        for topic in (LEDGER_TOPIC, RECORD_IDS_TOPIC, EMBARGO_TOPIC):
             numbers = sorted(reader.partitions_for_topic(topic) or ())
             if not numbers:
                 raise RouterError(f"topic {topic} is missing", hint="run action-broker provision")
@@ -650,14 +732,17 @@ class RouterService:
                 log.warning("ledger catch-up incomplete after %.0f s", timeout_s)
                 break
             for tp, records in reader.poll(timeout_ms=200).items():
-                load = self.ledger.load if tp.topic == LEDGER_TOPIC else self.claims.load
+                load = {LEDGER_TOPIC: self.ledger.load, RECORD_IDS_TOPIC: self.claims.load,
+                        EMBARGO_TOPIC: self.embargo.load}[tp.topic]  # fmt: skip
                 for record in records:
                     load(record.key.decode(), record.value)
         if self._ledger_stale:
             expired = self.claims.expire(_now_ms())
             self.metrics.record_ids.set(len(self.claims))
-            log.info("ledger: %d indicators; record ids: %d remembered, %d expired",
-                     len(self.ledger), len(self.claims), expired)  # fmt: skip
+            log.info("ledger: %d indicators; record ids: %d remembered, %d expired; %d held "
+                     "by an embargo", len(self.ledger), len(self.claims), expired,
+                     len(self.embargo))  # fmt: skip
+            self.metrics.embargo_held.set(len(self.embargo))
         self._ledger_stale = False
 
     def _update_lag(self) -> None:

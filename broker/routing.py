@@ -25,6 +25,7 @@ from broker.audit import (
     source_pseudonym,
 )
 from broker.codec import AvroCodec
+from broker.embargo import HeldRecord, embargo_key
 from broker.errors import DecodeError, EncodeError, EventValidationError, ProvenanceError
 from broker.events import EVENT_TYPES
 from broker.ledger import DeliveryLedger, LedgerEntry, ledger_key
@@ -123,6 +124,8 @@ class Routed:
     dead_letter: DeadLetter | None = None
     ledger_update: tuple[str, LedgerEntry] | None = field(default=None)
     identity: Identity | None = None
+    #: What to write to the embargo topic: (key, held record), or (key, None) to end it.
+    embargo: tuple[str, HeldRecord | None] | None = None
     #: The source's pseudonym in the audit trail when the record was shared anonymously
     #: with someone (see RecordRouter._audit_pseudonym).
     audit_source: str | None = None
@@ -141,7 +144,7 @@ class Routed:
             for d, entry in zip(self.decisions, entries, strict=True)
         )  # fmt: skip
         return Writes(self.source, self.event_type, self.feeds, audited, self.dead_letter,
-                      self.ledger_update, self.identity)  # fmt: skip
+                      self.ledger_update, self.identity, self.embargo)  # fmt: skip
 
 
 class AuditedDecision(NamedTuple):  # a tuple: crosses from routing workers (see PICKLING)
@@ -166,6 +169,7 @@ class Writes(NamedTuple):  # a tuple: crosses from routing workers (see PICKLING
     dead_letter: DeadLetter | None
     ledger_update: tuple[str, LedgerEntry] | None
     identity: Identity | None = None  # None for a dead letter
+    embargo: tuple[str, HeldRecord | None] | None = None  # see Routed.embargo
 
     def refused(self, reason: str, detail: str) -> Writes:
         """These writes replaced by the record's dead letter: nothing of it is delivered."""
@@ -336,7 +340,46 @@ class RecordRouter:
             update = (ledger_key(source, record["indicator_id"]), entry)
         return Routed(source, event_type, tuple(decisions), feeds, None, update,
                       Identity(record_id_of(record), _event_ms(event_type, record)),
+                      _embargo(inbound, source, event_type, record, decisions),
                       self._audit_pseudonym(source, record, decisions))  # fmt: skip
+
+    def released(self, key: str, held: HeldRecord, *, now: dt.datetime,
+                 ledger: DeliveryLedger, decided_at_ms: int) -> Writes:  # fmt: skip
+        """The writes when embargoes on a held record end: each recipient whose embargo has
+        ended is decided again under the policies in force now (delivered, held again, or
+        withheld for good); the record's embargo entry keeps only what is still held."""
+        inbound = Inbound(held.topic, held.partition, held.offset, held.key, held.value,
+                          held.headers, held.timestamp_ms)  # fmt: skip
+        checked = self.check(inbound)
+        if isinstance(checked, Routed):  # no longer passes its checks (a key revoked, say)
+            source = topic_owner(held.topic) or "unknown"
+            return Writes(source, checked.event_type, (), (), None, None, None, (key, None))
+        source, event_type, record = checked.source, checked.event_type, checked.record
+        now_ms = int(now.timestamp() * 1000)
+        remaining = {r: at for r, at in held.due.items() if at > now_ms}
+        decisions = []
+        for recipient in sorted(set(held.due) - set(remaining)):
+            decision = self.policy_set.evaluate(record, event_type, recipient, now=now,
+                                                match_key=self.match_key)  # fmt: skip
+            if decision.held_until is not None:
+                remaining[recipient] = int(decision.held_until.timestamp() * 1000)
+            decisions.append(decision)
+        feeds = tuple(self._feed_record(d, inbound, checked.proof)
+                      for d in decisions if d.delivered)  # fmt: skip
+        update = None
+        if event_type == "SellerIndicator":
+            key = ledger_key(source, str(record["indicator_id"]))
+            entry = ledger.get(key)
+            if entry is not None:
+                received = dict(entry.recipients)
+                for d in decisions:
+                    if d.delivered and d.record is not None:
+                        received[d.recipient] = str(d.record["source_member"])
+                update = (key, LedgerEntry(received, entry.policy_version, entry.tlp))
+        embargo = (key, held.with_due(remaining) if remaining else None)
+        routed = Routed(source, event_type, tuple(decisions), feeds, None, update, None, embargo,
+                        self._audit_pseudonym(source, record, decisions))  # fmt: skip
+        return routed.writes(inbound, decided_at_ms=decided_at_ms)
 
     def _audit_pseudonym(self, source: str, record: dict[str, Any],
                          decisions: Sequence[Decision]) -> str | None:  # fmt: skip
@@ -381,6 +424,21 @@ class RecordRouter:
         received = entry.recipients if entry else {}
         return self.policy_set.retraction_decisions(record, received, now=now,
                                                     match_key=self.match_key)  # fmt: skip
+
+
+def _embargo(inbound: Inbound, source: str, event_type: str, record: dict[str, Any],
+             decisions: Sequence[Decision]) -> tuple[str, HeldRecord | None] | None:  # fmt: skip
+    """The embargo entry of a record some recipients get only when an embargo ends; for
+    a retraction, the end of whatever is still held of its indicator."""
+    if event_type == "Retraction":
+        return embargo_key(source, str(record["indicator_id"])), None
+    due = {d.recipient: int(d.held_until.timestamp() * 1000)
+           for d in decisions if not d.delivered and d.held_until is not None}  # fmt: skip
+    if not due or inbound.value is None:
+        return None
+    held = HeldRecord(inbound.topic, inbound.partition, inbound.offset, inbound.key,
+                      inbound.value, inbound.headers, inbound.timestamp_ms, due)  # fmt: skip
+    return embargo_key(source, record_id_of(record)), held
 
 
 def _pseudonymous(decision: Decision, pseudonym: str) -> Decision:

@@ -16,6 +16,8 @@ LEDGER_TOPIC = "action.ledger"
 #: Compacted and expiring: the record ids routed, each claimed by its source
 #: (broker.claims), so a replay or a rival's reuse of an id is refused.
 RECORD_IDS_TOPIC = "action.record-ids"
+#: Compacted: records held by an embargo until it ends (broker.embargo).
+EMBARGO_TOPIC = "action.embargo"
 INBOUND_PATTERN = r"^action\.in\..+$"
 
 #: Inbound records up to the codec's 1 MiB limit plus headers; the DLQ keeps any inbound
@@ -75,6 +77,9 @@ def consortium_topics(
                   {**common, "max.message.bytes": str(DLQ_MAX_BYTES),
                    "retention.ms": str(90 * 24 * 3600 * 1000)}),
         TopicSpec(LEDGER_TOPIC, partitions, replication, {**common, "cleanup.policy": "compact"}),
+        TopicSpec(EMBARGO_TOPIC, partitions, replication,
+                  {**common, "cleanup.policy": "compact",
+                   "max.message.bytes": str(DLQ_MAX_BYTES)}),
         TopicSpec(RECORD_IDS_TOPIC, partitions, replication,
                   {**common, "cleanup.policy": "compact,delete",
                    "retention.ms": str(TOPIC_RETENTION_MS)}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ class Decision:
     reasons: tuple[str, ...]
     fields: tuple[FieldDecision, ...] = ()
     record: Mapping[str, Any] | None = None
+    #: Withheld only by an embargo: when it ends (the router holds the record till then
+    #: and decides again under the policies in force then).
+    held_until: dt.datetime | None = None
 
     @property
     def attributed_source(self) -> str:
@@ -76,6 +80,7 @@ class Decision:
             "policy_version": self.policy_version,
             "rule_ids": list(self.rule_ids),
             "reasons": list(self.reasons),
+            "held_until": self.held_until.isoformat() if self.held_until else None,
             "fields": {f.path: {"treatment": f.treatment.value, "rules": list(f.rule_ids)}
                        for f in self.fields},
         }  # fmt: skip

@@ -262,7 +262,32 @@ class PolicySet:
                 )
             refusals.append(refusal)
         reasons = self._refusal_reasons(plan_key, candidates, refusals)
-        return withheld(reasons, rule_ids=self._considered[plan_key])
+        decision = withheld(reasons, rule_ids=self._considered[plan_key])
+        held_until = self._embargo_end(candidates, record, event_type, recipient, now)
+        if held_until is None:
+            return decision
+        return dataclasses.replace(decision, held_until=held_until)
+
+    def _embargo_end(
+        self,
+        candidates: tuple[Candidate, ...],
+        record: Mapping[str, Any],
+        event_type: str,
+        recipient: str,
+        now: dt.datetime,
+    ) -> dt.datetime | None:
+        """When the record would be delivered if only an embargo withholds it now: the
+        earliest end of an embargo after which a candidate passes every other check."""
+        dated = _as_datetime(record.get(TIME_FIELDS.get(event_type, "")))
+        if dated is None:
+            return None
+        ends = sorted({dated + dt.timedelta(minutes=c.share.when.embargo_minutes)
+                       for c in candidates if c.share.when.embargo_minutes})  # fmt: skip
+        for end in ends:
+            if end > now and any(self._refusal(c, record, event_type, recipient, end) is None
+                                 for c in candidates):  # fmt: skip
+                return end
+        return None
 
     # A withheld decision's reasons are the same text for the same rules and refusals:
     # built once and shared, so the audit trail (which caches by identity) serializes them

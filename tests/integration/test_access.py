@@ -25,7 +25,7 @@ from broker.connection import KafkaConnection
 from broker.policy.model import Member, MemberRegistry
 from broker.provision import Consortium, admin_client, current_acls
 from broker.quotas import current_quotas
-from broker.topics import AUDIT_TOPIC, DLQ_TOPIC, LEDGER_TOPIC, RECORD_IDS_TOPIC
+from broker.topics import AUDIT_TOPIC, DLQ_TOPIC, EMBARGO_TOPIC, LEDGER_TOPIC, RECORD_IDS_TOPIC
 from tests.integration.routers import ACTION_BROKER
 
 ROUTER = "action-router"
@@ -55,7 +55,7 @@ def _members(consortium: Consortium) -> list[str]:
 def _topics(consortium: Consortium) -> list[str]:
     members = _members(consortium)
     return ([f"action.in.{m}" for m in members] + [f"action.feed.{m}" for m in members]
-            + [AUDIT_TOPIC, DLQ_TOPIC, LEDGER_TOPIC, RECORD_IDS_TOPIC])  # fmt: skip
+            + [AUDIT_TOPIC, DLQ_TOPIC, LEDGER_TOPIC, RECORD_IDS_TOPIC, EMBARGO_TOPIC])  # fmt: skip
 
 
 def _groups(consortium: Consortium) -> list[str]:
@@ -69,7 +69,7 @@ def expected_topic_rights(who: str, topic: str) -> set[str]:
     if who == ROUTER:
         if topic.startswith("action.in."):
             return {"READ", "DESCRIBE"}
-        if topic in (LEDGER_TOPIC, RECORD_IDS_TOPIC):
+        if topic in (LEDGER_TOPIC, RECORD_IDS_TOPIC, EMBARGO_TOPIC):
             return {"READ", "WRITE", "DESCRIBE"}
         return {"WRITE", "DESCRIBE"}
     if topic == f"action.in.{who}":

@@ -3,6 +3,7 @@ SIGKILL and aborted transactions, dead letters, retractions, reloads, metrics.""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -253,6 +254,45 @@ def test_a_rival_cannot_take_a_record_id_and_nothing_is_delivered_twice(
             assert not decoded.get("retraction_id"), "the decoy's retraction reached no one"
     assert seen, "the original was delivered"
     assert set(seen.values()) == {1}, f"each recipient got the original once: {seen}"
+
+
+def test_an_embargoed_record_arrives_when_the_embargo_ends_once_across_a_restart(
+    consortium: Consortium, tmp_path: Path
+) -> None:
+    """platform-b shares with platforms after an embargo (one minute here). The router
+    holds the record, is restarted in the middle, and delivers it to the platforms when
+    the embargo ends: exactly once each; the government got it at once."""
+    policy_dir = tmp_path / "policies"
+    shutil.copytree(POLICY_DIR, policy_dir, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    mou = policy_dir / "mou" / "platform-b.yaml"
+    mou.write_text(mou.read_text().replace("embargo_minutes: 60", "embargo_minutes: 1"))
+    router = RouterProcess(consortium.router, tmp_path, policy_dir=policy_dir).start()
+    router.wait_ready()
+    published = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=2)
+    event = indicator("platform-b", 61, tlp="GREEN", confidence=95, published_at=published,
+                      observed_at=published)  # fmt: skip
+    indicator_id = str(event.to_avro()["indicator_id"])
+    feeds = TopicReader(consortium.admin, FEEDS)
+    seen: Counter[tuple[str, str]] = Counter()
+    try:
+        publish(consortium, [event])
+        wait_for(feeds, {("ipr-center", indicator_id)}, seen, 60)
+        assert ("platform-a", indicator_id) not in seen, "held by the embargo"
+        assert router.stop() == 0  # a restart while the record is held
+        router.start().wait_ready()
+        wait_for(feeds, {("platform-a", indicator_id), ("platform-c", indicator_id)}, seen, 180)
+        for record in feeds.read_until_quiet(quiet_s=8):
+            if feed_key(record)[1] == indicator_id:
+                seen[feed_key(record)] += 1
+        released = metric_value(router.metrics(), "action_router_embargo_released_total",
+                                outcome="delivered")  # fmt: skip
+    finally:
+        feeds.close()
+        assert router.stop() == 0
+    assert seen == Counter({("ipr-center", indicator_id): 1, ("platform-a", indicator_id): 1,
+                            ("platform-c", indicator_id): 1})  # fmt: skip
+    assert released >= 2
+    assert "held by an embargo" in router.log()
 
 
 def test_policies_reload_on_sighup_and_a_broken_folder_is_refused(

@@ -157,7 +157,7 @@ def test_topics_follow_the_registry_and_the_cluster_size() -> None:
     assert durability(1) == (1, 1)
     assert durability(3) == (3, 2)
     specs = {s.name: s for s in consortium_topics(POLICIES.registry, brokers=3, partitions=6)}
-    assert len(specs) == 2 * len(POLICIES.members) + 4
+    assert len(specs) == 2 * len(POLICIES.members) + 5
     assert specs["action.ledger"].configs["cleanup.policy"] == "compact"
     # Record ids are remembered a bounded time: compacted, and deleted after the window.
     ids = specs["action.record-ids"].configs
