@@ -240,6 +240,53 @@ def show_sellers(folder: Path, member: str) -> None:
     console.print(f"  {len(found)} sellers correlated across members in {member}'s store")
 
 
+#: How long the demo's held record waits: platform-b's embargo ends this long after it is
+#: published (its published_at is set back by the rest of the hour).
+EMBARGO_WAIT_S = 30
+
+
+def show_embargo(consortium: Consortium, policies: PolicySet) -> str | None:
+    """Publish a platform-b indicator whose one-hour embargo for platforms ends in
+    EMBARGO_WAIT_S seconds: the router holds it, then delivers it to platform-a. Returns
+    what went wrong, or None."""
+    embargo = next(r.when.embargo_minutes for r in policies.mous["platform-b"].shares
+                   if r.when.embargo_minutes)  # fmt: skip
+    now = dt.datetime.now(dt.UTC)
+    published = now - dt.timedelta(minutes=embargo) + dt.timedelta(seconds=EMBARGO_WAIT_S)
+    event = parse_event("SellerIndicator", {
+        "indicator_id": str(uuid.uuid4()), "source_member": "platform-b",
+        "observed_at": published, "published_at": published,
+        "seller": {"account_id": "HELD-1", "email": "held@late-seller.example"},
+        "product_categories": ["FOOTWEAR"], "confidence": 95, "hss": False, "tlp": "GREEN",
+        "purpose": "IPR_ENFORCEMENT",
+    })  # fmt: skip
+    indicator_id = str(event.to_avro()["indicator_id"])
+    publish_all(consortium, policies, [event])
+    due = published + dt.timedelta(minutes=embargo)
+    console.print(f"\nplatform-b shares with platforms after a {embargo}-minute embargo: a new "
+                  f"indicator is held until {due:%H:%M:%S} UTC, then delivered ...")  # fmt: skip
+    kafka = consortium.member("platform-a")
+    config = FeedReaderConfig(kafka.bootstrap, "platform-a", demo_encryption_key("platform-a"),
+                              group_id=f"platform-a.demo-held.{int(time.time())}",
+                              client=kafka.security())  # fmt: skip
+    copies: list[Delivery] = []
+    with FeedReader(config) as reader:
+        deadline = time.monotonic() + EMBARGO_WAIT_S + 90
+        while time.monotonic() < deadline and not copies:
+            copies = [d for d in reader.deliveries(idle_timeout_s=2)
+                      if d.record_id == indicator_id]  # fmt: skip
+        arrived = dt.datetime.now(dt.UTC)
+        copies += [d for d in reader.deliveries(idle_timeout_s=3) if d.record_id == indicator_id]
+    if len(copies) != 1:
+        return f"the held indicator reached platform-a {len(copies)} times, not once"
+    if arrived < due:
+        return f"the held indicator reached platform-a at {arrived:%H:%M:%S}, before {due:%H:%M:%S}"
+    console.print(f"  arrived at platform-a at {arrived:%H:%M:%S} UTC (as "
+                  f"{copies[0].source}), {(arrived - due).total_seconds():.0f} s after "
+                  "the embargo ended, once")  # fmt: skip
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="verify and exit (for CI)")
@@ -281,8 +328,11 @@ def main() -> None:
         Console().print(summary)
         show_side_by_side(feeds)
         show_sellers(folder, "ipr-center")
+        held = show_embargo(consortium, policies)
         if args.check:
             problems = check(feeds, expected_deliveries(policies, events))
+            if held is not None:
+                problems.append(held)
             if routed < len(events) or dead:
                 problems.append(f"routed {routed:.0f} of {len(events)}, {dead:.0f} dead letters")
             total = sum(len(d) for d in feeds.values())
