@@ -10,14 +10,17 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from broker.events import EVENT_TYPES
+from broker.ledger import DeliveryLedger
 from broker.normalize import normalize_email
-from broker.policy.demo_keys import demo_match_secret
+from broker.policy.demo_keys import demo_match_secret, demo_router_key
 from broker.policy.freetext import STRUCTURED, find_identifiers, scrub
 from broker.policy.loader import load_policies
 from broker.policy.model import Treatment
 from broker.policy.treatments import MatchTokenKey, match_token
+from broker.routing import Inbound, RecordRouter
 from policies import POLICY_DIR
-from tests.members import CODEC, indicator
+from tests.members import CODEC, indicator, signed
 from tests.strategies import emails, phones
 
 KEY = MatchTokenKey(1, demo_match_secret())
@@ -49,12 +52,24 @@ def test_plain_text_is_left_alone() -> None:
         assert scrub(text, {}, KEY) == text
 
 
+ROUTER = RecordRouter(POLICIES, CODEC, KEY, router_key=("action-router-2026", demo_router_key()))
+
+
 def _delivered_bytes(record: dict[str, Any], recipient: str) -> tuple[bytes, dict[str, Any]]:
-    decision = POLICIES.evaluate(record, "SellerIndicator", recipient, now=NOW, match_key=KEY)
-    if not decision.delivered or decision.record is None:
+    """Everything ``recipient`` is sent for ``record`` as the router sends it: the feed
+    record's value and every header, and the field treatments it got."""
+    event = EVENT_TYPES["SellerIndicator"].from_avro(record)
+    key, value, headers = signed(event)
+    inbound = Inbound(f"action.in.{event.source_member}", 0, 0, key, value, tuple(headers), 0)
+    routed = ROUTER.route(inbound, now=NOW, ledger=DeliveryLedger())
+    assert routed.dead_letter is None, routed.dead_letter
+    decision = next(d for d in routed.decisions if d.recipient == recipient)
+    feeds = [f for f in routed.feeds if f.topic == f"action.feed.{recipient}"]
+    if not decision.delivered or not feeds:
         return b"", {}
-    treatments = {f.path: f.treatment for f in decision.fields}
-    return CODEC.encode("SellerIndicator", dict(decision.record)), treatments
+    (feed,) = feeds
+    sent = feed.value + b"".join(name.encode() + value for name, value in feed.headers)
+    return sent, {f.path: f.treatment for f in decision.fields}
 
 
 @given(email=emails, phone=phones, recipient_index=st.integers(0, 6),
@@ -66,7 +81,7 @@ def test_no_identifier_a_recipients_rules_withhold_appears_in_clear_in_free_text
 ) -> None:
     """For any record and recipient, an identifier whose structured field that recipient
     gets hashed, masked, generalized, encrypted or dropped appears nowhere in the bytes
-    it is delivered, however it was slipped into free text."""
+    it is sent (the feed record and its headers), however it was slipped into free text."""
     recipients = [m.id for m in POLICIES.registry.members if m.id != source]
     recipient = recipients[recipient_index % len(recipients)]
     hidden = f"reach me at {email} or {phone} today"
