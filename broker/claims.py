@@ -85,13 +85,16 @@ class RecordClaims:
         packed = self._staged.get(key) or self._committed.get(key)
         return None if packed is None else self._unpack(packed)
 
-    def refusal(self, source: str, record_id: str, value: bytes, *, event_ms: int | None,
-                now_ms: int) -> tuple[str, str] | None:  # fmt: skip
+    def refusal(
+        self, source: str, record_id: str, value: bytes, *, event_ms: int | None, now_ms: int
+    ) -> tuple[str, str] | None:
         """(reason, detail) when this record may not be routed, else None."""
         if event_ms is not None and event_ms < now_ms - self.retention_ms:
             days = self.retention_ms // _DAY_MS
-            return STALE, (f"the record's own time is more than {days} days old, beyond "
-                           "the window in which the router remembers record ids")  # fmt: skip
+            return STALE, (
+                f"the record's own time is more than {days} days old, beyond "
+                "the window in which the router remembers record ids"
+            )
         claim = self.get(record_id)
         if claim is None:
             return None
@@ -99,8 +102,10 @@ class RecordClaims:
             return ID_TAKEN, f"record id {record_id} belongs to another member's record"
         if claim.digest == content_digest(value):
             return REPLAY, f"record {record_id} was already routed (the same bytes again)"
-        return ID_REUSED, (f"record id {record_id} was already used by {source} for other "
-                           "content; a new record needs a new id")  # fmt: skip
+        return ID_REUSED, (
+            f"record id {record_id} was already used by {source} for other "
+            "content; a new record needs a new id"
+        )
 
     def stage(self, record_id: str, claim: Claim) -> None:
         self._staged[_key(record_id)] = self._pack(claim)

@@ -249,41 +249,57 @@ def show_embargo(consortium: Consortium, policies: PolicySet) -> str | None:
     """Publish a platform-b indicator whose one-hour embargo for platforms ends in
     EMBARGO_WAIT_S seconds: the router holds it, then delivers it to platform-a. Returns
     what went wrong, or None."""
-    embargo = next(r.when.embargo_minutes for r in policies.mous["platform-b"].shares
-                   if r.when.embargo_minutes)  # fmt: skip
+    embargo = next(
+        r.when.embargo_minutes for r in policies.mous["platform-b"].shares if r.when.embargo_minutes
+    )
     now = dt.datetime.now(dt.UTC)
     published = now - dt.timedelta(minutes=embargo) + dt.timedelta(seconds=EMBARGO_WAIT_S)
-    event = parse_event("SellerIndicator", {
-        "indicator_id": str(uuid.uuid4()), "source_member": "platform-b",
-        "observed_at": published, "published_at": published,
-        "seller": {"account_id": "HELD-1", "email": "held@late-seller.example"},
-        "product_categories": ["FOOTWEAR"], "confidence": 95, "hss": False, "tlp": "GREEN",
-        "purpose": "IPR_ENFORCEMENT",
-    })  # fmt: skip
+    event = parse_event(
+        "SellerIndicator",
+        {
+            "indicator_id": str(uuid.uuid4()),
+            "source_member": "platform-b",
+            "observed_at": published,
+            "published_at": published,
+            "seller": {"account_id": "HELD-1", "email": "held@late-seller.example"},
+            "product_categories": ["FOOTWEAR"],
+            "confidence": 95,
+            "hss": False,
+            "tlp": "GREEN",
+            "purpose": "IPR_ENFORCEMENT",
+        },
+    )
     indicator_id = str(event.to_avro()["indicator_id"])
     publish_all(consortium, policies, [event])
     due = published + dt.timedelta(minutes=embargo)
-    console.print(f"\nplatform-b shares with platforms after a {embargo}-minute embargo: a new "
-                  f"indicator is held until {due:%H:%M:%S} UTC, then delivered ...")  # fmt: skip
+    console.print(
+        f"\nplatform-b shares with platforms after a {embargo}-minute embargo: a new "
+        f"indicator is held until {due:%H:%M:%S} UTC, then delivered ..."
+    )
     kafka = consortium.member("platform-a")
-    config = FeedReaderConfig(kafka.bootstrap, "platform-a", demo_encryption_key("platform-a"),
-                              group_id=f"platform-a.demo-held.{int(time.time())}",
-                              client=kafka.security())  # fmt: skip
+    config = FeedReaderConfig(
+        kafka.bootstrap,
+        "platform-a",
+        demo_encryption_key("platform-a"),
+        group_id=f"platform-a.demo-held.{int(time.time())}",
+        client=kafka.security(),
+    )
     copies: list[Delivery] = []
     with FeedReader(config) as reader:
         deadline = time.monotonic() + EMBARGO_WAIT_S + 90
         while time.monotonic() < deadline and not copies:
-            copies = [d for d in reader.deliveries(idle_timeout_s=2)
-                      if d.record_id == indicator_id]  # fmt: skip
+            copies = [d for d in reader.deliveries(idle_timeout_s=2) if d.record_id == indicator_id]
         arrived = dt.datetime.now(dt.UTC)
         copies += [d for d in reader.deliveries(idle_timeout_s=3) if d.record_id == indicator_id]
     if len(copies) != 1:
         return f"the held indicator reached platform-a {len(copies)} times, not once"
     if arrived < due:
         return f"the held indicator reached platform-a at {arrived:%H:%M:%S}, before {due:%H:%M:%S}"
-    console.print(f"  arrived at platform-a at {arrived:%H:%M:%S} UTC (as "
-                  f"{copies[0].source}), {(arrived - due).total_seconds():.0f} s after "
-                  "the embargo ended, once")  # fmt: skip
+    console.print(
+        f"  arrived at platform-a at {arrived:%H:%M:%S} UTC (as "
+        f"{copies[0].source}), {(arrived - due).total_seconds():.0f} s after "
+        "the embargo ended, once"
+    )
     return None
 
 

@@ -36,29 +36,45 @@ class HeldRecord:
     due: Mapping[str, int] = field(default_factory=dict)  # recipient -> release time
 
     def encode(self) -> bytes:
-        return json.dumps({
-            "origin": [self.topic, self.partition, self.offset],
-            "key": _b64(self.key) if self.key is not None else None,
-            "value": _b64(self.value),
-            "headers": [[name, _b64(value)] for name, value in self.headers],
-            "timestamp_ms": self.timestamp_ms,
-            "due": dict(self.due),
-        }, sort_keys=True).encode()  # fmt: skip
+        return json.dumps(
+            {
+                "origin": [self.topic, self.partition, self.offset],
+                "key": _b64(self.key) if self.key is not None else None,
+                "value": _b64(self.value),
+                "headers": [[name, _b64(value)] for name, value in self.headers],
+                "timestamp_ms": self.timestamp_ms,
+                "due": dict(self.due),
+            },
+            sort_keys=True,
+        ).encode()
 
     @classmethod
     def decode(cls, value: bytes) -> HeldRecord:
         document = json.loads(value)
         topic, partition, offset = document["origin"]
         key = document["key"]
-        return cls(str(topic), int(partition), int(offset),
-                   None if key is None else _unb64(key), _unb64(document["value"]),
-                   tuple((str(n), _unb64(v)) for n, v in document["headers"]),
-                   int(document["timestamp_ms"]),
-                   {str(r): int(t) for r, t in document["due"].items()})  # fmt: skip
+        return cls(
+            str(topic),
+            int(partition),
+            int(offset),
+            None if key is None else _unb64(key),
+            _unb64(document["value"]),
+            tuple((str(n), _unb64(v)) for n, v in document["headers"]),
+            int(document["timestamp_ms"]),
+            {str(r): int(t) for r, t in document["due"].items()},
+        )
 
     def with_due(self, due: Mapping[str, int]) -> HeldRecord:
-        return HeldRecord(self.topic, self.partition, self.offset, self.key, self.value,
-                          self.headers, self.timestamp_ms, dict(due))  # fmt: skip
+        return HeldRecord(
+            self.topic,
+            self.partition,
+            self.offset,
+            self.key,
+            self.value,
+            self.headers,
+            self.timestamp_ms,
+            dict(due),
+        )
 
 
 def embargo_key(source: str, record_id: str) -> str:
@@ -112,6 +128,9 @@ class EmbargoBook:
     def due(self, now_ms: int, partitions: Collection[tuple[str, int]]) -> list[tuple[str, Any]]:
         """(key, record) of committed records with an embargo ended by ``now_ms`` whose
         inbound partition is among ``partitions`` (the ones this instance owns)."""
-        return [(key, held) for key, held in self._committed.items()
-                if (held.topic, held.partition) in partitions
-                and any(at <= now_ms for at in held.due.values())]  # fmt: skip
+        return [
+            (key, held)
+            for key, held in self._committed.items()
+            if (held.topic, held.partition) in partitions
+            and any(at <= now_ms for at in held.due.values())
+        ]

@@ -25,16 +25,22 @@ class LedgerEntry:
 
     def encode(self) -> bytes:
         return json.dumps(
-            {"recipients": dict(self.recipients), "policy_version": self.policy_version,
-             "tlp": self.tlp},
+            {
+                "recipients": dict(self.recipients),
+                "policy_version": self.policy_version,
+                "tlp": self.tlp,
+            },
             sort_keys=True,
-        ).encode()  # fmt: skip
+        ).encode()
 
     @classmethod
     def decode(cls, value: bytes) -> LedgerEntry:
         document = json.loads(value)
-        return cls(dict(document["recipients"]), str(document["policy_version"]),
-                   str(document.get("tlp", "RED")))  # fmt: skip
+        return cls(
+            dict(document["recipients"]),
+            str(document["policy_version"]),
+            str(document.get("tlp", "RED")),
+        )
 
 
 def ledger_key(source: str, indicator_id: str) -> str:

@@ -312,8 +312,10 @@ def _check_salts(salts: Mapping[str, bytes]) -> None:
             reason="signature.fields_invalid",
         )
     if len(set(salts.values())) != len(salts):
-        raise ProvenanceError("the field proof repeats a salt: every leaf needs its own",
-                              reason="signature.fields_invalid")  # fmt: skip
+        raise ProvenanceError(
+            "the field proof repeats a salt: every leaf needs its own",
+            reason="signature.fields_invalid",
+        )
 
 
 def _proof_json(salts: Mapping[str, str], commitments: Mapping[str, str]) -> str:
@@ -348,8 +350,9 @@ def verify_delivered(record: Mapping[str, Any], event_type: str, headers: Mappin
         raise ProvenanceError(f"field proof made with unknown source key {kid!r}",
                               reason="source_proof.unknown_key")  # fmt: skip
     try:
-        proof = json.loads(_bounded_json(headers.get(SOURCE_PROOF_HEADER) or b"",
-                                         SOURCE_PROOF_HEADER))  # fmt: skip
+        proof = json.loads(
+            _bounded_json(headers.get(SOURCE_PROOF_HEADER) or b"", SOURCE_PROOF_HEADER)
+        )
         salts = {str(p): _unb64(str(s)) for p, s in proof["salts"].items()}
         hidden = {str(p): str(c) for p, c in proof["commitments"].items()}
     except (ValueError, TypeError, KeyError, AttributeError) as exc:

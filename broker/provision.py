@@ -330,10 +330,10 @@ def provision_access(
         outcomes = provision_users(admin, present, removed, credentials_dir, rotate=rotate,
                                    dry_run=dry_run)  # fmt: skip
         outcomes += provision_acls(admin, wanted, existing, managed, dry_run=dry_run)
-        quotas = desired_quotas(registry, produce_byte_rate=produce_byte_rate,
-                                request_percentage=request_percentage)  # fmt: skip
-        outcomes += provision_quotas(admin, quotas, [_user(p) for p in removed],
-                                     dry_run=dry_run)  # fmt: skip
+        quotas = desired_quotas(
+            registry, produce_byte_rate=produce_byte_rate, request_percentage=request_percentage
+        )
+        outcomes += provision_quotas(admin, quotas, [_user(p) for p in removed], dry_run=dry_run)
     return outcomes
 
 

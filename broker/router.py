@@ -415,8 +415,9 @@ class RouterService:
         if self._pool is None:
             for record in records:
                 started = time.perf_counter()
-                writes = self.core.writes(record, now=now, ledger=self.ledger,
-                                          decided_at_ms=_now_ms())  # fmt: skip
+                writes = self.core.writes(
+                    record, now=now, ledger=self.ledger, decided_at_ms=_now_ms()
+                )
                 assert isinstance(writes, Writes), "with the ledger, every record is decided"
                 yield record, writes, time.perf_counter() - started
             return
@@ -430,8 +431,9 @@ class RouterService:
                 outcome, seconds = next(outcomes)
                 if isinstance(outcome, Checked):  # a retraction: only this process has the ledger
                     started = time.perf_counter()
-                    outcome = self.core.decided_writes(outcome, now=now, ledger=self.ledger,
-                                                       decided_at_ms=_now_ms())  # fmt: skip
+                    outcome = self.core.decided_writes(
+                        outcome, now=now, ledger=self.ledger, decided_at_ms=_now_ms()
+                    )
                     seconds += time.perf_counter() - started
                 yield record, outcome, seconds
         finally:
@@ -445,8 +447,7 @@ class RouterService:
             alone = len(records) == 1 and record.position in self._suspects
             self._suspects[record.position] = _POISON if alone else _SUSPECT
             if alone:
-                log.error("record %s killed a routing worker twice: dead-lettered",
-                          record.position)  # fmt: skip
+                log.error("record %s killed a routing worker twice: dead-lettered", record.position)
 
     def _start_pool(self) -> None:
         """(Re)start the routing workers with the policies in force; none when configured so."""
@@ -474,8 +475,9 @@ class RouterService:
         assert source is not None
         now_ms = _now_ms()
         value = inbound.value or b""
-        refusal = self.claims.refusal(source, identity.record_id, value,
-                                      event_ms=identity.event_ms, now_ms=now_ms)  # fmt: skip
+        refusal = self.claims.refusal(
+            source, identity.record_id, value, event_ms=identity.event_ms, now_ms=now_ms
+        )
         owner = self.ledger.owner_of(identity.record_id)
         if refusal is None and owner is not None:  # an indicator's id, remembered for ever
             refusal = (
@@ -488,12 +490,17 @@ class RouterService:
         claim = Claim(source, content_digest(value), now_ms)
         self.claims.stage(identity.record_id, claim)
         key = identity.record_id.encode()
-        self._producer.send(RECORD_IDS_TOPIC, value=claim.encode(), key=key,
-                            partition=self._keyed_partition(RECORD_IDS_TOPIC, key))  # fmt: skip
+        self._producer.send(
+            RECORD_IDS_TOPIC,
+            value=claim.encode(),
+            key=key,
+            partition=self._keyed_partition(RECORD_IDS_TOPIC, key),
+        )
         return writes
 
-    def _write(self, writes: Writes, inbound: Inbound, work: _Batch, *,
-               count_input: bool = True) -> None:  # fmt: skip
+    def _write(
+        self, writes: Writes, inbound: Inbound, work: _Batch, *, count_input: bool = True
+    ) -> None:
         assert self._producer is not None
         producer = self._producer
         if writes.dead_letter is None and writes.identity is not None:
@@ -574,19 +581,33 @@ class RouterService:
         try:
             producer.begin_transaction()
             for key, held in due:
-                writes = self.core.released(key, held, now=now, ledger=self.ledger,
-                                            decided_at_ms=_now_ms())  # fmt: skip
-                inbound = Inbound(held.topic, held.partition, held.offset, held.key,
-                                  held.value, held.headers, held.timestamp_ms)  # fmt: skip
+                writes = self.core.released(
+                    key, held, now=now, ledger=self.ledger, decided_at_ms=_now_ms()
+                )
+                inbound = Inbound(
+                    held.topic,
+                    held.partition,
+                    held.offset,
+                    held.key,
+                    held.value,
+                    held.headers,
+                    held.timestamp_ms,
+                )
                 self._write(writes, inbound, work, count_input=False)
                 touched.add(assigned[(held.topic, held.partition)])
                 for decision in writes.decisions:
                     outcomes["delivered" if decision.delivered else "withheld"] += 1
-            offsets = {tp: OffsetAndMetadata(consumer.position(tp), work.heads[tp].to_metadata(),
-                                             -1) for tp in touched}  # fmt: skip
+            offsets = {
+                tp: OffsetAndMetadata(consumer.position(tp), work.heads[tp].to_metadata(), -1)
+                for tp in touched
+            }
             self._bounded("flush", producer.flush)
-            self._bounded("send_offsets_to_transaction", producer.send_offsets_to_transaction,
-                          offsets, consumer.group_metadata())  # fmt: skip
+            self._bounded(
+                "send_offsets_to_transaction",
+                producer.send_offsets_to_transaction,
+                offsets,
+                consumer.group_metadata(),
+            )
             self._bounded("commit_transaction", producer.commit_transaction)
         except kafka_errors.KafkaError as exc:
             self._abort(exc)
@@ -601,8 +622,11 @@ class RouterService:
         for outcome, count in outcomes.items():
             self.metrics.embargo_released.labels(outcome).inc(count)
         self.metrics.embargo_held.set(len(self.embargo))
-        log.info("embargoes ended: %d held records decided (%s)", len(due),
-                 ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())))  # fmt: skip
+        log.info(
+            "embargoes ended: %d held records decided (%s)",
+            len(due),
+            ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())),
+        )
 
     def _audit_partition(self, chain_key: bytes) -> int:
         """Every entry of a chain goes to one audit partition, so the chain stays in order.
@@ -629,8 +653,7 @@ class RouterService:
         self._heads.update(work.heads)
         if self._suspects:  # what committed is done with, dead-lettered or routed
             for tp, record in last.items():
-                for position in [p for p in self._suspects
-                                 if _before_or_at(p, tp, record.offset)]:  # fmt: skip
+                for position in [p for p in self._suspects if _before_or_at(p, tp, record.offset)]:
                     del self._suspects[position]
         self.ledger.commit()
         self.claims.commit()
@@ -707,9 +730,14 @@ class RouterService:
             topics = self._consumer.subscription() or set()
             total = sum(len(self._consumer.partitions_for_topic(t) or ()) for t in topics)
             self._sole_instance = len(assignment) >= total > 0
-            log.info("routing %d of %d inbound partitions%s", len(assignment), total,
-                     " alone" if self._sole_instance else
-                     "; claims and ledger are read before each poll")  # fmt: skip
+            log.info(
+                "routing %d of %d inbound partitions%s",
+                len(assignment),
+                total,
+                " alone"
+                if self._sole_instance
+                else "; claims and ledger are read before each poll",
+            )
         return self._sole_instance
 
     def _catch_up_ledger(self, timeout_s: float = 30.0) -> None:
@@ -732,16 +760,24 @@ class RouterService:
                 log.warning("ledger catch-up incomplete after %.0f s", timeout_s)
                 break
             for tp, records in reader.poll(timeout_ms=200).items():
-                load = {LEDGER_TOPIC: self.ledger.load, RECORD_IDS_TOPIC: self.claims.load,
-                        EMBARGO_TOPIC: self.embargo.load}[tp.topic]  # fmt: skip
+                load = {
+                    LEDGER_TOPIC: self.ledger.load,
+                    RECORD_IDS_TOPIC: self.claims.load,
+                    EMBARGO_TOPIC: self.embargo.load,
+                }[tp.topic]
                 for record in records:
                     load(record.key.decode(), record.value)
         if self._ledger_stale:
             expired = self.claims.expire(_now_ms())
             self.metrics.record_ids.set(len(self.claims))
-            log.info("ledger: %d indicators; record ids: %d remembered, %d expired; %d held "
-                     "by an embargo", len(self.ledger), len(self.claims), expired,
-                     len(self.embargo))  # fmt: skip
+            log.info(
+                "ledger: %d indicators; record ids: %d remembered, %d expired; %d held "
+                "by an embargo",
+                len(self.ledger),
+                len(self.claims),
+                expired,
+                len(self.embargo),
+            )
             self.metrics.embargo_held.set(len(self.embargo))
         self._ledger_stale = False
 
@@ -784,9 +820,11 @@ WORKER_LOST = "router.worker_lost"
 
 def _worker_lost(record: Inbound) -> Writes:
     """The dead letter of a record that killed a routing worker twice, routed alone."""
-    detail = ("routing this record killed a routing worker twice, the second time routed "
-              "alone (a crash in a library it reaches, or memory): dead-lettered so "
-              "routing goes on")  # fmt: skip
+    detail = (
+        "routing this record killed a routing worker twice, the second time routed "
+        "alone (a crash in a library it reaches, or memory): dead-lettered so "
+        "routing goes on"
+    )
     source = topic_owner(record.topic)
     return Writes(source, None, (), (), DeadLetter(WORKER_LOST, detail), None)
 

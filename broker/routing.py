@@ -111,8 +111,12 @@ class Identity(NamedTuple):  # a tuple: crosses from routing workers (see PICKLI
 
 #: The signed time of each event type that bounds how old a record may be. A seizure's
 #: date is history (reports of last year's seizures are normal), so it has none.
-EVENT_TIME_FIELDS = {"SellerIndicator": "published_at", "EnforcementAction": "taken_at",
-                     "Sighting": "observed_at", "Retraction": "retracted_at"}  # fmt: skip
+EVENT_TIME_FIELDS = {
+    "SellerIndicator": "published_at",
+    "EnforcementAction": "taken_at",
+    "Sighting": "observed_at",
+    "Retraction": "retracted_at",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +138,7 @@ class Routed:
         """What the router writes for this outcome, with every audit entry serialized."""
         audited_decisions = self.decisions
         if self.audit_source is not None:
-            audited_decisions = tuple(_pseudonymous(d, self.audit_source)
-                                      for d in self.decisions)  # fmt: skip
+            audited_decisions = tuple(_pseudonymous(d, self.audit_source) for d in self.decisions)
         entries = prepare_decisions(audited_decisions, decided_at_ms=decided_at_ms,
                                     position=inbound.position)  # fmt: skip
         audited = tuple(
@@ -143,8 +146,16 @@ class Routed:
                             field_treatments(d.fields) if d.delivered else ())
             for d, entry in zip(self.decisions, entries, strict=True)
         )  # fmt: skip
-        return Writes(self.source, self.event_type, self.feeds, audited, self.dead_letter,
-                      self.ledger_update, self.identity, self.embargo)  # fmt: skip
+        return Writes(
+            self.source,
+            self.event_type,
+            self.feeds,
+            audited,
+            self.dead_letter,
+            self.ledger_update,
+            self.identity,
+            self.embargo,
+        )
 
 
 class AuditedDecision(NamedTuple):  # a tuple: crosses from routing workers (see PICKLING)
@@ -216,8 +227,14 @@ class RecordRouter:
             return checked
         return self.decide(checked, now=now, ledger=ledger)
 
-    def writes(self, inbound: Inbound, *, now: dt.datetime, ledger: DeliveryLedger | None,
-               decided_at_ms: int) -> Writes | Checked:  # fmt: skip
+    def writes(
+        self,
+        inbound: Inbound,
+        *,
+        now: dt.datetime,
+        ledger: DeliveryLedger | None,
+        decided_at_ms: int,
+    ) -> Writes | Checked:
         """check -> decide -> writes: the one composition the workers and the router's own
         process use. Without a ``ledger``, a retraction comes back :class:`Checked`, for the
         process that holds the ledger (:meth:`decided_writes`)."""
@@ -227,13 +244,18 @@ class RecordRouter:
                 return checked.writes(inbound, decided_at_ms=decided_at_ms)
             if checked.needs_ledger and ledger is None:
                 return checked
-            return self.decided_writes(checked, now=now, ledger=ledger,
-                                       decided_at_ms=decided_at_ms)  # fmt: skip
+            return self.decided_writes(checked, now=now, ledger=ledger, decided_at_ms=decided_at_ms)
         except Exception as exc:  # noqa: BLE001 - any fault a record triggers is its dead letter
             return unprocessable(exc).writes(inbound, decided_at_ms=decided_at_ms)
 
-    def decided_writes(self, checked: Checked, *, now: dt.datetime,
-                       ledger: DeliveryLedger | None, decided_at_ms: int) -> Writes:  # fmt: skip
+    def decided_writes(
+        self,
+        checked: Checked,
+        *,
+        now: dt.datetime,
+        ledger: DeliveryLedger | None,
+        decided_at_ms: int,
+    ) -> Writes:
         """The writes for a checked record."""
         routed = self.decide(checked, now=now, ledger=ledger)
         try:
@@ -306,8 +328,9 @@ class RecordRouter:
         except Exception as exc:  # noqa: BLE001 - any fault a record triggers is its dead letter
             return unprocessable(exc, event_type=checked.event_type)
 
-    def _decide(self, checked: Checked, *, now: dt.datetime,
-                ledger: DeliveryLedger | None) -> Routed:  # fmt: skip
+    def _decide(
+        self, checked: Checked, *, now: dt.datetime, ledger: DeliveryLedger | None
+    ) -> Routed:
         inbound, source, event_type, record = (checked.inbound, checked.source,
                                                checked.event_type, checked.record)  # fmt: skip
         if event_type == "Retraction":
@@ -317,9 +340,13 @@ class RecordRouter:
             assert ledger is not None
             referenced = _referenced(record, ledger)
             if referenced is None:
-                return _dead(REFERENCE_UNKNOWN, f"{source} refers to indicator "
-                             f"{record['indicator_id']}, which it neither published nor "
-                             "received", event_type=event_type)  # fmt: skip
+                return _dead(
+                    REFERENCE_UNKNOWN,
+                    f"{source} refers to indicator "
+                    f"{record['indicator_id']}, which it neither published nor "
+                    "received",
+                    event_type=event_type,
+                )
             decisions = self.policy_set.reference_decisions(
                 record, event_type, referenced, now=now, match_key=self.match_key
             )
@@ -338,18 +365,39 @@ class RecordRouter:
                         for d in decisions if d.delivered and d.record is not None}  # fmt: skip
             entry = LedgerEntry(received, self.policy_set.version, str(record["tlp"]))
             update = (ledger_key(source, record["indicator_id"]), entry)
-        return Routed(source, event_type, tuple(decisions), feeds, None, update,
-                      Identity(record_id_of(record), _event_ms(event_type, record)),
-                      _embargo(inbound, source, event_type, record, decisions),
-                      self._audit_pseudonym(source, record, decisions))  # fmt: skip
+        return Routed(
+            source,
+            event_type,
+            tuple(decisions),
+            feeds,
+            None,
+            update,
+            Identity(record_id_of(record), _event_ms(event_type, record)),
+            _embargo(inbound, source, event_type, record, decisions),
+            self._audit_pseudonym(source, record, decisions),
+        )
 
-    def released(self, key: str, held: HeldRecord, *, now: dt.datetime,
-                 ledger: DeliveryLedger, decided_at_ms: int) -> Writes:  # fmt: skip
+    def released(
+        self,
+        key: str,
+        held: HeldRecord,
+        *,
+        now: dt.datetime,
+        ledger: DeliveryLedger,
+        decided_at_ms: int,
+    ) -> Writes:
         """The writes when embargoes on a held record end: each recipient whose embargo has
         ended is decided again under the policies in force now (delivered, held again, or
         withheld for good); the record's embargo entry keeps only what is still held."""
-        inbound = Inbound(held.topic, held.partition, held.offset, held.key, held.value,
-                          held.headers, held.timestamp_ms)  # fmt: skip
+        inbound = Inbound(
+            held.topic,
+            held.partition,
+            held.offset,
+            held.key,
+            held.value,
+            held.headers,
+            held.timestamp_ms,
+        )
         checked = self.check(inbound)
         if isinstance(checked, Routed):  # no longer passes its checks (a key revoked, say)
             source = topic_owner(held.topic) or "unknown"
@@ -359,13 +407,15 @@ class RecordRouter:
         remaining = {r: at for r, at in held.due.items() if at > now_ms}
         decisions = []
         for recipient in sorted(set(held.due) - set(remaining)):
-            decision = self.policy_set.evaluate(record, event_type, recipient, now=now,
-                                                match_key=self.match_key)  # fmt: skip
+            decision = self.policy_set.evaluate(
+                record, event_type, recipient, now=now, match_key=self.match_key
+            )
             if decision.held_until is not None:
                 remaining[recipient] = int(decision.held_until.timestamp() * 1000)
             decisions.append(decision)
-        feeds = tuple(self._feed_record(d, inbound, checked.proof)
-                      for d in decisions if d.delivered)  # fmt: skip
+        feeds = tuple(
+            self._feed_record(d, inbound, checked.proof) for d in decisions if d.delivered
+        )
         update = None
         if event_type == "SellerIndicator":
             key = ledger_key(source, str(record["indicator_id"]))
@@ -377,12 +427,22 @@ class RecordRouter:
                         received[d.recipient] = str(d.record["source_member"])
                 update = (key, LedgerEntry(received, entry.policy_version, entry.tlp))
         embargo = (key, held.with_due(remaining) if remaining else None)
-        routed = Routed(source, event_type, tuple(decisions), feeds, None, update, None, embargo,
-                        self._audit_pseudonym(source, record, decisions))  # fmt: skip
+        routed = Routed(
+            source,
+            event_type,
+            tuple(decisions),
+            feeds,
+            None,
+            update,
+            None,
+            embargo,
+            self._audit_pseudonym(source, record, decisions),
+        )
         return routed.writes(inbound, decided_at_ms=decided_at_ms)
 
-    def _audit_pseudonym(self, source: str, record: dict[str, Any],
-                         decisions: Sequence[Decision]) -> str | None:  # fmt: skip
+    def _audit_pseudonym(
+        self, source: str, record: dict[str, Any], decisions: Sequence[Decision]
+    ) -> str | None:
         """A pseudonym for the source in the audit trail when any recipient got the record
         anonymously: the audit readers (the IPR Center) would otherwise read there who
         shared it. Named deliveries keep the name (their recipients see it anyway)."""
@@ -422,22 +482,39 @@ class RecordRouter:
         source = record["source_member"]
         entry = ledger.get(ledger_key(source, str(record["indicator_id"])))
         received = entry.recipients if entry else {}
-        return self.policy_set.retraction_decisions(record, received, now=now,
-                                                    match_key=self.match_key)  # fmt: skip
+        return self.policy_set.retraction_decisions(
+            record, received, now=now, match_key=self.match_key
+        )
 
 
-def _embargo(inbound: Inbound, source: str, event_type: str, record: dict[str, Any],
-             decisions: Sequence[Decision]) -> tuple[str, HeldRecord | None] | None:  # fmt: skip
+def _embargo(
+    inbound: Inbound,
+    source: str,
+    event_type: str,
+    record: dict[str, Any],
+    decisions: Sequence[Decision],
+) -> tuple[str, HeldRecord | None] | None:
     """The embargo entry of a record some recipients get only when an embargo ends; for
     a retraction, the end of whatever is still held of its indicator."""
     if event_type == "Retraction":
         return embargo_key(source, str(record["indicator_id"])), None
-    due = {d.recipient: int(d.held_until.timestamp() * 1000)
-           for d in decisions if not d.delivered and d.held_until is not None}  # fmt: skip
+    due = {
+        d.recipient: int(d.held_until.timestamp() * 1000)
+        for d in decisions
+        if not d.delivered and d.held_until is not None
+    }
     if not due or inbound.value is None:
         return None
-    held = HeldRecord(inbound.topic, inbound.partition, inbound.offset, inbound.key,
-                      inbound.value, inbound.headers, inbound.timestamp_ms, due)  # fmt: skip
+    held = HeldRecord(
+        inbound.topic,
+        inbound.partition,
+        inbound.offset,
+        inbound.key,
+        inbound.value,
+        inbound.headers,
+        inbound.timestamp_ms,
+        due,
+    )
     return embargo_key(source, record_id_of(record)), held
 
 
@@ -486,6 +563,9 @@ def _header_problem(headers: Sequence[tuple[str, bytes | None]]) -> tuple[str, s
     for name, value in headers:
         if len(name) > MAX_HEADER_NAME_BYTES or len(value or b"") > MAX_HEADER_BYTES:
             shown = name[:40].encode("unicode_escape").decode()
-            return ("headers.too_large", f"header {shown!r} is over the bounds "
-                    f"({MAX_HEADER_NAME_BYTES} B name, {MAX_HEADER_BYTES} B value)")  # fmt: skip
+            return (
+                "headers.too_large",
+                f"header {shown!r} is over the bounds "
+                f"({MAX_HEADER_NAME_BYTES} B name, {MAX_HEADER_BYTES} B value)",
+            )
     return None

@@ -103,8 +103,9 @@ class WorkerSetup:
         if router.router_key is not None:
             kid, key = router.router_key
             raw = key.private_bytes_raw()
-        return cls(router.policy_set, router.match_key, kid, raw,
-                   router.codec.max_record_bytes, crash_key)  # fmt: skip
+        return cls(
+            router.policy_set, router.match_key, kid, raw, router.codec.max_record_bytes, crash_key
+        )
 
     def router(self) -> RecordRouter:
         codec = AvroCodec(SchemaCatalog.load(), max_record_bytes=self.max_record_bytes)
@@ -281,9 +282,14 @@ class RoutingPool:
     the pool and starts another. An exception inside a task is re-raised in the main
     process as :class:`RouterError` (a bug: routing turns bad records into dead letters)."""
 
-    def __init__(self, router: RecordRouter, workers: int, *,
-                 deadline_s: float = DEFAULT_DEADLINE_S,
-                 crash_key: bytes | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        router: RecordRouter,
+        workers: int,
+        *,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        crash_key: bytes | None = None,
+    ) -> None:
         if workers < 1:
             raise ValueError("a routing pool needs at least one worker")
         self.workers = workers
@@ -315,8 +321,9 @@ class RoutingPool:
             if task_id == _READY:
                 starting.discard(worker)
 
-    def route(self, records: Sequence[Inbound], now: dt.datetime, *,
-              alone: Collection[str] = ()) -> Generator[Outcome]:  # fmt: skip
+    def route(
+        self, records: Sequence[Inbound], now: dt.datetime, *, alone: Collection[str] = ()
+    ) -> Generator[Outcome]:
         """Outcomes in the order of ``records``. Records whose position is in ``alone``
         (suspected of killing a worker) are each routed in a task of their own, so a second
         loss names the record. Closing the generator early drops the chunks no worker has
@@ -379,8 +386,10 @@ class RoutingPool:
             with self._lock:
                 in_hand = worker.held[0] if worker.held else None
             suspects = tuple(in_hand[2][0]) if in_hand and in_hand[1] is route_chunk else ()
-            raise self._break(f"routing worker {worker.process.pid} exited "
-                              f"(exit code {payload})", suspects=suspects)  # fmt: skip
+            raise self._break(
+                f"routing worker {worker.process.pid} exited (exit code {payload})",
+                suspects=suspects,
+            )
         if isinstance(payload, _Failure):
             what = "could not start" if task_id == _READY else "failed"
             raise RouterError(f"routing worker {worker.process.pid} {what}:\n"

@@ -276,8 +276,9 @@ class FeedReader:
         stopped half-way through one would skip the rest of it on restart."""
         if not self._handled:
             return
-        self._consumer.commit({tp: OffsetAndMetadata(offset, "", -1)
-                               for tp, offset in self._handled.items()})  # fmt: skip
+        self._consumer.commit(
+            {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._handled.items()}
+        )
         self._handled.clear()
 
     def close(self) -> None:

@@ -125,8 +125,11 @@ def _import(ctx: _Context, path: Path, kind: type[Event], rejects: Path | None,
             contextlib.ExitStack() as stack,
             Progress(transient=True, disable=total < 200) as progress,
         ):
-            marker = None if publisher is None else stack.enter_context(
-                resume.path.open("a", encoding="utf-8"))  # fmt: skip
+            marker = (
+                None
+                if publisher is None
+                else stack.enter_context(resume.path.open("a", encoding="utf-8"))
+            )
             task = progress.add_task(f"publishing {path.name}", total=total)
             for item in read_events(path, kind, ctx.member):
                 progress.advance(task)
@@ -153,10 +156,20 @@ def _import(ctx: _Context, path: Path, kind: type[Event], rejects: Path | None,
             publisher.close()
     if not rejected:
         rejects.unlink()
-    _summary([{"file": str(path), "read": accepted + rejected + skipped, "accepted": accepted,
-               "rejected": rejected, "published": 0 if ctx.dry_run else accepted,
-               "skipped": skipped, "rejects": str(rejects) if rejected else ""}],
-             output_format)  # fmt: skip
+    _summary(
+        [
+            {
+                "file": str(path),
+                "read": accepted + rejected + skipped,
+                "accepted": accepted,
+                "rejected": rejected,
+                "published": 0 if ctx.dry_run else accepted,
+                "skipped": skipped,
+                "rejects": str(rejects) if rejected else "",
+            }
+        ],
+        output_format,
+    )
     if skipped:
         info(f"{skipped} line(s) skipped: published by an earlier run ({resume.path})")
     if rejected:
@@ -169,8 +182,9 @@ def _record_id(event: Event) -> str:
     return str(record.get("indicator_id") or record.get("report_id"))
 
 
-def _send(publisher: Publisher | None, codec: AvroCodec, item: Accepted, record_id: str,
-          resume: _Resume) -> Rejected | None:  # fmt: skip
+def _send(
+    publisher: Publisher | None, codec: AvroCodec, item: Accepted, record_id: str, resume: _Resume
+) -> Rejected | None:
     """Publish (or, dry, encode) one accepted row; its rejection if it cannot be sent."""
     try:
         if publisher is None:

@@ -33,17 +33,32 @@ class Sample:
 
 def _others(of: Event) -> list[Event]:
     record = of.to_avro()
-    base = {"indicator_id": record["indicator_id"], "source_member": of.source_member,
-            "tlp": "GREEN"}  # fmt: skip
+    base = {
+        "indicator_id": record["indicator_id"],
+        "source_member": of.source_member,
+        "tlp": "GREEN",
+    }
     when = BASE_TIME + dt.timedelta(hours=2)
     return [
-        EVENT_TYPES["Sighting"].parse({**base, "sighting_id": str(uuid.uuid4()),
-                                       "observed_at": when, "kind": "SEEN_TOO",
-                                       "note": "seen again"}),
-        EVENT_TYPES["EnforcementAction"].parse({**base, "action_id": str(uuid.uuid4()),
-                                                "taken_at": when, "kind": "LISTING_REMOVED",
-                                                "details": "removed"}),
-    ]  # fmt: skip
+        EVENT_TYPES["Sighting"].parse(
+            {
+                **base,
+                "sighting_id": str(uuid.uuid4()),
+                "observed_at": when,
+                "kind": "SEEN_TOO",
+                "note": "seen again",
+            }
+        ),
+        EVENT_TYPES["EnforcementAction"].parse(
+            {
+                **base,
+                "action_id": str(uuid.uuid4()),
+                "taken_at": when,
+                "kind": "LISTING_REMOVED",
+                "details": "removed",
+            }
+        ),
+    ]
 
 
 def corpus() -> list[Sample]:

@@ -128,8 +128,11 @@ def reveal(pseudonym: str, record_id: str, output_format: str) -> None:
     key = pseudonym_key(match_key_from(settings).secret)
     members = [m.id for m in load_trust_store(settings.policy_dir).members]
     member = reveal_source(key, pseudonym, record_id, members)
-    emit_rows([{"pseudonym": pseudonym, "record_id": record_id, "source": member or ""}],
-              ["pseudonym", "record_id", "source"], output_format)  # fmt: skip
+    emit_rows(
+        [{"pseudonym": pseudonym, "record_id": record_id, "source": member or ""}],
+        ["pseudonym", "record_id", "source"],
+        output_format,
+    )
     if member is None:
         info("no member of the registry gives this pseudonym for this record with this secret")
         sys.exit(EXIT_TAMPERED)

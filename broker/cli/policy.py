@@ -55,8 +55,10 @@ def check(directory: Path) -> None:
         info(f"{len(exc.problems) or 1} problem(s) in {directory}")
         sys.exit(1)
     for event_type, path in policy_set.unnamed_fields():
-        click.echo(f"review: {event_type}.{path} is named by no rule: each share rule's "
-                   "default_fields decides it (drop unless a rule says keep)")  # fmt: skip
+        click.echo(
+            f"review: {event_type}.{path} is named by no rule: each share rule's "
+            "default_fields decides it (drop unless a rule says keep)"
+        )
     info(
         f"{directory}: valid; {len(policy_set.members)} members, {len(policy_set.mous)} MOUs, "
         f"{len(policy_set.plans)} (source, type, recipient) plans; version {policy_set.version}"
@@ -121,14 +123,23 @@ def _render(decision: Decision) -> str:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help='JSON event with a "type" key naming its event type.')  # fmt: skip
 @click.option("--recipient", required=True, help="Member id of the recipient.")
-@click.option("--indicator", "indicator_file",
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="For a Retraction: the retracted indicator (JSON), to decide who received "
-              "it as the router's ledger would.")  # fmt: skip
+@click.option(
+    "--indicator",
+    "indicator_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="For a Retraction: the retracted indicator (JSON), to decide who received "
+    "it as the router's ledger would.",
+)
 @_at_option
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
-def explain(directory: Path, record_file: Path, recipient: str, indicator_file: Path | None,
-            at: dt.datetime | None, as_json: bool) -> None:  # fmt: skip
+def explain(
+    directory: Path,
+    record_file: Path,
+    recipient: str,
+    indicator_file: Path | None,
+    at: dt.datetime | None,
+    as_json: bool,
+) -> None:
     """Why RECIPIENT would or would not get the record, and how each field is treated.
     A Retraction is decided as the router decides it: it reaches exactly the members that
     received the indicator (give it with --indicator; without, RECIPIENT is assumed to
@@ -139,46 +150,66 @@ def explain(directory: Path, record_file: Path, recipient: str, indicator_file: 
     note = None
     if event_type == "Retraction":
         received, note = _received_indicator(policy_set, record, recipient, indicator_file, now)
-        decisions = policy_set.retraction_decisions(record, received, now=now,
-                                                    match_key=OFFLINE_MATCH_KEY)  # fmt: skip
-        decision = next(d for d in decisions if d.recipient == recipient) if decisions else (
-            policy_set.evaluate(record, event_type, recipient, now=now,
-                                match_key=OFFLINE_MATCH_KEY))  # fmt: skip
+        decisions = policy_set.retraction_decisions(
+            record, received, now=now, match_key=OFFLINE_MATCH_KEY
+        )
+        decision = (
+            next(d for d in decisions if d.recipient == recipient)
+            if decisions
+            else (
+                policy_set.evaluate(
+                    record, event_type, recipient, now=now, match_key=OFFLINE_MATCH_KEY
+                )
+            )
+        )
     else:
-        decision = policy_set.evaluate(record, event_type, recipient, now=now,
-                                       match_key=OFFLINE_MATCH_KEY)  # fmt: skip
+        decision = policy_set.evaluate(
+            record, event_type, recipient, now=now, match_key=OFFLINE_MATCH_KEY
+        )
     if as_json:
-        click.echo(json.dumps({**decision.to_json(), "record": decision.record, "note": note},
-                              default=str))  # fmt: skip
+        click.echo(
+            json.dumps({**decision.to_json(), "record": decision.record, "note": note}, default=str)
+        )
     else:
         click.echo(_render(decision) + (f"\n  note: {note}" if note else ""))
     sys.exit(0 if decision.delivered else 4)
 
 
-def _received_indicator(policy_set: PolicySet, retraction: dict[str, Any], recipient: str,
-                        indicator_file: Path | None,
-                        now: dt.datetime) -> tuple[dict[str, str], str]:  # fmt: skip
+def _received_indicator(
+    policy_set: PolicySet,
+    retraction: dict[str, Any],
+    recipient: str,
+    indicator_file: Path | None,
+    now: dt.datetime,
+) -> tuple[dict[str, str], str]:
     """Who received the retracted indicator (member -> source as delivered), and a note
     saying how that was decided."""
-    ledger = ("a retraction reaches exactly the members that received the indicator (the "
-              "router's delivery ledger), attributed as the indicator was; today's rules "
-              "decide only its treatable fields")  # fmt: skip
+    ledger = (
+        "a retraction reaches exactly the members that received the indicator (the "
+        "router's delivery ledger), attributed as the indicator was; today's rules "
+        "decide only its treatable fields"
+    )
     if indicator_file is None:
-        return ({recipient: str(retraction["source_member"])},
-                f"{ledger}. Assumed: {recipient} received it, named (give --indicator to "
-                "decide that too)")  # fmt: skip
+        return (
+            {recipient: str(retraction["source_member"])},
+            f"{ledger}. Assumed: {recipient} received it, named (give --indicator to "
+            "decide that too)",
+        )
     event_type, indicator = _read_record(indicator_file)
     if event_type != "SellerIndicator" or str(indicator.get("indicator_id")) != str(
         retraction["indicator_id"]
     ):
-        raise ActionError(f"{indicator_file}: not the indicator the retraction names "
-                          f"({retraction['indicator_id']})")  # fmt: skip
+        raise ActionError(
+            f"{indicator_file}: not the indicator the retraction names "
+            f"({retraction['indicator_id']})"
+        )
     received = {
         d.recipient: str(d.record["source_member"])
-        for d in policy_set.evaluate_all(indicator, event_type, now=now,
-                                         match_key=OFFLINE_MATCH_KEY)
+        for d in policy_set.evaluate_all(
+            indicator, event_type, now=now, match_key=OFFLINE_MATCH_KEY
+        )
         if d.delivered and d.record is not None
-    }  # fmt: skip
+    }
     return received, f"{ledger}. Under these policies the indicator reached: " + (
         ", ".join(sorted(received)) or "nobody"
     )

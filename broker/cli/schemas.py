@@ -79,8 +79,10 @@ def _review_policies(catalog: SchemaCatalog) -> None:
         click.echo(f"review: the policies in {folder} do not load with these schemas: {exc}")
         return
     for event_type, path in policy_set.unnamed_fields():
-        click.echo(f"review: {event_type}.{path} is named by no MOU in {folder}: it goes by "
-                   "each share rule's default_fields")  # fmt: skip
+        click.echo(
+            f"review: {event_type}.{path} is named by no MOU in {folder}: it goes by "
+            "each share rule's default_fields"
+        )
 
 
 @schemas.command()

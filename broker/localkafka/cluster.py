@@ -526,8 +526,9 @@ class LocalCluster:
         config = node_dir / "server.properties"
         password = self.admin_password()
         # It holds the admin password: readable by the owner only (like all in the folder).
-        write_private(config, server_properties(state, node, node_dir / "data", password,
-                                                self.tls_files))  # fmt: skip
+        write_private(
+            config, server_properties(state, node, node_dir / "data", password, self.tls_files)
+        )
         write_private(node_dir / "log4j2.properties", _LOG4J2_PROPERTIES)
         cmd = self._java_command(
             "kafka.tools.StorageTool", node,
@@ -537,8 +538,9 @@ class LocalCluster:
             # The super user exists from the first boot; members are added by provisioning.
             "--add-scram", f"SCRAM-SHA-512=[name={ADMIN_USER},password={password}]",
         )  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False,
-                                umask=0o077)  # fmt: skip
+        result = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=120, check=False, umask=0o077
+        )
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
             raise BrokerStartError(

@@ -59,8 +59,9 @@ class Decision:
     def decision_id(self) -> str:
         """Deterministic: the same record (its source included), recipient and policy
         version give the same id, so a consumer can drop a duplicate delivery."""
-        return decision_id_for(self.attributed_source, self.record_id, self.recipient,
-                               self.policy_version)  # fmt: skip
+        return decision_id_for(
+            self.attributed_source, self.record_id, self.recipient, self.policy_version
+        )
 
     def treatment_of(self, path: str) -> Treatment | None:
         for field in self.fields:

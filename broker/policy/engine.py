@@ -169,12 +169,17 @@ class PolicySet:
                     )
                     if candidates:
                         plans[(source_id, event_type, recipient.id)] = candidates
-        return {key: tuple(self._with_scanning(key, c, plans) for c in candidates)
-                for key, candidates in plans.items()}  # fmt: skip
+        return {
+            key: tuple(self._with_scanning(key, c, plans) for c in candidates)
+            for key, candidates in plans.items()
+        }
 
-    def _with_scanning(self, key: tuple[str, str, str], candidate: Candidate,
-                       plans: Mapping[tuple[str, str, str], tuple[Candidate, ...]],
-                       ) -> Candidate:  # fmt: skip
+    def _with_scanning(
+        self,
+        key: tuple[str, str, str],
+        candidate: Candidate,
+        plans: Mapping[tuple[str, str, str], tuple[Candidate, ...]],
+    ) -> Candidate:
         """The candidate with its free-text fields and identifier treatments. An
         indicator's come from its own field treatments; another record's (a retraction's
         explanation, say) from the indicator rules between the same two members, the most
@@ -182,8 +187,7 @@ class PolicySet:
         source, event_type, recipient = key
         if event_type == "SellerIndicator":
             own = {f.path: f.treatment for f in candidate.fields}
-            treatments = {kind: own.get(path, Treatment.DROP)
-                          for kind, path in STRUCTURED.items()}  # fmt: skip
+            treatments = {kind: own.get(path, Treatment.DROP) for kind, path in STRUCTURED.items()}
         else:
             treatments = dict.fromkeys(STRUCTURED, Treatment.DROP)
             indicator_plan = plans.get((source, "SellerIndicator", recipient), ())
@@ -191,12 +195,17 @@ class PolicySet:
                 own = {f.path: f.treatment for f in indicator_candidate.fields}
                 for kind, path in STRUCTURED.items():
                     treated = own.get(path, Treatment.DROP)
-                    treatments[kind] = treated if i == 0 else most_restrictive(
-                        treatments[kind], treated)  # fmt: skip
+                    treatments[kind] = (
+                        treated if i == 0 else most_restrictive(treatments[kind], treated)
+                    )
         fields = self.treatable[event_type]
-        scanned = tuple(f.path for f in candidate.fields
-                        if f.treatment is Treatment.KEEP and f.path not in IDENTIFIER_FIELDS
-                        and fields[f.path].kind in (TEXT, TEXT_LIST, RECORDS))  # fmt: skip
+        scanned = tuple(
+            f.path
+            for f in candidate.fields
+            if f.treatment is Treatment.KEEP
+            and f.path not in IDENTIFIER_FIELDS
+            and fields[f.path].kind in (TEXT, TEXT_LIST, RECORDS)
+        )
         identifiers = tuple(sorted(treatments.items()))
         return dataclasses.replace(candidate, scanned=scanned, identifier_treatments=identifiers)
 
@@ -281,11 +290,17 @@ class PolicySet:
         dated = _as_datetime(record.get(TIME_FIELDS.get(event_type, "")))
         if dated is None:
             return None
-        ends = sorted({dated + dt.timedelta(minutes=c.share.when.embargo_minutes)
-                       for c in candidates if c.share.when.embargo_minutes})  # fmt: skip
+        ends = sorted(
+            {
+                dated + dt.timedelta(minutes=c.share.when.embargo_minutes)
+                for c in candidates
+                if c.share.when.embargo_minutes
+            }
+        )
         for end in ends:
-            if end > now and any(self._refusal(c, record, event_type, recipient, end) is None
-                                 for c in candidates):  # fmt: skip
+            if end > now and any(
+                self._refusal(c, record, event_type, recipient, end) is None for c in candidates
+            ):
                 return end
         return None
 
@@ -360,14 +375,20 @@ class PolicySet:
         for member in self.registry.members:
             if member.id == source:
                 continue
-            current = self.evaluate(record, "Retraction", member.id, now=now,
-                                    match_key=match_key)  # fmt: skip
+            current = self.evaluate(record, "Retraction", member.id, now=now, match_key=match_key)
             if member.id not in received:
-                decisions.append(Decision(
-                    False, current.source, member.id, "Retraction", current.record_id,
-                    self.version, (RETRACTION_RULE,),
-                    (f"{member.id} did not receive indicator {indicator}",),
-                ))  # fmt: skip
+                decisions.append(
+                    Decision(
+                        False,
+                        current.source,
+                        member.id,
+                        "Retraction",
+                        current.record_id,
+                        self.version,
+                        (RETRACTION_RULE,),
+                        (f"{member.id} did not receive indicator {indicator}",),
+                    )
+                )
                 continue
             if current.delivered and current.record is not None:
                 out, fields = dict(current.record), current.fields
@@ -376,10 +397,20 @@ class PolicySet:
                 out, fields = self._envelope_only(record, "Retraction")
                 rules = (RETRACTION_RULE,)
             out["source_member"] = received[member.id]
-            decisions.append(Decision(
-                True, current.source, member.id, "Retraction", current.record_id, self.version,
-                rules, (f"{member.id} received indicator {indicator}",), fields, out,
-            ))  # fmt: skip
+            decisions.append(
+                Decision(
+                    True,
+                    current.source,
+                    member.id,
+                    "Retraction",
+                    current.record_id,
+                    self.version,
+                    rules,
+                    (f"{member.id} received indicator {indicator}",),
+                    fields,
+                    out,
+                )
+            )
         return decisions
 
     def reference_decisions(
@@ -409,12 +440,21 @@ class PolicySet:
                 decisions.append(decision)
                 continue
             if recipient != referenced.source and recipient not in referenced.recipients:
-                decisions.append(Decision(
-                    False, source, recipient, event_type, decision.record_id, self.version,
-                    (*decision.rule_ids, REFERENCE_RULE),
-                    (f"{recipient} did not receive indicator {indicator}, which this "
-                     "record refers to",),
-                ))  # fmt: skip
+                decisions.append(
+                    Decision(
+                        False,
+                        source,
+                        recipient,
+                        event_type,
+                        decision.record_id,
+                        self.version,
+                        (*decision.rule_ids, REFERENCE_RULE),
+                        (
+                            f"{recipient} did not receive indicator {indicator}, which this "
+                            "record refers to",
+                        ),
+                    )
+                )
                 continue
             label = referenced.recipients.get(recipient)
             if source == referenced.source and label is not None and label != source:
@@ -534,13 +574,13 @@ class PolicySet:
                 continue  # absent, as far as the schema can say: nothing to treat
             spec = treatable[field.path]
             if field.treatment is Treatment.ENCRYPT:
-                treated = self._treat(field, spec, container[leaf], recipient, record_id,
-                                      match_key)  # fmt: skip
+                treated = self._treat(field, spec, container[leaf], recipient, record_id, match_key)
             else:
                 key = (field.path, field.treatment)
                 if key not in memo:
-                    memo[key] = self._treat(field, spec, container[leaf], recipient, record_id,
-                                            match_key)  # fmt: skip
+                    memo[key] = self._treat(
+                        field, spec, container[leaf], recipient, record_id, match_key
+                    )
                 treated = memo[key]
             container[leaf] = _copy(treated)
         if candidate.scanned:
@@ -561,9 +601,13 @@ class PolicySet:
         )
 
     @staticmethod
-    def _scan_free_text(candidate: Candidate, out: dict[str, Any],
-                        treatable: Mapping[str, TreatableField], match_key: MatchTokenKey,
-                        memo: dict[Any, Any]) -> None:  # fmt: skip
+    def _scan_free_text(
+        candidate: Candidate,
+        out: dict[str, Any],
+        treatable: Mapping[str, TreatableField],
+        match_key: MatchTokenKey,
+        memo: dict[Any, Any],
+    ) -> None:
         """Identifiers inside the free-text fields delivered in clear get the treatment of
         their structured field (see broker.policy.freetext)."""
         treatments = dict(candidate.identifier_treatments)
@@ -609,8 +653,7 @@ def _absent(container: Mapping[str, Any], leaf: str, spec: TreatableField) -> bo
     return leaf not in container or container[leaf] == spec.default
 
 
-def _scrub_value(value: Any, treatments: Mapping[str, Treatment],
-                 match_key: MatchTokenKey) -> Any:  # fmt: skip
+def _scrub_value(value: Any, treatments: Mapping[str, Treatment], match_key: MatchTokenKey) -> Any:
     """Every string inside ``value`` (a text, a list, records in a list) scrubbed."""
     if isinstance(value, str):
         return scrub(value, treatments, match_key)

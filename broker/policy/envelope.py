@@ -19,24 +19,67 @@ from typing import Any
 #: HSS). docs/policy.md lists them. ``source_member`` is in every envelope and is replaced
 #: by an anonymous label where the share rule says so.
 ENVELOPE: dict[str, frozenset[str]] = {
-    "SellerIndicator": frozenset({
-        "indicator_id", "source_member", "observed_at", "published_at", "product_categories",
-        "confidence", "hss", "tlp", "purpose", "expires_at",
-    }),
-    "EnforcementAction": frozenset({
-        "action_id", "source_member", "indicator_id", "taken_at", "kind", "tlp",
-    }),
-    "Sighting": frozenset({
-        "sighting_id", "source_member", "indicator_id", "observed_at", "kind", "tlp",
-    }),
-    "Retraction": frozenset({
-        "retraction_id", "source_member", "indicator_id", "retracted_at", "reason", "tlp",
-    }),
-    "SeizureReport": frozenset({
-        "report_id", "source_member", "seized_on", "product_category", "origin_economy",
-        "transport_mode", "msrp_usd_cents", "quantity", "hss", "de_minimis", "tlp", "purpose",
-    }),
-}  # fmt: skip
+    "SellerIndicator": frozenset(
+        {
+            "indicator_id",
+            "source_member",
+            "observed_at",
+            "published_at",
+            "product_categories",
+            "confidence",
+            "hss",
+            "tlp",
+            "purpose",
+            "expires_at",
+        }
+    ),
+    "EnforcementAction": frozenset(
+        {
+            "action_id",
+            "source_member",
+            "indicator_id",
+            "taken_at",
+            "kind",
+            "tlp",
+        }
+    ),
+    "Sighting": frozenset(
+        {
+            "sighting_id",
+            "source_member",
+            "indicator_id",
+            "observed_at",
+            "kind",
+            "tlp",
+        }
+    ),
+    "Retraction": frozenset(
+        {
+            "retraction_id",
+            "source_member",
+            "indicator_id",
+            "retracted_at",
+            "reason",
+            "tlp",
+        }
+    ),
+    "SeizureReport": frozenset(
+        {
+            "report_id",
+            "source_member",
+            "seized_on",
+            "product_category",
+            "origin_economy",
+            "transport_mode",
+            "msrp_usd_cents",
+            "quantity",
+            "hss",
+            "de_minimis",
+            "tlp",
+            "purpose",
+        }
+    ),
+}
 
 #: Kinds of treatable field, for which treatments apply (hash, mask and encrypt need text).
 TEXT, TEXT_LIST, RECORDS, OTHER = "text", "text_list", "records", "other"

@@ -42,15 +42,22 @@ STRUCTURED: dict[str, str] = {
     "payment": "seller.payment_accounts",
 }
 #: Treatable paths that are identifiers themselves (treated as fields, not scanned).
-IDENTIFIER_FIELDS = frozenset({
-    *STRUCTURED.values(), "seller.account_id", "seller.merchant_ids", "seller.device_ids",
-    "seller.addresses", "seller.country",
-})  # fmt: skip
+IDENTIFIER_FIELDS = frozenset(
+    {
+        *STRUCTURED.values(),
+        "seller.account_id",
+        "seller.merchant_ids",
+        "seller.device_ids",
+        "seller.addresses",
+        "seller.country",
+    }
+)
 
 _EMAIL = re.compile(r"(?:mailto:)?[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.IGNORECASE)
 _URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
-_DOMAIN = re.compile(r"(?<![\w@.-])(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}(?![\w-])",
-                     re.IGNORECASE)  # fmt: skip
+_DOMAIN = re.compile(
+    r"(?<![\w@.-])(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}(?![\w-])", re.IGNORECASE
+)
 _IPV4 = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
 _IPV6 = re.compile(r"(?<![\w:])[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}(?![\w:])", re.IGNORECASE)
 _CARD = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)")
@@ -73,8 +80,9 @@ def find_identifiers(text: str) -> list[Found]:
     for match in _URL.finditer(text):
         url = match.group().rstrip(".,;:!?)")  # sentence punctuation is not the URL's
         try:
-            candidates.append(Found(match.start(), match.start() + len(url), "url",
-                                    normalize_url(url)))  # fmt: skip
+            candidates.append(
+                Found(match.start(), match.start() + len(url), "url", normalize_url(url))
+            )
         except ValueError:
             continue
     for match in _IPV4.finditer(text):
@@ -141,15 +149,20 @@ def scrub(text: str, treatments: Mapping[str, Treatment], match_key: MatchTokenK
     out, last = [], 0
     for item in found:
         out.append(text[last : item.start])
-        out.append(_replacement(item, treatments.get(item.kind, Treatment.DROP), match_key,
-                                text[item.start : item.end]))  # fmt: skip
+        out.append(
+            _replacement(
+                item,
+                treatments.get(item.kind, Treatment.DROP),
+                match_key,
+                text[item.start : item.end],
+            )
+        )
         last = item.end
     out.append(text[last:])
     return "".join(out)
 
 
-def _replacement(item: Found, treatment: Treatment, match_key: MatchTokenKey,
-                 original: str) -> str:  # fmt: skip
+def _replacement(item: Found, treatment: Treatment, match_key: MatchTokenKey, original: str) -> str:
     path = STRUCTURED[item.kind]
     if treatment is Treatment.KEEP:
         return original

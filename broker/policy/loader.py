@@ -141,14 +141,23 @@ def _check_mou(
 
 def conditioned_fields(catalog: SchemaCatalog) -> dict[str, frozenset[str]]:
     """Per event type, the top-level fields its records carry that rule conditions read."""
-    read = {"purpose", "confidence", "hss", "product_categories", "product_category",
-            "rights_holder"}  # fmt: skip
-    return {t: frozenset(f["name"] for f in catalog.latest(t).schema["fields"]) & read
-            for t in catalog.type_names}  # fmt: skip
+    read = {
+        "purpose",
+        "confidence",
+        "hss",
+        "product_categories",
+        "product_category",
+        "rights_holder",
+    }
+    return {
+        t: frozenset(f["name"] for f in catalog.latest(t).schema["fields"]) & read
+        for t in catalog.type_names
+    }
 
 
-def _conditions_apply(where: str, rule: ShareRule | AcceptRule,
-                      conditioned: Mapping[str, frozenset[str]]) -> list[str]:  # fmt: skip
+def _conditions_apply(
+    where: str, rule: ShareRule | AcceptRule, conditioned: Mapping[str, frozenset[str]]
+) -> list[str]:
     """A condition on a field some of the rule's event types lack would never match their
     records (conditions fail closed): the rule must say what it allows for each type."""
     problems = []
@@ -156,25 +165,31 @@ def _conditions_apply(where: str, rule: ShareRule | AcceptRule,
     with_purpose = [t for t in types if "purpose" in conditioned[t]]
     without = [t for t in types if "purpose" not in conditioned[t]]
     if rule.purposes is None and with_purpose:
-        problems.append(f"{where}: purposes: required, as {', '.join(with_purpose)} records "
-                        "carry a purpose (say which purposes the rule allows)")  # fmt: skip
+        problems.append(
+            f"{where}: purposes: required, as {', '.join(with_purpose)} records "
+            "carry a purpose (say which purposes the rule allows)"
+        )
     if rule.purposes is not None and without:
-        problems.append(f"{where}: purposes: {', '.join(without)} records carry no purpose, so "
-                        "this rule would never match them: put them in a rule without "
-                        "purposes")  # fmt: skip
+        problems.append(
+            f"{where}: purposes: {', '.join(without)} records carry no purpose, so "
+            "this rule would never match them: put them in a rule without "
+            "purposes"
+        )
     if isinstance(rule, ShareRule):
-        checks = [("min_confidence", bool(rule.when.min_confidence), {"confidence"}),
-                  ("hss", rule.when.hss is not HssCondition.ANY, {"hss"}),
-                  ("categories", bool(rule.when.categories),
-                   {"product_categories", "product_category"}),
-                  ("recipient_is_rights_holder", rule.when.recipient_is_rights_holder,
-                   {"rights_holder"})]  # fmt: skip
+        checks = [
+            ("min_confidence", bool(rule.when.min_confidence), {"confidence"}),
+            ("hss", rule.when.hss is not HssCondition.ANY, {"hss"}),
+            ("categories", bool(rule.when.categories), {"product_categories", "product_category"}),
+            ("recipient_is_rights_holder", rule.when.recipient_is_rights_holder, {"rights_holder"}),
+        ]
         for name, present, fields in checks:
             lacking = [t for t in types if not conditioned[t] & fields]
             if present and lacking:
-                problems.append(f"{where}: when.{name}: {', '.join(lacking)} records have no "
-                                f"such field, so this rule would never match them: put them in "
-                                f"a rule without that condition")  # fmt: skip
+                problems.append(
+                    f"{where}: when.{name}: {', '.join(lacking)} records have no "
+                    f"such field, so this rule would never match them: put them in "
+                    f"a rule without that condition"
+                )
     return problems
 
 

@@ -34,10 +34,12 @@ SOURCES = ("platform-a", "platform-b", "platform-c", "payments-x", "brand-owner"
 def _claims(count: int) -> list[tuple[bytes, bytes]]:
     now = int(time.time() * 1000)
     return [
-        (str(uuid.uuid4()).encode(),
-         Claim(SOURCES[n % len(SOURCES)], content_digest(b"%d" % n), now - n).encode())
+        (
+            str(uuid.uuid4()).encode(),
+            Claim(SOURCES[n % len(SOURCES)], content_digest(b"%d" % n), now - n).encode(),
+        )
         for n in range(count)
-    ]  # fmt: skip
+    ]
 
 
 def _in_memory(records: list[tuple[bytes, bytes]]) -> tuple[float, float, float]:
@@ -75,8 +77,7 @@ def _from_kafka(kafka: KafkaConnection, records: list[tuple[bytes, bytes]]) -> t
     admin = KafkaAdminClient(**kafka.client_config())
     admin.create_topics([NewTopic(topic, 3, 1, topic_configs={"cleanup.policy": "compact,delete"})])
     admin.close()
-    producer = KafkaProducer(**kafka.client_config(), acks=1, linger_ms=50,
-                             batch_size=512 * 1024)  # fmt: skip
+    producer = KafkaProducer(**kafka.client_config(), acks=1, linger_ms=50, batch_size=512 * 1024)
     for key, value in records:
         producer.send(topic, key=key, value=value)
     producer.flush()

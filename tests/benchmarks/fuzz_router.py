@@ -44,8 +44,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
-    router = RecordRouter(load_policies(POLICY_DIR), CODEC, MatchTokenKey(1, demo_match_secret()),
-                          router_key=("action-router-2026", demo_router_key()))  # fmt: skip
+    router = RecordRouter(
+        load_policies(POLICY_DIR),
+        CODEC,
+        MatchTokenKey(1, demo_match_secret()),
+        router_key=("action-router-2026", demo_router_key()),
+    )
     samples = hostile.corpus()
     rng = random.Random(args.seed)
     reasons: Counter[str] = Counter()
@@ -62,8 +66,9 @@ def main() -> int:
             mutated = hostile.mutate(sample, rng.choice(samples), rng)
             began = time.perf_counter()
             try:
-                writes = router.writes(mutated.inbound(number), now=now,
-                                       ledger=DeliveryLedger(), decided_at_ms=0)  # fmt: skip
+                writes = router.writes(
+                    mutated.inbound(number), now=now, ledger=DeliveryLedger(), decided_at_ms=0
+                )
             except MemoryError:
                 memory_errors += 1
                 continue
@@ -100,8 +105,9 @@ def main() -> int:
         table.add_row(*row)
     console = Console(width=110)
     console.print(table)
-    console.print("dead letters by reason: " + ", ".join(f"{r} {n:,}" for r, n in
-                                                       reasons.most_common()))  # fmt: skip
+    console.print(
+        "dead letters by reason: " + ", ".join(f"{r} {n:,}" for r, n in reasons.most_common())
+    )
     for what, count in (escaped + unprocessable).most_common(10):
         console.print(f"  {count:,} x {what}")
     return 1 if escaped or unprocessable or memory_errors else 0

@@ -54,8 +54,11 @@ def _members(consortium: Consortium) -> list[str]:
 
 def _topics(consortium: Consortium) -> list[str]:
     members = _members(consortium)
-    return ([f"action.in.{m}" for m in members] + [f"action.feed.{m}" for m in members]
-            + [AUDIT_TOPIC, DLQ_TOPIC, LEDGER_TOPIC, RECORD_IDS_TOPIC, EMBARGO_TOPIC])  # fmt: skip
+    return (
+        [f"action.in.{m}" for m in members]
+        + [f"action.feed.{m}" for m in members]
+        + [AUDIT_TOPIC, DLQ_TOPIC, LEDGER_TOPIC, RECORD_IDS_TOPIC, EMBARGO_TOPIC]
+    )
 
 
 def _groups(consortium: Consortium) -> list[str]:

@@ -101,8 +101,11 @@ def _assert_private_to_its_user(data_dir: Path) -> None:
     assert data_dir.stat().st_mode & 0o777 == 0o700
     paths = [data_dir, *data_dir.rglob("*")]
     assert any(p.name.endswith(".log") and "data" in p.parts for p in paths), "segments exist"
-    exposed = [f"{p} {p.stat().st_mode & 0o777:o}" for p in paths
-               if p.stat().st_mode & 0o077 and p.name != "ca.pem"]  # fmt: skip
+    exposed = [
+        f"{p} {p.stat().st_mode & 0o777:o}"
+        for p in paths
+        if p.stat().st_mode & 0o077 and p.name != "ca.pem"
+    ]
     assert exposed == []
 
 

@@ -39,8 +39,9 @@ def routed(
     assert router.stop() == 0
 
 
-def _dead_letter_reasons(consortium: Consortium, keys: set[bytes],
-                        limit_s: float = 60) -> dict[bytes, str]:  # fmt: skip
+def _dead_letter_reasons(
+    consortium: Consortium, keys: set[bytes], limit_s: float = 60
+) -> dict[bytes, str]:
     """The dead-letter reason of each record key in ``keys``, as the router wrote them."""
     reader = TopicReader(consortium.admin, ["action.dlq"])
     found: dict[bytes, str] = {}
@@ -129,17 +130,21 @@ def test_publish_cli_then_feed_cli_sync_sellers_and_export(
     # Run again: nothing is published twice. The whole file is skipped; then, as if the
     # first run had been interrupted before two acknowledgements were recorded, those two
     # rows go out again under the ids they had, and the router refuses them.
-    again = subprocess.run(publish.args, capture_output=True, text=True, check=False,
-                           timeout=120, env=publish_env)  # fmt: skip
+    again = subprocess.run(
+        publish.args, capture_output=True, text=True, check=False, timeout=120, env=publish_env
+    )
     assert json.loads(again.stdout)[0]["published"] == 0, again.stderr
     assert json.loads(again.stdout)[0]["skipped"] == 3
     marker = tmp_path / "alerts.csv.published.jsonl"
     first_line, *resent = marker.read_text().splitlines()
     marker.write_text(first_line + "\n")
-    resumed = subprocess.run(publish.args, capture_output=True, text=True, check=False,
-                             timeout=120, env=publish_env)  # fmt: skip
-    assert (json.loads(resumed.stdout)[0]["published"],
-            json.loads(resumed.stdout)[0]["skipped"]) == (2, 1), resumed.stderr  # fmt: skip
+    resumed = subprocess.run(
+        publish.args, capture_output=True, text=True, check=False, timeout=120, env=publish_env
+    )
+    assert (
+        json.loads(resumed.stdout)[0]["published"],
+        json.loads(resumed.stdout)[0]["skipped"],
+    ) == (2, 1), resumed.stderr
     resent_ids = {json.loads(line)["id"].encode() for line in resent}
     refused = _dead_letter_reasons(routed, resent_ids)
     assert refused == dict.fromkeys(resent_ids, "record.id_reused")
@@ -155,8 +160,10 @@ def test_publish_cli_then_feed_cli_sync_sellers_and_export(
     assert sync.returncode == 0, sync.stderr
     assert json.loads(sync.stdout)[0]["added"] >= 4
     with sqlite3.connect(store) as db:
-        copies = db.execute("SELECT count(*) FROM identifiers WHERE kind = 'seller.account_id' "
-                            "AND value LIKE ?", (f"R{run}-%",)).fetchone()[0]  # fmt: skip
+        copies = db.execute(
+            "SELECT count(*) FROM identifiers WHERE kind = 'seller.account_id' AND value LIKE ?",
+            (f"R{run}-%",),
+        ).fetchone()[0]
     assert copies == 3, "each row once, after three runs of the file"
     sellers = subprocess.run([*feed, "sellers", "--min-sources", "2", "-o", "json"],
                              capture_output=True, text=True, check=True)  # fmt: skip
@@ -222,12 +229,21 @@ def test_sync_killed_mid_feed_then_restarted_stores_every_record_once(
     feed exactly once."""
     _stream_to_ipr_center(routed, 1_500)
     store = tmp_path / "killed.sqlite"
-    command = [str(BIN / "action-feed"), "--member", "ipr-center", "--demo-keys",
-               "--store", str(store), "--group", f"ipr-center.k{uuid.uuid4().hex[:6]}",
-               "sync", "--idle", "8"]  # fmt: skip
+    command = [
+        str(BIN / "action-feed"),
+        "--member",
+        "ipr-center",
+        "--demo-keys",
+        "--store",
+        str(store),
+        "--group",
+        f"ipr-center.k{uuid.uuid4().hex[:6]}",
+        "sync",
+        "--idle",
+        "8",
+    ]
     env = {**os.environ, **routed.member("ipr-center").environment()}
-    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)  # fmt: skip
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     stored = 0
     while stored == 0 and first.poll() is None and time.monotonic() < deadline:
@@ -238,8 +254,9 @@ def test_sync_killed_mid_feed_then_restarted_stores_every_record_once(
     first.wait(10)
     everything = _feed_identities(routed, "ipr-center")
     assert 0 < stored < len(everything), "killed part-way through the feed"
-    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300,
-                            check=False)  # fmt: skip
+    second = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert second.returncode == 0, second.stderr
     with sqlite3.connect(store) as db:
         rows = db.execute("SELECT source, record_id FROM deliveries").fetchall()

@@ -42,8 +42,10 @@ def slow_flooder(consortium: Consortium) -> Iterator[None]:
 def test_provisioning_gives_every_member_its_quotas(consortium: Consortium) -> None:
     with admin_client(consortium.admin, "quota-test") as admin:
         quotas = current_quotas(admin)
-    defaults = {PRODUCE_BYTE_RATE: float(DEFAULT_PRODUCE_BYTE_RATE),
-                REQUEST_PERCENTAGE: DEFAULT_REQUEST_PERCENTAGE}  # fmt: skip
+    defaults = {
+        PRODUCE_BYTE_RATE: float(DEFAULT_PRODUCE_BYTE_RATE),
+        REQUEST_PERCENTAGE: DEFAULT_REQUEST_PERCENTAGE,
+    }
     for member in consortium.registry.members:
         assert quotas[member.principal.removeprefix("User:")] == defaults
     assert "action-router" not in quotas, "the router is not throttled"
@@ -63,8 +65,12 @@ def test_a_flooding_member_is_throttled_and_another_members_record_still_routes(
     consortium: Consortium, slow_flooder: None, tmp_path: Path
 ) -> None:
     router = RouterProcess(consortium.router, tmp_path).start().wait_ready()
-    flood = KafkaProducer(**consortium.member(FLOODER).client_config(), acks="all",
-                          linger_ms=5, max_request_size=1_200_000)  # fmt: skip
+    flood = KafkaProducer(
+        **consortium.member(FLOODER).client_config(),
+        acks="all",
+        linger_ms=5,
+        max_request_size=1_200_000,
+    )
     junk = b"\x07" + bytes(50_000)  # not a record: every one is a dead letter
 
     def send_flood() -> None:

@@ -202,8 +202,7 @@ def test_a_retraction_reaches_exactly_the_recipients_of_the_original(
     assert retractions["ipr-center"]["source_member"] == "platform-b"
 
 
-def _dead_letters(consortium: Consortium, key: bytes, count: int,
-                  limit_s: float = 60) -> list[Any]:  # fmt: skip
+def _dead_letters(consortium: Consortium, key: bytes, count: int, limit_s: float = 60) -> list[Any]:
     """The first ``count`` dead letters with ``key``, in DLQ order."""
     dlq = TopicReader(consortium.admin, ["action.dlq"])
     found: list[Any] = []
@@ -269,8 +268,9 @@ def test_an_embargoed_record_arrives_when_the_embargo_ends_once_across_a_restart
     router = RouterProcess(consortium.router, tmp_path, policy_dir=policy_dir).start()
     router.wait_ready()
     published = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=2)
-    event = indicator("platform-b", 61, tlp="GREEN", confidence=95, published_at=published,
-                      observed_at=published)  # fmt: skip
+    event = indicator(
+        "platform-b", 61, tlp="GREEN", confidence=95, published_at=published, observed_at=published
+    )
     indicator_id = str(event.to_avro()["indicator_id"])
     feeds = TopicReader(consortium.admin, FEEDS)
     seen: Counter[tuple[str, str]] = Counter()
@@ -284,13 +284,19 @@ def test_an_embargoed_record_arrives_when_the_embargo_ends_once_across_a_restart
         for record in feeds.read_until_quiet(quiet_s=8):
             if feed_key(record)[1] == indicator_id:
                 seen[feed_key(record)] += 1
-        released = metric_value(router.metrics(), "action_router_embargo_released_total",
-                                outcome="delivered")  # fmt: skip
+        released = metric_value(
+            router.metrics(), "action_router_embargo_released_total", outcome="delivered"
+        )
     finally:
         feeds.close()
         assert router.stop() == 0
-    assert seen == Counter({("ipr-center", indicator_id): 1, ("platform-a", indicator_id): 1,
-                            ("platform-c", indicator_id): 1})  # fmt: skip
+    assert seen == Counter(
+        {
+            ("ipr-center", indicator_id): 1,
+            ("platform-a", indicator_id): 1,
+            ("platform-c", indicator_id): 1,
+        }
+    )
     assert released >= 2
     assert "held by an embargo" in router.log()
 

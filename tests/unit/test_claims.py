@@ -29,8 +29,9 @@ def _claimed(source: str, record_id: str, value: bytes, at_ms: int = NOW_MS) -> 
     return claims
 
 
-def _reason(claims: RecordClaims, source: str, record_id: str, value: bytes,
-            event_ms: int | None = NOW_MS) -> str | None:  # fmt: skip
+def _reason(
+    claims: RecordClaims, source: str, record_id: str, value: bytes, event_ms: int | None = NOW_MS
+) -> str | None:
     refusal = claims.refusal(source, record_id, value, event_ms=event_ms, now_ms=NOW_MS)
     return refusal[0] if refusal else None
 

@@ -70,9 +70,12 @@ def test_an_mou_revoked_during_the_embargo_stops_the_held_record(policy_copy: Pa
     key, held = first.embargo
     assert held is not None
     mou = policy_copy / "mou" / "platform-b.yaml"
-    mou.write_text(mou.read_text().replace("to: {sectors: [platform]}\n    max_tlp: GREEN\n"
-                                           "    when:", "to: {members: []}\n    max_tlp: GREEN\n"
-                                           "    when:"))  # fmt: skip
+    mou.write_text(
+        mou.read_text().replace(
+            "to: {sectors: [platform]}\n    max_tlp: GREEN\n    when:",
+            "to: {members: []}\n    max_tlp: GREEN\n    when:",
+        )
+    )
     revoked = RecordRouter(load_policies(policy_copy), CODEC, KEY)
     released = revoked.released(key, held, now=AFTER, ledger=DeliveryLedger(), decided_at_ms=2)
     assert not released.feeds

@@ -64,8 +64,10 @@ def test_every_current_field_is_envelope_or_treatable() -> None:
 
 def _policy_set_with_notes() -> PolicySet:
     treatable = dict(POLICIES.treatable)
-    treatable["SellerIndicator"] = {**treatable["SellerIndicator"],
-                                    "notes": TreatableField(TEXT, "")}  # fmt: skip
+    treatable["SellerIndicator"] = {
+        **treatable["SellerIndicator"],
+        "notes": TreatableField(TEXT, ""),
+    }
     return PolicySet(POLICIES.registry, POLICIES.mous, treatable, POLICIES.version)
 
 
@@ -73,16 +75,16 @@ def test_a_new_field_is_withheld_under_default_drop_and_kept_where_a_rule_keeps_
     policies = _policy_set_with_notes()
     record = {**indicator("platform-a", tlp="GREEN").to_avro(), "notes": "call +8613800138000"}
     # platform-a shares with platforms under default_fields: drop
-    to_platform = policies.evaluate(record, "SellerIndicator", "platform-b", now=NOW,
-                                    match_key=KEY)  # fmt: skip
+    to_platform = policies.evaluate(record, "SellerIndicator", "platform-b", now=NOW, match_key=KEY)
     assert to_platform.delivered
     assert to_platform.record is not None
     assert to_platform.record["notes"] == "", "withheld: the field's default"
-    hss = {**indicator("platform-c", hss=True, tlp="GREEN", purpose="HEALTH_SAFETY").to_avro(),
-           "notes": "kept"}  # fmt: skip
+    hss = {
+        **indicator("platform-c", hss=True, tlp="GREEN", purpose="HEALTH_SAFETY").to_avro(),
+        "notes": "kept",
+    }
     # platform-c's HSS rule to the government keeps every field (default_fields: keep)
-    to_government = policies.evaluate(hss, "SellerIndicator", "ipr-center", now=NOW,
-                                      match_key=KEY)  # fmt: skip
+    to_government = policies.evaluate(hss, "SellerIndicator", "ipr-center", now=NOW, match_key=KEY)
     assert to_government.record is not None
     assert to_government.record["notes"] == "kept"
 
@@ -109,10 +111,15 @@ def test_policy_and_schema_checks_name_the_fields_no_rule_names() -> None:
 
 
 def _retraction(**changes: Any) -> dict[str, Any]:
-    record = {"retraction_id": "5d0c4c1e-3f65-4c59-9a53-0d1f0c6a0302",
-              "indicator_id": "5d0c4c1e-3f65-4c59-9a53-0d1f0c6a0301",
-              "source_member": "platform-b", "retracted_at": NOW - dt.timedelta(hours=1),
-              "reason": "MISTAKE", "explanation": "appeal won", "tlp": "GREEN"}  # fmt: skip
+    record = {
+        "retraction_id": "5d0c4c1e-3f65-4c59-9a53-0d1f0c6a0302",
+        "indicator_id": "5d0c4c1e-3f65-4c59-9a53-0d1f0c6a0301",
+        "source_member": "platform-b",
+        "retracted_at": NOW - dt.timedelta(hours=1),
+        "reason": "MISTAKE",
+        "explanation": "appeal won",
+        "tlp": "GREEN",
+    }
     return {**record, **changes}
 
 
@@ -124,8 +131,12 @@ def test_a_retraction_goes_through_the_engines_treatments_like_any_record() -> N
     treatable["Retraction"] = {**treatable["Retraction"], "notes": TreatableField(TEXT, "")}
     policies = PolicySet(POLICIES.registry, POLICIES.mous, treatable, POLICIES.version)
     received = {"platform-a": "anonymous-platform", "payments-y": "platform-b"}
-    decisions = {d.recipient: d for d in policies.retraction_decisions(
-        _retraction(notes="ring +8613800138000"), received, now=NOW, match_key=KEY)}  # fmt: skip
+    decisions = {
+        d.recipient: d
+        for d in policies.retraction_decisions(
+            _retraction(notes="ring +8613800138000"), received, now=NOW, match_key=KEY
+        )
+    }
     to_platform = decisions["platform-a"]
     assert to_platform.delivered
     assert to_platform.record is not None
@@ -148,18 +159,33 @@ def test_explain_answers_for_a_retraction_what_the_router_does(tmp_path: Path) -
 
     from broker.cli.policy import cli as policy_cli
 
-    record = {**_retraction(), "type": "Retraction",
-              "retracted_at": "2026-11-20T10:00:00Z"}  # fmt: skip
-    indicator_record = {"type": "SellerIndicator", "indicator_id": record["indicator_id"],
-                        "source_member": "platform-b", "observed_at": "2026-11-20T07:00:00Z",
-                        "published_at": "2026-11-20T08:00:00Z",
-                        "seller": {"account_id": "B-1"}, "product_categories": ["FOOTWEAR"],
-                        "confidence": 90, "hss": False, "tlp": "GREEN",
-                        "purpose": "IPR_ENFORCEMENT"}  # fmt: skip
+    record = {**_retraction(), "type": "Retraction", "retracted_at": "2026-11-20T10:00:00Z"}
+    indicator_record = {
+        "type": "SellerIndicator",
+        "indicator_id": record["indicator_id"],
+        "source_member": "platform-b",
+        "observed_at": "2026-11-20T07:00:00Z",
+        "published_at": "2026-11-20T08:00:00Z",
+        "seller": {"account_id": "B-1"},
+        "product_categories": ["FOOTWEAR"],
+        "confidence": 90,
+        "hss": False,
+        "tlp": "GREEN",
+        "purpose": "IPR_ENFORCEMENT",
+    }
     (tmp_path / "r.json").write_text(json.dumps(record))
     (tmp_path / "i.json").write_text(json.dumps(indicator_record))
-    base = ["explain", "--policies", str(POLICY_DIR), "--record", str(tmp_path / "r.json"),
-            "--indicator", str(tmp_path / "i.json"), "--at", "2026-11-20T12:00:00"]  # fmt: skip
+    base = [
+        "explain",
+        "--policies",
+        str(POLICY_DIR),
+        "--record",
+        str(tmp_path / "r.json"),
+        "--indicator",
+        str(tmp_path / "i.json"),
+        "--at",
+        "2026-11-20T12:00:00",
+    ]
     runner = CliRunner()
     got = runner.invoke(policy_cli, [*base, "--recipient", "platform-a"])
     assert got.exit_code == 0, got.output

@@ -29,12 +29,19 @@ POLICIES = load_policies(POLICY_DIR)
 
 
 def test_each_kind_is_found_and_replaced_as_its_field_is_treated() -> None:
-    text = ("write to Seller@Shop.example or +86 138 0013 8000, store https://fake.example/x "
-            "from 203.0.113.9, card 4111 1111 1111 1111")  # fmt: skip
+    text = (
+        "write to Seller@Shop.example or +86 138 0013 8000, store https://fake.example/x "
+        "from 203.0.113.9, card 4111 1111 1111 1111"
+    )
     kinds = [f.kind for f in find_identifiers(text)]
     assert kinds == ["email", "phone", "url", "ip", "payment"]
-    treatments = {"email": Treatment.HASH, "phone": Treatment.GENERALIZE, "url": Treatment.KEEP,
-                  "ip": Treatment.DROP, "payment": Treatment.MASK}  # fmt: skip
+    treatments = {
+        "email": Treatment.HASH,
+        "phone": Treatment.GENERALIZE,
+        "url": Treatment.KEEP,
+        "ip": Treatment.DROP,
+        "payment": Treatment.MASK,
+    }
     out = scrub(text, treatments, KEY)
     assert match_token(KEY, "email", "seller@shop.example") in out, "the field's own token"
     assert "Seller@Shop.example" not in out
@@ -72,9 +79,13 @@ def _delivered_bytes(record: dict[str, Any], recipient: str) -> tuple[bytes, dic
     return sent, {f.path: f.treatment for f in decision.fields}
 
 
-@given(email=emails, phone=phones, recipient_index=st.integers(0, 6),
-       source=st.sampled_from(["platform-a", "platform-b", "payments-x", "brand-owner"]),
-       where=st.sampled_from(["display_name", "evidence", "brands"]))  # fmt: skip
+@given(
+    email=emails,
+    phone=phones,
+    recipient_index=st.integers(0, 6),
+    source=st.sampled_from(["platform-a", "platform-b", "payments-x", "brand-owner"]),
+    where=st.sampled_from(["display_name", "evidence", "brands"]),
+)
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_no_identifier_a_recipients_rules_withhold_appears_in_clear_in_free_text(
     email: str, phone: str, recipient_index: int, source: str, where: str
@@ -107,14 +118,20 @@ def test_a_retractions_explanation_gets_the_treatments_of_the_indicator_rules() 
     """platform-a keeps the explanation for platforms but hashes the seller's e-mail for
     them: an address in the explanation arrives as the same match token. No indicator
     rule to payments-y: every identifier in the text is withheld there."""
-    record = {"retraction_id": "5d0c4c1e-3f65-4c59-9a53-0d1f0c6a0502",
-              "indicator_id": "5d0c4c1e-3f65-4c59-9a53-0d1f0c6a0501",
-              "source_member": "platform-a", "retracted_at": NOW - dt.timedelta(hours=1),
-              "reason": "MISTAKE", "tlp": "GREEN",
-              "explanation": "wrong seller: it was Other.Seller@shop.example"}  # fmt: skip
+    record = {
+        "retraction_id": "5d0c4c1e-3f65-4c59-9a53-0d1f0c6a0502",
+        "indicator_id": "5d0c4c1e-3f65-4c59-9a53-0d1f0c6a0501",
+        "source_member": "platform-a",
+        "retracted_at": NOW - dt.timedelta(hours=1),
+        "reason": "MISTAKE",
+        "tlp": "GREEN",
+        "explanation": "wrong seller: it was Other.Seller@shop.example",
+    }
     received = {"platform-b": "platform-a", "payments-y": "platform-a"}
-    decisions = {d.recipient: d for d in POLICIES.retraction_decisions(
-        record, received, now=NOW, match_key=KEY)}  # fmt: skip
+    decisions = {
+        d.recipient: d
+        for d in POLICIES.retraction_decisions(record, received, now=NOW, match_key=KEY)
+    }
     to_platform = decisions["platform-b"].record
     assert to_platform is not None
     token = match_token(KEY, "email", "other.seller@shop.example")

@@ -129,8 +129,9 @@ def test_no_mutation_of_a_signed_record_raises_or_passes_unless_it_is_still_the_
     the signed bytes themselves are routed."""
     sample = HOSTILE[base]
     mutated = hostile.mutate(sample, HOSTILE[other], rng)
-    writes = ROUTER.writes(mutated.inbound(), now=dt.datetime.now(dt.UTC), ledger=DeliveryLedger(),
-                           decided_at_ms=0)  # fmt: skip
+    writes = ROUTER.writes(
+        mutated.inbound(), now=dt.datetime.now(dt.UTC), ledger=DeliveryLedger(), decided_at_ms=0
+    )
     assert isinstance(writes, Writes)
     if writes.dead_letter is None:
         assert mutated.value == sample.value, "only the signed bytes may be routed"

@@ -38,8 +38,9 @@ def _router(folder: Path = POLICY_DIR) -> RecordRouter:
     return RecordRouter(load_policies(folder), CODEC, KEY)
 
 
-def _writes(router: RecordRouter, source: str, value: bytes,
-            headers: list[tuple[str, bytes]]) -> Writes:  # fmt: skip
+def _writes(
+    router: RecordRouter, source: str, value: bytes, headers: list[tuple[str, bytes]]
+) -> Writes:
     inbound = Inbound(f"action.in.{source}", 0, 7, b"k", value, tuple(headers), 0)
     out = router.writes(inbound, now=NOW, ledger=DeliveryLedger(), decided_at_ms=1)
     assert isinstance(out, Writes)
@@ -86,8 +87,11 @@ def test_a_store_url_without_a_registrable_domain_cannot_crash_a_generalize_trea
     mou.write_text(text)
     router = _router(policy_copy)
     record = indicator("platform-a").to_avro()
-    record["seller"] = {**record["seller"], "store_url": "https://localhost/shop",
-                        "store_domain": "example.com"}  # fmt: skip
+    record["seller"] = {
+        **record["seller"],
+        "store_url": "https://localhost/shop",
+        "store_domain": "example.com",
+    }
     value = CODEC.encode("SellerIndicator", record)
     kid = signing_kid("platform-a")
     headers = key_id_header(kid) + sign_fields(
@@ -122,9 +126,15 @@ def test_a_retraction_without_the_ledger_comes_back_checked() -> None:
     router = _router()
     of = indicator("platform-a")
     retraction = EVENT_TYPES["Retraction"].parse(
-        {"retraction_id": "8c1f1f3e-7a53-4b36-9d0e-1d2b3c4d5e6f", "source_member": "platform-a",
-         "indicator_id": of.to_avro()["indicator_id"], "retracted_at": NOW,
-         "reason": "MISTAKE", "tlp": "AMBER"})  # fmt: skip
+        {
+            "retraction_id": "8c1f1f3e-7a53-4b36-9d0e-1d2b3c4d5e6f",
+            "source_member": "platform-a",
+            "indicator_id": of.to_avro()["indicator_id"],
+            "retracted_at": NOW,
+            "reason": "MISTAKE",
+            "tlp": "AMBER",
+        }
+    )
     _, value, headers = signed(retraction)
     inbound = Inbound("action.in.platform-a", 0, 1, b"k", value, tuple(headers), 0)
     assert isinstance(router.writes(inbound, now=NOW, ledger=None, decided_at_ms=1), Checked)
@@ -158,6 +168,7 @@ def test_weak_salts_are_refused(name: str, salt_of: Any) -> None:
 def test_a_proof_header_of_json_that_is_not_an_object_is_a_dead_letter() -> None:
     _, value, headers = signed(indicator("platform-a"))
     for junk in (b"[]", b'"text"', b"1e999999", json.dumps({"a": 1}).encode(), b"\xff\xfe"):
-        writes = _writes(_router(), "platform-a", value,
-                         _with_header(headers, FIELDS_SALTS_HEADER, junk))  # fmt: skip
+        writes = _writes(
+            _router(), "platform-a", value, _with_header(headers, FIELDS_SALTS_HEADER, junk)
+        )
         assert _reason(writes).startswith("signature."), junk

@@ -89,10 +89,22 @@ def test_csv_import_reads_dotted_and_list_columns(tmp_path: Path) -> None:
 def _publish_dry_run(path: Path, env: dict[str, str] | None = None) -> Any:
     """``action-publish --dry-run indicators PATH -o json`` as platform-a, demo keys."""
     return subprocess.run(
-        [str(BIN / "action-publish"), "--member", "platform-a", "--demo-keys", "--dry-run",
-         "indicators", str(path), "-o", "json"],
-        capture_output=True, text=True, check=False, env=env,
-    )  # fmt: skip
+        [
+            str(BIN / "action-publish"),
+            "--member",
+            "platform-a",
+            "--demo-keys",
+            "--dry-run",
+            "indicators",
+            str(path),
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
 
 
 def test_rows_without_ids_get_the_same_id_in_every_run_and_a_repeated_row_is_rejected(
@@ -108,14 +120,16 @@ def test_rows_without_ids_get_the_same_id_in_every_run_and_a_repeated_row_is_rej
     first = list(read_events(path, SellerIndicator, "platform-a", NOW))
     second = list(read_events(path, SellerIndicator, "platform-a", later))
     ids = [str(i.event.to_avro()["indicator_id"]) for i in first if isinstance(i, Accepted)]
-    assert ids == [str(i.event.to_avro()["indicator_id"]) for i in second
-                   if isinstance(i, Accepted)]  # fmt: skip
+    assert ids == [
+        str(i.event.to_avro()["indicator_id"]) for i in second if isinstance(i, Accepted)
+    ]
     assert len(set(ids)) == 2
     (repeated,) = [i for i in first if isinstance(i, Rejected)]
     assert (repeated.line, repeated.reason) == (3, f"the same record as line 1 (id {ids[0]})")
     elsewhere = list(read_events(path, SellerIndicator, "platform-c", NOW))
-    assert not {str(i.event.to_avro()["indicator_id"]) for i in elsewhere
-                if isinstance(i, Accepted)} & set(ids), "ids depend on the member"  # fmt: skip
+    assert not {
+        str(i.event.to_avro()["indicator_id"]) for i in elsewhere if isinstance(i, Accepted)
+    } & set(ids), "ids depend on the member"
 
 
 def test_an_oversized_row_is_a_rejected_line_and_the_import_goes_on(tmp_path: Path) -> None:
@@ -125,12 +139,17 @@ def test_an_oversized_row_is_a_rejected_line_and_the_import_goes_on(tmp_path: Pa
     small = {"seller": {"account_id": "S-1"}, "product_categories": ["TOYS"], "confidence": 70}
     text = "y" * 4000
     addresses = [{"lines": [f"{i} {text}"] * 8, "country": "CN"} for i in range(16)]
-    huge = {**small, "seller": {"account_id": "S-2", "addresses": addresses},
-            "brands": [f"{i} {text}" for i in range(64)],
-            "evidence": [{"kind": "OTHER", "reference": f"{i} {text}", "description": text}
-                         for i in range(64)]}  # fmt: skip
-    path.write_text("\n".join(json.dumps(r) for r in (small, huge, {**small, "confidence": 80}))
-                    + "\n")  # fmt: skip
+    huge = {
+        **small,
+        "seller": {"account_id": "S-2", "addresses": addresses},
+        "brands": [f"{i} {text}" for i in range(64)],
+        "evidence": [
+            {"kind": "OTHER", "reference": f"{i} {text}", "description": text} for i in range(64)
+        ],
+    }
+    path.write_text(
+        "\n".join(json.dumps(r) for r in (small, huge, {**small, "confidence": 80})) + "\n"
+    )
     done = _publish_dry_run(path)
     assert done.returncode == 4, done.stderr
     (summary,) = json.loads(done.stdout)
@@ -254,8 +273,9 @@ def test_a_rivals_record_with_a_known_id_neither_shadows_nor_retracts_the_origin
     store = FeedStore(tmp_path / "decoy.sqlite")
     genuine = indicator("platform-a", 1, seller={"email": "genuine@shop.example"})
     genuine_id = genuine.to_avro()["indicator_id"]
-    decoy = indicator("platform-b", 2, indicator_id=genuine_id,
-                      seller={"email": "decoy@shop.example"})  # fmt: skip
+    decoy = indicator(
+        "platform-b", 2, indicator_id=genuine_id, seller={"email": "decoy@shop.example"}
+    )
     for event in (genuine, decoy, retraction(decoy)):
         assert store.add([_delivered(event, "ipr-center")]) == 1
     assert store.counts()["indicators"] == 2
@@ -281,8 +301,10 @@ def test_an_older_store_is_refused_with_a_hint(tmp_path: Path) -> None:
 def test_decision_ids_belong_to_the_source_as_delivered() -> None:
     """Two members' records with one id never share a decision id; an anonymous delivery's
     id is computed from its label, so it names no source the delivery does not."""
-    ids = {decision_id_for(source, "r-1", "ipr-center", "v1")
-           for source in ("platform-a", "platform-b", "anonymous-platform")}  # fmt: skip
+    ids = {
+        decision_id_for(source, "r-1", "ipr-center", "v1")
+        for source in ("platform-a", "platform-b", "anonymous-platform")
+    }
     assert len(ids) == 3
     anonymous = _delivered(indicator("platform-b", 3, tlp="GREEN"), "platform-a")
     assert anonymous.source.startswith("anonymous-")
@@ -395,7 +417,8 @@ def test_the_sdk_needs_only_the_trust_store_never_other_members_mous(tmp_path: P
     assert {m.id for m in registry.members} >= {"platform-a", "ipr-center"}
     assert registry.router_keys
     path = tmp_path / "alerts.jsonl"
-    path.write_text('{"seller": {"account_id": "S-1"}, "product_categories": ["TOYS"], '
-                    '"confidence": 70}\n')  # fmt: skip
+    path.write_text(
+        '{"seller": {"account_id": "S-1"}, "product_categories": ["TOYS"], "confidence": 70}\n'
+    )
     done = _publish_dry_run(path, env={**os.environ, "ACTION_POLICY_DIR": str(trust)})
     assert done.returncode == 0, done.stderr

@@ -84,8 +84,17 @@ def test_ip_normalization_is_idempotent(address: object) -> None:
 
 # --- one identifier, one token, whatever its rendering ------------------------------------
 
-FORMAT_CHARACTERS = ["\u200b", "\u200c", "\u200d", "\u00ad", "\ufeff", "\u200e", "\u200f",
-                     "\u202a", "\u2060"]  # fmt: skip
+FORMAT_CHARACTERS = [
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\u00ad",
+    "\ufeff",
+    "\u200e",
+    "\u200f",
+    "\u202a",
+    "\u2060",
+]
 KEY = MatchTokenKey(1, b"k" * 32)
 
 
@@ -98,12 +107,15 @@ def _sprinkle(text: str, marks: list[tuple[int, str]]) -> str:
     return out
 
 
-invisible = st.lists(st.tuples(st.integers(0, 60), st.sampled_from(FORMAT_CHARACTERS)),
-                     max_size=4)  # fmt: skip
+invisible = st.lists(st.tuples(st.integers(0, 60), st.sampled_from(FORMAT_CHARACTERS)), max_size=4)
 
 
-@given(email=emails, marks=invisible, wrap=st.sampled_from(["", "mailto:", "<>", "mailto<>"]),
-       upper=st.booleans())  # fmt: skip
+@given(
+    email=emails,
+    marks=invisible,
+    wrap=st.sampled_from(["", "mailto:", "<>", "mailto<>"]),
+    upper=st.booleans(),
+)
 def test_an_email_in_any_rendering_gives_one_match_token(
     email: str, marks: list[tuple[int, str]], wrap: str, upper: bool
 ) -> None:

@@ -308,8 +308,10 @@ def test_a_rule_without_purposes_for_an_event_type_with_one_is_refused(policy_co
     mou.write_text(text.replace(old, new))
     with pytest.raises(PolicyError, match="problem") as info:
         load_policies(policy_copy)
-    assert any("purposes: required, as SellerIndicator records carry a purpose" in p
-               for p in info.value.problems)  # fmt: skip
+    assert any(
+        "purposes: required, as SellerIndicator records carry a purpose" in p
+        for p in info.value.problems
+    )
 
 
 def test_invalid_folder_lists_every_problem(policy_copy: Path) -> None:
@@ -432,8 +434,10 @@ def test_an_anonymous_label_that_only_one_member_could_send_is_refused(policy_co
     mou.write_text(mou.read_text().replace("    anonymous_traceable: true\n", ""))
     with pytest.raises(PolicyError) as info:
         load_policies(policy_copy)
-    assert any("platform-a can trace anonymous-platform SellerIndicator records to platform-b"
-               in p for p in info.value.problems)  # fmt: skip
+    assert any(
+        "platform-a can trace anonymous-platform SellerIndicator records to platform-b" in p
+        for p in info.value.problems
+    )
     other = policy_copy / "mou" / "platform-c.yaml"
     rule = "    max_tlp: GREEN\n    when: {min_confidence: 50, hss: never}"
     anonymous = (

@@ -24,23 +24,31 @@ INDICATOR = "5d0c4c1e-3f65-4c59-9a53-0d1f0c6a0401"
 EXTRA_RULES = {
     # express-carrier reports its actions up to AMBER+STRICT; brand-owner's vendor takes
     # actions too, and passes them on to clients; platform-b tells platforms of its actions.
-    "express-carrier.yaml": ("    fields: {details: drop, explanation: drop}\n",
-                             "    fields: {details: keep, explanation: drop}\n"),
-    "brand-owner.yaml": ("  - id: bo.accepts-retractions\n",
-                         "  - id: bo.accepts-actions-with-vendor\n"
-                         "    event_types: [EnforcementAction]\n"
-                         "    shares_with_clients: true\n"
-                         "  - id: bo.accepts-retractions\n"),
-    "platform-b.yaml": ("  - id: pb.retractions-to-platforms\n",
-                        "  - id: pb.actions-to-platforms\n"
-                        "    event_types: [EnforcementAction]\n"
-                        "    to: {sectors: [platform]}\n"
-                        "    max_tlp: AMBER\n"
-                        "    fields: {details: keep}\n"
-                        "  - id: pb.retractions-to-platforms\n"),
-    "platform-a.yaml": ("    event_types: [Retraction, Sighting]\n",
-                        "    event_types: [Retraction, Sighting, EnforcementAction]\n"),
-}  # fmt: skip
+    "express-carrier.yaml": (
+        "    fields: {details: drop, explanation: drop}\n",
+        "    fields: {details: keep, explanation: drop}\n",
+    ),
+    "brand-owner.yaml": (
+        "  - id: bo.accepts-retractions\n",
+        "  - id: bo.accepts-actions-with-vendor\n"
+        "    event_types: [EnforcementAction]\n"
+        "    shares_with_clients: true\n"
+        "  - id: bo.accepts-retractions\n",
+    ),
+    "platform-b.yaml": (
+        "  - id: pb.retractions-to-platforms\n",
+        "  - id: pb.actions-to-platforms\n"
+        "    event_types: [EnforcementAction]\n"
+        "    to: {sectors: [platform]}\n"
+        "    max_tlp: AMBER\n"
+        "    fields: {details: keep}\n"
+        "  - id: pb.retractions-to-platforms\n",
+    ),
+    "platform-a.yaml": (
+        "    event_types: [Retraction, Sighting]\n",
+        "    event_types: [Retraction, Sighting, EnforcementAction]\n",
+    ),
+}
 
 
 def _router(policy_copy: Path) -> RecordRouter:
@@ -50,20 +58,29 @@ def _router(policy_copy: Path) -> RecordRouter:
         assert old in text, name
         mou.write_text(text.replace(old, new, 1))
     (policy_copy / "mou" / "express-carrier.yaml").write_text(
-        (policy_copy / "mou" / "express-carrier.yaml").read_text().replace(
+        (policy_copy / "mou" / "express-carrier.yaml")
+        .read_text()
+        .replace(
             "  - id: ec.shipper-events\n    event_types: [EnforcementAction, Retraction]\n"
             "    to: {sectors: [government, rights_holder]}\n    max_tlp: AMBER\n",
             "  - id: ec.shipper-events\n    event_types: [EnforcementAction, Retraction]\n"
             "    to: {sectors: [government, rights_holder]}\n    max_tlp: AMBER_STRICT\n",
         )
-    )  # fmt: skip
+    )
     return RecordRouter(load_policies(policy_copy), CODEC, KEY)
 
 
 def _action(source: str, **changes: Any) -> Inbound:
-    record = {"action_id": str(uuid.uuid4()), "indicator_id": INDICATOR, "source_member": source,
-              "taken_at": BASE_TIME + dt.timedelta(hours=2), "kind": "LISTING_REMOVED",
-              "details": "listing 88 removed", "tlp": "GREEN", **changes}  # fmt: skip
+    record = {
+        "action_id": str(uuid.uuid4()),
+        "indicator_id": INDICATOR,
+        "source_member": source,
+        "taken_at": BASE_TIME + dt.timedelta(hours=2),
+        "kind": "LISTING_REMOVED",
+        "details": "listing 88 removed",
+        "tlp": "GREEN",
+        **changes,
+    }
     key, value, headers = signed(EVENT_TYPES["EnforcementAction"].parse(record))
     return Inbound(f"action.in.{source}", 0, 0, key, value, tuple(headers), 0)
 
@@ -84,8 +101,11 @@ def test_a_green_action_on_an_amber_strict_indicator_travels_as_amber_strict(
     """It used to reach brand-owner's vendor rule, which passes records on to clients, as
     GREEN: the indicator's marking was laundered by the record that quoted it."""
     router = _router(policy_copy)
-    received = {"express-carrier": "platform-a", "brand-owner": "platform-a",
-                "ipr-center": "platform-a"}  # fmt: skip
+    received = {
+        "express-carrier": "platform-a",
+        "brand-owner": "platform-a",
+        "ipr-center": "platform-a",
+    }
     ledger = _ledger("platform-a", received, "AMBER_STRICT")
     routed = router.route(_action("express-carrier"), now=NOW, ledger=ledger)
     assert routed.dead_letter is None
@@ -170,8 +190,7 @@ def test_the_audit_names_an_anonymous_source_by_a_pseudonym_only_the_operator_re
     inbound = Inbound("action.in.platform-b", 0, 0, key, value, tuple(headers), 0)
     writes = router.writes(inbound, now=NOW, ledger=DeliveryLedger(), decided_at_ms=1)
     assert isinstance(writes, Writes)
-    entries = [json.loads(ChainHead("c").append_prepared(d.entry)[1])
-               for d in writes.decisions]  # fmt: skip
+    entries = [json.loads(ChainHead("c").append_prepared(d.entry)[1]) for d in writes.decisions]
     by_recipient = {e["recipient"]: e for e in entries}
     assert by_recipient["ipr-center"]["source"] == "platform-b", "a named delivery"
     record_id = str(event.to_avro()["indicator_id"])
@@ -189,8 +208,12 @@ def test_the_audit_names_an_anonymous_source_by_a_pseudonym_only_the_operator_re
     env = {**os.environ, "ACTION_MATCH_SECRET": ""}
     env.pop("ACTION_MATCH_SECRET")
     cli = Path(sys.executable).parent / "action-broker"
-    done = subprocess.run([str(cli), "audit", "reveal", pseudonym, "--record-id", record_id,
-                           "-o", "json"], capture_output=True, text=True, check=False,
-                          env=env)  # fmt: skip
+    done = subprocess.run(
+        [str(cli), "audit", "reveal", pseudonym, "--record-id", record_id, "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)[0]["source"] == "platform-b"
