@@ -86,9 +86,18 @@ class RecordClaims:
         return None if packed is None else self._unpack(packed)
 
     def refusal(
-        self, source: str, record_id: str, value: bytes, *, event_ms: int | None, now_ms: int
+        self,
+        source: str,
+        record_id: str,
+        value: bytes,
+        *,
+        event_ms: int | None,
+        now_ms: int,
+        indicator_owner: str | None = None,
     ) -> tuple[str, str] | None:
-        """(reason, detail) when this record may not be routed, else None."""
+        """(reason, detail) when this record may not be routed, else None.
+        ``indicator_owner``: the source of an indicator with this id, which the delivery
+        ledger remembers for ever, after the claim window has forgotten the claim."""
         if event_ms is not None and event_ms < now_ms - self.retention_ms:
             days = self.retention_ms // _DAY_MS
             return STALE, (
@@ -97,7 +106,9 @@ class RecordClaims:
             )
         claim = self.get(record_id)
         if claim is None:
-            return None
+            if indicator_owner is None:
+                return None
+            claim = Claim(indicator_owner, "", 0)  # no digest kept: not a replay, a reuse
         if claim.source != source:
             return ID_TAKEN, f"record id {record_id} belongs to another member's record"
         if claim.digest == content_digest(value):

@@ -37,7 +37,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from broker.audit import ChainHead
 from broker.catalog import SchemaCatalog
-from broker.claims import ID_REUSED, ID_TAKEN, Claim, RecordClaims, content_digest
+from broker.claims import Claim, RecordClaims, content_digest
 from broker.codec import AvroCodec
 from broker.connection import KafkaConnection
 from broker.embargo import EmbargoBook, HeldRecord
@@ -383,12 +383,7 @@ class RouterService:
                        for tp, record in last.items()}  # fmt: skip
             if self._random.random() < self.settings.router_abort_ratio:
                 raise _InjectedAbortError
-            # Flushed here, not by the commit: kafka-python's commit starts a flush it
-            # never ends, after which every record goes out alone whatever linger_ms says.
-            self._bounded("flush", self._producer.flush)
-            self._bounded("send_offsets_to_transaction", self._producer.send_offsets_to_transaction,
-                          offsets, self._consumer.group_metadata())  # fmt: skip
-            self._bounded("commit_transaction", self._producer.commit_transaction)
+            self._commit_transaction(offsets)
         except (_InjectedAbortError, kafka_errors.KafkaError) as exc:
             self._abort(exc)
             return False
@@ -407,6 +402,19 @@ class RouterService:
             work.count(self.metrics)
         self._committed(last, work)
         return True
+
+    def _commit_transaction(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Flush, send ``offsets`` (with their chain heads) and commit, each with its deadline."""
+        assert self._consumer is not None
+        assert self._producer is not None
+        # Flushed here, not by the commit: kafka-python's commit starts a flush it
+        # never ends, after which every record goes out alone whatever linger_ms says.
+        self._bounded("flush", self._producer.flush)
+        send_offsets = self._producer.send_offsets_to_transaction
+        self._bounded(
+            "send_offsets_to_transaction", send_offsets, offsets, self._consumer.group_metadata()
+        )
+        self._bounded("commit_transaction", self._producer.commit_transaction)
 
     def _routed(self, records: list[Inbound]) -> Generator[tuple[Inbound, Writes, float]]:
         """Each record's writes, in order, with the seconds spent deciding it. Lazy: the
@@ -476,15 +484,13 @@ class RouterService:
         now_ms = _now_ms()
         value = inbound.value or b""
         refusal = self.claims.refusal(
-            source, identity.record_id, value, event_ms=identity.event_ms, now_ms=now_ms
+            source,
+            identity.record_id,
+            value,
+            event_ms=identity.event_ms,
+            now_ms=now_ms,
+            indicator_owner=self.ledger.owner_of(identity.record_id),
         )
-        owner = self.ledger.owner_of(identity.record_id)
-        if refusal is None and owner is not None:  # an indicator's id, remembered for ever
-            refusal = (
-                (ID_TAKEN, f"record id {identity.record_id} belongs to another member's record")
-                if owner != source
-                else (ID_REUSED, f"record id {identity.record_id} is {source}'s indicator")
-            )
         if refusal is not None:
             return writes.refused(*refusal)
         claim = Claim(source, content_digest(value), now_ms)
@@ -601,14 +607,7 @@ class RouterService:
                 tp: OffsetAndMetadata(consumer.position(tp), work.heads[tp].to_metadata(), -1)
                 for tp in touched
             }
-            self._bounded("flush", producer.flush)
-            self._bounded(
-                "send_offsets_to_transaction",
-                producer.send_offsets_to_transaction,
-                offsets,
-                consumer.group_metadata(),
-            )
-            self._bounded("commit_transaction", producer.commit_transaction)
+            self._commit_transaction(offsets)
         except kafka_errors.KafkaError as exc:
             self._abort(exc)
             return

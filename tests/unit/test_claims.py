@@ -105,3 +105,16 @@ def test_the_ledger_remembers_each_indicators_source_for_ever() -> None:
 def test_an_unreadable_claim_is_an_error_not_a_claim(value: bytes) -> None:
     with pytest.raises((ValueError, KeyError)):
         Claim.decode(value)
+
+
+def test_an_indicators_id_stays_its_sources_after_the_claim_window() -> None:
+    """The claim is forgotten after the window; the ledger's owner still refuses the id."""
+    claims = RecordClaims(retention_days=30)
+    taken = claims.refusal(
+        "platform-b", "i-1", b"x", event_ms=NOW_MS, now_ms=NOW_MS, indicator_owner="platform-a"
+    )
+    reused = claims.refusal(
+        "platform-a", "i-1", b"x", event_ms=NOW_MS, now_ms=NOW_MS, indicator_owner="platform-a"
+    )
+    assert (taken or ("",))[0] == ID_TAKEN
+    assert (reused or ("",))[0] == ID_REUSED
