@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import json
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,12 +102,12 @@ class _Resume:
                     self.done[int(entry["line"])] = str(entry["id"])
                 except (ValueError, KeyError, TypeError):
                     continue  # a line cut by an interruption: that row is published again
-        self.acknowledged: list[tuple[int, str]] = []  # appended by Kafka's callbacks
+        self.acknowledged: deque[tuple[int, str]] = deque()  # appended by Kafka's callbacks
 
     def record(self, out: TextIO) -> None:
         """Write what Kafka acknowledged since the last call."""
         while self.acknowledged:
-            line, record_id = self.acknowledged.pop(0)
+            line, record_id = self.acknowledged.popleft()
             out.write(json.dumps({"line": line, "id": record_id}) + "\n")
         out.flush()
 

@@ -67,10 +67,13 @@ class Referenced:
     tlp: str
 
 
+_TLP_RANK = {str(level): rank for level, rank in TLP_ORDER.items()}
+
+
 def _stricter(a: str, b: str) -> str:
-    """The more restrictive of two TLP markings (an unknown one counts as RED)."""
-    rank = {str(k): v for k, v in TLP_ORDER.items()}
-    return a if rank.get(a, 99) >= rank.get(b, 99) else b
+    """The more restrictive of two TLP markings. An unknown one wins, and the engine then
+    withholds the record for its unknown marking: fail closed."""
+    return a if _TLP_RANK.get(a, len(_TLP_RANK)) >= _TLP_RANK.get(b, len(_TLP_RANK)) else b
 
 
 _SHARED_REASONS_MAX = 4096  # withheld decisions' reasons kept for sharing (see evaluate)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import phonenumbers
@@ -113,12 +113,14 @@ def find_identifiers(text: str) -> list[Found]:
     return sorted(chosen, key=lambda f: f.start)
 
 
-def _add(out: list[Found], match: re.Match[str], kind: str, normalize: object) -> None:
+def _add(
+    out: list[Found], match: re.Match[str], kind: str, normalize: Callable[[str], str]
+) -> None:
     try:
-        value = normalize(match.group())  # type: ignore[operator]
+        value = normalize(match.group())
     except (ValueError, UnicodeError):
         return
-    out.append(Found(match.start(), match.end(), kind, str(value)))
+    out.append(Found(match.start(), match.end(), kind, value))
 
 
 def _luhn(digits: str) -> bool:
