@@ -86,8 +86,9 @@ def router_transactional_prefix(router_group: str) -> str:
     return f"{router_group}."
 
 
-def _grants(principal: str, resource_type: str, name: str, pattern: str,
-            operations: Iterable[str]) -> list[AclBinding]:  # fmt: skip
+def _grants(
+    principal: str, resource_type: str, name: str, pattern: str, operations: Iterable[str]
+) -> list[AclBinding]:
     return [AclBinding(principal, resource_type, name, pattern, op) for op in operations]
 
 
@@ -104,17 +105,20 @@ def desired_acls(
     if len(set(principals)) != len(principals):
         raise PolicyError(
             "two members share a Kafka principal",
-            problems=[f"members.yaml: principal {p} appears twice"
-                      for p in sorted({p for p in principals if principals.count(p) > 1})],
-        )  # fmt: skip
+            problems=[
+                f"members.yaml: principal {p} appears twice"
+                for p in sorted({p for p in principals if principals.count(p) > 1})
+            ],
+        )
     acls: list[AclBinding] = []
     router = router_principal
     for member in registry.members:
         inbound, feed = inbound_topic(member.id), feed_topic(member.id)
         acls += _grants(member.principal, TOPIC, inbound, LITERAL, ("WRITE", "DESCRIBE"))
         acls += _grants(member.principal, TOPIC, feed, LITERAL, ("READ", "DESCRIBE"))
-        acls += _grants(member.principal, GROUP, member_group_prefix(member.id), PREFIXED,
-                        ("READ", "DESCRIBE"))  # fmt: skip
+        acls += _grants(
+            member.principal, GROUP, member_group_prefix(member.id), PREFIXED, ("READ", "DESCRIBE")
+        )
         if member.reads_audit:
             acls += _grants(member.principal, TOPIC, AUDIT_TOPIC, LITERAL, ("READ", "DESCRIBE"))
             acls += _grants(member.principal, GROUP, router_group, LITERAL, ("DESCRIBE",))
@@ -125,8 +129,13 @@ def desired_acls(
     for topic in (LEDGER_TOPIC, RECORD_IDS_TOPIC, EMBARGO_TOPIC):
         acls += _grants(router, TOPIC, topic, LITERAL, ("READ", "WRITE", "DESCRIBE"))
     acls += _grants(router, GROUP, router_group, LITERAL, ("READ", "DESCRIBE"))
-    acls += _grants(router, TRANSACTIONAL_ID, router_transactional_prefix(router_group),
-                    PREFIXED, ("WRITE", "DESCRIBE"))  # fmt: skip
+    acls += _grants(
+        router,
+        TRANSACTIONAL_ID,
+        router_transactional_prefix(router_group),
+        PREFIXED,
+        ("WRITE", "DESCRIBE"),
+    )
     return frozenset(acls)
 
 
@@ -145,8 +154,9 @@ def managed_principals(
     return frozenset(managed)
 
 
-def is_allowed(acls: Iterable[AclBinding], principal: str, resource_type: str, name: str,
-               operation: str) -> bool:  # fmt: skip
+def is_allowed(
+    acls: Iterable[AclBinding], principal: str, resource_type: str, name: str, operation: str
+) -> bool:
     """What the authorizer answers under these ALLOW bindings (deny by default), with
     Kafka's implications: READ, WRITE, DELETE and ALTER each imply DESCRIBE."""
     implied = {operation}

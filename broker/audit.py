@@ -169,12 +169,14 @@ def _record_runs(decision: Decision, position: str) -> _RecordRuns:
         f',"event_type":{_quoted(decision.event_type)},"fields":{{',
         f'}},"input":{at},"outcome":"delivered","policy_version":{version}',
         f'}},"input":{at},"outcome":"withheld","policy_version":{version}',
-        _quoted(decision.record_id), f'"source":{_quoted(decision.source)}'.encode(),
-    )  # fmt: skip
+        _quoted(decision.record_id),
+        f'"source":{_quoted(decision.source)}'.encode(),
+    )
 
 
-def prepare_decisions(decisions: Iterable[Decision], *, decided_at_ms: int,
-                      position: str) -> list[PreparedEntry]:  # fmt: skip
+def prepare_decisions(
+    decisions: Iterable[Decision], *, decided_at_ms: int, position: str
+) -> list[PreparedEntry]:
     """Each decision's entry, as ``prepare_entry(decision_entry(...))`` gives it, without
     the dictionaries: a decision entry's keys are fixed, so its runs are written in their
     canonical (sorted) order directly. The decisions on one record share its event type,
@@ -189,14 +191,16 @@ def prepare_decisions(decisions: Iterable[Decision], *, decided_at_ms: int,
         if shared is None or shared.key != key:
             shared = _record_runs(d, position)
         tail = shared.delivered_tail if d.delivered else shared.withheld_tail
-        before_prev = (f"{head}{_quoted(d.decision_id)}{shared.after_id}"
-                       f"{_treatments(d.fields).json}{tail}")  # fmt: skip
+        before_prev = (
+            f"{head}{_quoted(d.decision_id)}{shared.after_id}{_treatments(d.fields).json}{tail}"
+        )
         before_seq = (
             f'"reasons":{_strings(d.reasons)},"recipient":{_quoted(d.recipient)},'
             f'"record_id":{shared.record_id},"rule_ids":{_strings(d.rule_ids)}'
         )
-        out.append(PreparedEntry((b"", before_prev.encode(), before_seq.encode(),
-                                  shared.after_seq)))  # fmt: skip
+        out.append(
+            PreparedEntry((b"", before_prev.encode(), before_seq.encode(), shared.after_seq))
+        )
     return out
 
 
@@ -241,8 +245,15 @@ class ChainHead:
             seq += 1
             prev = digest.encode()
             first, second, third, fourth = entry.runs
-            parts = (first, chain_field, second, b'"prev":"' + prev + b'"', third,
-                     b'"seq":' + str(seq).encode(), fourth)  # fmt: skip
+            parts = (
+                first,
+                chain_field,
+                second,
+                b'"prev":"' + prev + b'"',
+                third,
+                b'"seq":' + str(seq).encode(),
+                fourth,
+            )
             body = b"{" + b",".join([part for part in parts if part]) + b"}"
             digest = sha256(prev + body).hexdigest()
             encoded.append(body[:-1] + b',"hash":"' + digest.encode() + b'"}')
@@ -322,8 +333,11 @@ def verify_chains(entries: Iterable[tuple[str, Mapping[str, Any]]]) -> ChainRepo
             problem = _problem(head, entry, seq, later=seqs[index + 1 :])
             if problem is not None:
                 kind, detail = problem
-                problems.append(ChainProblem(chain, position, seq if isinstance(seq, int) else None,
-                                             kind, detail))  # fmt: skip
+                problems.append(
+                    ChainProblem(
+                        chain, position, seq if isinstance(seq, int) else None, kind, detail
+                    )
+                )
                 break
             head = ChainHead(chain, head.seq + 1, str(entry["hash"]))
         last_good[chain] = head

@@ -44,8 +44,14 @@ from policies import POLICY_DIR
 from producers.publisher import Publisher, PublisherConfig
 from producers.synthetic import SyntheticData
 
-PUBLISHERS = ["platform-a", "platform-b", "platform-c", "payments-x", "brand-owner",
-              "express-carrier"]  # fmt: skip
+PUBLISHERS = [
+    "platform-a",
+    "platform-b",
+    "platform-c",
+    "payments-x",
+    "brand-owner",
+    "express-carrier",
+]
 console = Console(stderr=True)
 
 
@@ -60,12 +66,19 @@ def build_stream(policies: PolicySet, count: int, seed: int) -> list[Event]:
     events: list[Event] = data.stream(PUBLISHERS, count)
     events += [data.seizure("ipr-center", "brand-owner") for _ in range(max(3, count // 20))]
     retracted = next(e for e in events if e.source_member == "platform-b")
-    events.append(parse_event("Retraction", {
-        "retraction_id": str(uuid.uuid5(uuid.NAMESPACE_URL, str(retracted.to_avro()))),
-        "indicator_id": retracted.to_avro()["indicator_id"], "source_member": "platform-b",
-        "retracted_at": dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1),
-        "reason": RetractionReason.APPEAL_WON.value, "tlp": "GREEN",
-    }))  # fmt: skip
+    events.append(
+        parse_event(
+            "Retraction",
+            {
+                "retraction_id": str(uuid.uuid5(uuid.NAMESPACE_URL, str(retracted.to_avro()))),
+                "indicator_id": retracted.to_avro()["indicator_id"],
+                "source_member": "platform-b",
+                "retracted_at": dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1),
+                "reason": RetractionReason.APPEAL_WON.value,
+                "tlp": "GREEN",
+            },
+        )
+    )
     return events
 
 
@@ -75,8 +88,13 @@ def publish_all(consortium: Consortium, policies: PolicySet, events: list[Event]
         by_member.setdefault(event.source_member, []).append(event)
     for member, mine in by_member.items():
         kafka = consortium.member(member)
-        config = PublisherConfig(kafka.bootstrap, member, demo_signing_key(member),
-                                 _kid(policies, member), client=kafka.security())  # fmt: skip
+        config = PublisherConfig(
+            kafka.bootstrap,
+            member,
+            demo_signing_key(member),
+            _kid(policies, member),
+            client=kafka.security(),
+        )
         with Publisher(config) as publisher:
             for event in mine:
                 publisher.publish(event)
@@ -110,8 +128,11 @@ def start_router(
 def _metric(metrics_url: str, name: str) -> float:
     with urllib.request.urlopen(metrics_url + "/metrics", timeout=5) as answer:  # noqa: S310
         text = answer.read().decode()
-    return sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
-               if line.split("{")[0].split(" ")[0] == name)  # fmt: skip
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.split("{")[0].split(" ")[0] == name
+    )
 
 
 def wait_routed(metrics_url: str, count: int, limit_s: float = 300) -> float:
@@ -130,9 +151,13 @@ def read_feeds(
     feeds = {}
     for member in members:
         kafka = consortium.member(member)
-        config = FeedReaderConfig(kafka.bootstrap, member, demo_encryption_key(member),
-                                  group_id=f"{member}.demo.{int(time.time())}",
-                                  client=kafka.security())  # fmt: skip
+        config = FeedReaderConfig(
+            kafka.bootstrap,
+            member,
+            demo_encryption_key(member),
+            group_id=f"{member}.demo.{int(time.time())}",
+            client=kafka.security(),
+        )
         with FeedReader(config) as reader:
             deliveries = list(reader.deliveries(idle_timeout_s=3))
             reader.commit()
@@ -184,12 +209,15 @@ def check(feeds: dict[str, list[Delivery]], expected: dict[tuple[str, str], Any]
             want = expected.get((member, delivery.record_id))
             if want is None or delivery.undecryptable:
                 if delivery.undecryptable:
-                    problems.append(f"{member}: {delivery.record_id}: cannot decrypt "
-                                    f"{', '.join(delivery.undecryptable)}")  # fmt: skip
+                    problems.append(
+                        f"{member}: {delivery.record_id}: cannot decrypt "
+                        f"{', '.join(delivery.undecryptable)}"
+                    )
                 continue
             if delivery.source in members and not delivery.source_verified:
-                problems.append(f"{member}: {delivery.record_id}: the source's field proof "
-                                "is missing")  # fmt: skip
+                problems.append(
+                    f"{member}: {delivery.record_id}: the source's field proof is missing"
+                )
             want = _comparable(want)  # the engine encrypted to the member: open it the same way
             decrypt_fields(want, demo_encryption_key(member), f"{member}-", delivery.record_id)
             if _comparable(delivery.record) != want:
@@ -199,18 +227,33 @@ def check(feeds: dict[str, list[Delivery]], expected: dict[tuple[str, str], Any]
 
 def show_side_by_side(feeds: dict[str, list[Delivery]]) -> None:
     """One platform-a indicator as each recipient received it."""
-    counts = Counter(d.record_id for ds in feeds.values() for d in ds
-                     if d.event_type == "SellerIndicator" and d.source in ("platform-a",
-                     "anonymous-platform"))  # fmt: skip
+    counts = Counter(
+        d.record_id
+        for ds in feeds.values()
+        for d in ds
+        if d.event_type == "SellerIndicator" and d.source in ("platform-a", "anonymous-platform")
+    )
     if not counts:
         return
     record_id, _ = counts.most_common(1)[0]
     copies = {m: d for m, ds in feeds.items() for d in ds if d.record_id == record_id}
-    fields = ["source_member", "tlp", "seller.account_id", "seller.email", "seller.phone",
-              "seller.store_domain", "seller.addresses", "seller.payment_accounts",
-              "seller.ip_addresses"]  # fmt: skip
-    table = Table("field", *copies, title=f"one indicator ({record_id[:8]}...), as each "
-                  "recipient's MOU shaped it", show_lines=False)  # fmt: skip
+    fields = [
+        "source_member",
+        "tlp",
+        "seller.account_id",
+        "seller.email",
+        "seller.phone",
+        "seller.store_domain",
+        "seller.addresses",
+        "seller.payment_accounts",
+        "seller.ip_addresses",
+    ]
+    table = Table(
+        "field",
+        *copies,
+        title=f"one indicator ({record_id[:8]}...), as each recipient's MOU shaped it",
+        show_lines=False,
+    )
     for path in fields:
         row = []
         for delivery in copies.values():
@@ -218,8 +261,10 @@ def show_side_by_side(feeds: dict[str, list[Delivery]]) -> None:
             for part in path.split("."):
                 value = value.get(part) if isinstance(value, dict) else None
             if isinstance(value, list):
-                value = ", ".join(v if isinstance(v, str) else v.get("country", "?")
-                                  for v in value) or "-"  # fmt: skip
+                value = (
+                    ", ".join(v if isinstance(v, str) else v.get("country", "?") for v in value)
+                    or "-"
+                )
             text = "-" if value in (None, "") else str(value)
             row.append(text if len(text) <= 26 else text[:23] + "...")
         table.add_row(path, *row)
@@ -230,12 +275,25 @@ def show_sellers(folder: Path, member: str) -> None:
     store = FeedStore(folder / f"{member}.feed.sqlite")
     found = store.sellers(2)
     store.close()
-    table = Table("sources", "members", "indicators", "categories", "hss", "identifiers",
-                  title=f"sellers reported by 2+ members, in {member}'s store")  # fmt: skip
+    table = Table(
+        "sources",
+        "members",
+        "indicators",
+        "categories",
+        "hss",
+        "identifiers",
+        title=f"sellers reported by 2+ members, in {member}'s store",
+    )
     for seller in found[:8]:
         row = seller.to_row()
-        table.add_row(str(row["sources"]), row["members"], str(row["indicators"]),
-                      row["categories"], row["hss"], row["identifiers"][:60])  # fmt: skip
+        table.add_row(
+            str(row["sources"]),
+            row["members"],
+            str(row["indicators"]),
+            row["categories"],
+            row["hss"],
+            row["identifiers"][:60],
+        )
     Console().print(table)
     console.print(f"  {len(found)} sellers correlated across members in {member}'s store")
 
@@ -318,10 +376,13 @@ def main() -> None:
     try:
         console.print("starting a local Apache Kafka ...")
         cluster.up(nodes=1)
-        consortium = Consortium.provision(cluster.connection(), policies.registry,
-                                          folder / "credentials")  # fmt: skip
-        console.print(f"Kafka at {consortium.admin}: topics, SCRAM users and ACLs provisioned; "
-                      "starting the router ...")  # fmt: skip
+        consortium = Consortium.provision(
+            cluster.connection(), policies.registry, folder / "credentials"
+        )
+        console.print(
+            f"Kafka at {consortium.admin}: topics, SCRAM users and ACLs provisioned; "
+            "starting the router ..."
+        )
         port = 0 if args.check else args.metrics_port
         router, metrics_url = start_router(consortium.router, folder / "router.log", port)
         events = build_stream(policies, args.events, args.seed)
@@ -329,18 +390,32 @@ def main() -> None:
         publish_all(consortium, policies, events)
         routed = wait_routed(metrics_url, len(events))
         dead = _metric(metrics_url, "action_router_dlq_records_total")
-        console.print(f"routed {routed:.0f} of {len(events)} ({dead:.0f} dead letters); "
-                      "reading every member's feed")  # fmt: skip
+        console.print(
+            f"routed {routed:.0f} of {len(events)} ({dead:.0f} dead letters); "
+            "reading every member's feed"
+        )
         members = [m.id for m in policies.registry.members]
         feeds = read_feeds(consortium, members, folder)
-        summary = Table("recipient", "deliveries", "indicators", "retractions", "seizures",
-                        "source-signed", title="what each member received")  # fmt: skip
+        summary = Table(
+            "recipient",
+            "deliveries",
+            "indicators",
+            "retractions",
+            "seizures",
+            "source-signed",
+            title="what each member received",
+        )
         for member, deliveries in feeds.items():
             kinds = Counter(d.event_type for d in deliveries)
             verified = sum(d.source_verified for d in deliveries)
-            summary.add_row(member, str(len(deliveries)), str(kinds["SellerIndicator"]),
-                            str(kinds["Retraction"]), str(kinds["SeizureReport"]),
-                            str(verified))  # fmt: skip
+            summary.add_row(
+                member,
+                str(len(deliveries)),
+                str(kinds["SellerIndicator"]),
+                str(kinds["Retraction"]),
+                str(kinds["SeizureReport"]),
+                str(verified),
+            )
         Console().print(summary)
         show_side_by_side(feeds)
         show_sellers(folder, "ipr-center")
@@ -354,8 +429,10 @@ def main() -> None:
             total = sum(len(d) for d in feeds.values())
             for problem in problems[:50]:
                 console.print(f"[red]MISMATCH[/red] {problem}")
-            console.print(f"demo-check: {total} deliveries to {len(feeds)} members checked "
-                          f"against the policy engine: {len(problems)} mismatch(es)")  # fmt: skip
+            console.print(
+                f"demo-check: {total} deliveries to {len(feeds)} members checked "
+                f"against the policy engine: {len(problems)} mismatch(es)"
+            )
             raise SystemExit(1 if problems else 0)
         console.print(f"\nmetrics: {metrics_url}/metrics   (Prometheus rules: deploy/prometheus)")
         console.print(

@@ -27,8 +27,10 @@ def _read_private(path: Path) -> object:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the key file: {exc.strerror}") from exc
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{path}: the key file is readable by others (mode {mode & 0o777:o})",
-                          hint=f"chmod 600 {path}")  # fmt: skip
+        raise ConfigError(
+            f"{path}: the key file is readable by others (mode {mode & 0o777:o})",
+            hint=f"chmod 600 {path}",
+        )
     try:
         return serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -37,8 +39,9 @@ def _read_private(path: Path) -> object:
 
 def write_private_key(path: Path, key: Ed25519PrivateKey | X25519PrivateKey) -> None:
     """Write ``key`` as PEM with mode 0600 (created so; never readable by others)."""
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())  # fmt: skip
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600, exist_ok=True)
     path.chmod(0o600)
@@ -56,26 +59,42 @@ def _key_from_file(key_file: Path, kind: type) -> Any:
     return key
 
 
-def _member_key(member: str, key_file: Path | None, demo: bool, kind: type,
-                demo_key: Callable[[str], K], option: str, purpose: str) -> K:  # fmt: skip
+def _member_key(
+    member: str,
+    key_file: Path | None,
+    demo: bool,
+    kind: type,
+    demo_key: Callable[[str], K],
+    option: str,
+    purpose: str,
+) -> K:
     if key_file is not None:
         key: K = _key_from_file(key_file, kind)
         return key
     if demo:
         return demo_key(member)
-    raise ConfigError(f"no {purpose} key for {member}",
-                      hint=f"pass {option} FILE (PEM), or --demo-keys for the example "
-                      "consortium")  # fmt: skip
+    raise ConfigError(
+        f"no {purpose} key for {member}",
+        hint=f"pass {option} FILE (PEM), or --demo-keys for the example consortium",
+    )
 
 
 def signing_key(member: str, key_file: Path | None, *, demo: bool) -> Ed25519PrivateKey:
-    return _member_key(member, key_file, demo, Ed25519PrivateKey, demo_signing_key,
-                       "--signing-key", "signing")  # fmt: skip
+    return _member_key(
+        member, key_file, demo, Ed25519PrivateKey, demo_signing_key, "--signing-key", "signing"
+    )
 
 
 def encryption_key(member: str, key_file: Path | None, *, demo: bool) -> X25519PrivateKey:
-    return _member_key(member, key_file, demo, X25519PrivateKey, demo_encryption_key,
-                       "--encryption-key", "encryption")  # fmt: skip
+    return _member_key(
+        member,
+        key_file,
+        demo,
+        X25519PrivateKey,
+        demo_encryption_key,
+        "--encryption-key",
+        "encryption",
+    )
 
 
 def newest_signing_kid(registry: MemberRegistry, member: str) -> str:

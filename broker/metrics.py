@@ -34,38 +34,52 @@ class RouterMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.records_in = Counter(
-            "action_router_records_in", "Inbound records read, by source member and event type",
-            ["source", "event_type"], registry=r,
-        )  # fmt: skip
-        self.records_committed = Counter(
-            "action_router_records_committed", "Inbound records whose transaction committed",
+            "action_router_records_in",
+            "Inbound records read, by source member and event type",
+            ["source", "event_type"],
             registry=r,
-        )  # fmt: skip
+        )
+        self.records_committed = Counter(
+            "action_router_records_committed",
+            "Inbound records whose transaction committed",
+            registry=r,
+        )
         self.decisions = Counter(
-            "action_router_decisions", "Policy decisions, by source, recipient and outcome",
-            ["source", "recipient", "outcome"], registry=r,
-        )  # fmt: skip
+            "action_router_decisions",
+            "Policy decisions, by source, recipient and outcome",
+            ["source", "recipient", "outcome"],
+            registry=r,
+        )
         self.field_treatments = Counter(
-            "action_router_field_treatments", "Treatments applied to delivered fields",
-            ["field", "treatment"], registry=r,
-        )  # fmt: skip
+            "action_router_field_treatments",
+            "Treatments applied to delivered fields",
+            ["field", "treatment"],
+            registry=r,
+        )
         self.dlq = Counter(
-            "action_router_dlq_records", "Records sent to the dead-letter topic, by reason",
-            ["reason"], registry=r,
-        )  # fmt: skip
+            "action_router_dlq_records",
+            "Records sent to the dead-letter topic, by reason",
+            ["reason"],
+            registry=r,
+        )
         self.processing = Histogram(
-            "action_router_processing_seconds", "Time to route one inbound record",
-            buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "action_router_processing_seconds",
+            "Time to route one inbound record",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.end_to_end = Histogram(
             "action_router_end_to_end_seconds",
             "From the source's produce timestamp to the feed write being committed",
-            buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.transactions = Counter(
-            "action_router_transactions", "Transactions by outcome (committed, aborted, failed)",
-            ["outcome"], registry=r,
-        )  # fmt: skip
+            "action_router_transactions",
+            "Transactions by outcome (committed, aborted, failed)",
+            ["outcome"],
+            registry=r,
+        )
         self.producer_resets = Counter(
             "action_router_producer_resets",
             "Transactional producers replaced after a timed-out or fatal transactional call",
@@ -78,26 +92,34 @@ class RouterMetrics:
             registry=r,
         )
         self.policy_version = Gauge(
-            "action_router_policy_info", "The policy version in force (value 1)",
-            ["version"], registry=r,
-        )  # fmt: skip
+            "action_router_policy_info",
+            "The policy version in force (value 1)",
+            ["version"],
+            registry=r,
+        )
         self.policy_reloads = Counter(
-            "action_router_policy_reloads", "Policy reload attempts by result (applied, refused)",
-            ["result"], registry=r,
-        )  # fmt: skip
+            "action_router_policy_reloads",
+            "Policy reload attempts by result (applied, refused)",
+            ["result"],
+            registry=r,
+        )
         self.lag_records = Gauge(
-            "action_router_consumer_lag_records", "Records not yet routed, per inbound topic",
-            ["topic"], registry=r,
-        )  # fmt: skip
+            "action_router_consumer_lag_records",
+            "Records not yet routed, per inbound topic",
+            ["topic"],
+            registry=r,
+        )
         self.lag_seconds = Gauge(
             "action_router_consumer_lag_seconds",
             "Age of the oldest record not yet routed (0 when caught up), per inbound topic",
-            ["topic"], registry=r,
-        )  # fmt: skip
+            ["topic"],
+            registry=r,
+        )
         self.last_success = Gauge(
             "action_router_last_commit_timestamp_seconds",
-            "Unix time of the last committed transaction", registry=r,
-        )  # fmt: skip
+            "Unix time of the last committed transaction",
+            registry=r,
+        )
         self.embargo_held = Gauge(
             "action_router_embargo_held_records",
             "Records held by an embargo, to be decided again when it ends",
@@ -115,9 +137,10 @@ class RouterMetrics:
             registry=r,
         )
         self.assigned_partitions = Gauge(
-            "action_router_assigned_partitions", "Inbound partitions this instance owns",
+            "action_router_assigned_partitions",
+            "Inbound partitions this instance owns",
             registry=r,
-        )  # fmt: skip
+        )
 
     # Per-decision counters: label children are cached, as .labels() costs microseconds
     # and runs several times per routed record.

@@ -111,8 +111,9 @@ def _plain(value: Any) -> Any:
 
 
 # One encoder for every commitment (json.dumps with options builds a new one per call).
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                              default=_plain)  # fmt: skip
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain
+)
 
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
@@ -170,8 +171,10 @@ def _manifest(event_type: str, commitments: Mapping[str, str]) -> bytes:
 def _commitments(values: Mapping[str, Any], salts: Mapping[str, bytes]) -> dict[str, str]:
     # commitment() without its own call level: two dozen leaves per record, on the
     # router's hot path. The layout stays in _leaf_digest alone.
-    return {path: _b64(_leaf_digest(salts[path], path.encode(), canonical(value)))
-            for path, value in values.items()}  # fmt: skip
+    return {
+        path: _b64(_leaf_digest(salts[path], path.encode(), canonical(value)))
+        for path, value in values.items()
+    }
 
 
 def record_commitment(encoded: bytes, salt: bytes) -> bytes:
@@ -218,16 +221,25 @@ class FieldProof:
         return RECORD_LEAF in self.commitments
 
     @classmethod
-    def verify(cls, record: Mapping[str, Any], event_type: str, headers: Mapping[str, bytes],
-               kid: str, public_key: Ed25519PublicKey, *,
-               encoded: bytes | None = None) -> FieldProof | None:  # fmt: skip
+    def verify(
+        cls,
+        record: Mapping[str, Any],
+        event_type: str,
+        headers: Mapping[str, bytes],
+        kid: str,
+        public_key: Ed25519PublicKey,
+        *,
+        encoded: bytes | None = None,
+    ) -> FieldProof | None:
         """The proof in ``headers`` checked against ``record`` and, when the proof commits
         to it, ``encoded`` (the bytes ``record`` was decoded from); None when there is no
         proof (a publisher without field provenance). Raises ProvenanceError when it is
         wrong: ``signature.invalid`` when the proof covers the encoded record, whose own
         signature it then is, ``signature.fields_invalid`` otherwise."""
-        signature, salts_json = headers.get(FIELDS_SIGNATURE_HEADER), headers.get(
-            FIELDS_SALTS_HEADER)  # fmt: skip
+        signature, salts_json = (
+            headers.get(FIELDS_SIGNATURE_HEADER),
+            headers.get(FIELDS_SALTS_HEADER),
+        )
         if signature is None and salts_json is None:
             return None
         values = leaves(record)
@@ -236,16 +248,19 @@ class FieldProof:
             salts_b64 = {str(p): str(s) for p, s in json.loads(salts_json).items()}
             salts = {p: _unb64(s) for p, s in salts_b64.items()}
         except (ValueError, TypeError, AttributeError) as exc:
-            raise ProvenanceError(f"unreadable {FIELDS_SALTS_HEADER} header: {exc}",
-                                  reason="signature.fields_invalid") from None  # fmt: skip
+            raise ProvenanceError(
+                f"unreadable {FIELDS_SALTS_HEADER} header: {exc}", reason="signature.fields_invalid"
+            ) from None
         _check_salts(salts)
         covers_record = RECORD_LEAF in salts
         paths = set(values) | {RECORD_LEAF} if covers_record else set(values)
         if set(salts) != paths or not signature or (covers_record and encoded is None):
             missing = sorted(paths - set(salts)) or sorted(set(salts) - paths)
-            raise ProvenanceError(f"the field proof does not cover the record's fields "
-                                  f"(differs at {', '.join(missing[:5]) or 'the signature'})",
-                                  reason="signature.fields_invalid")  # fmt: skip
+            raise ProvenanceError(
+                f"the field proof does not cover the record's fields "
+                f"(differs at {', '.join(missing[:5]) or 'the signature'})",
+                reason="signature.fields_invalid",
+            )
         commitments = _commitments(values, salts)
         if covers_record:
             assert encoded is not None
@@ -279,16 +294,21 @@ class FieldProof:
         # The encoded record's commitment always travels: the recipient gets other bytes.
         hidden = {RECORD_LEAF: self.commitments[RECORD_LEAF]} if self.covers_record else {}
         for path, original in self.values.items():
-            overlaps = (path in treated or path in holding_treated
-                        or not treated.isdisjoint(_prefixes(path)))  # fmt: skip
+            overlaps = (
+                path in treated
+                or path in holding_treated
+                or not treated.isdisjoint(_prefixes(path))
+            )
             if overlaps or path not in now or now[path] != original:
                 hidden[path] = self.commitments[path]
             else:
                 salts[path] = self.salts[path]
         proof = _proof_json(salts, hidden)
-        return [(SOURCE_KEY_ID_HEADER, self.kid.encode()),
-                (SOURCE_SIGNATURE_HEADER, self.signature),
-                (SOURCE_PROOF_HEADER, proof.encode())]  # fmt: skip
+        return [
+            (SOURCE_KEY_ID_HEADER, self.kid.encode()),
+            (SOURCE_SIGNATURE_HEADER, self.signature),
+            (SOURCE_PROOF_HEADER, proof.encode()),
+        ]
 
 
 def _bounded_json(data: bytes, header: str) -> bytes:
@@ -336,8 +356,12 @@ def _prefixes(path: str) -> tuple[str, ...]:
     return tuple(".".join(parts[:n]) for n in range(1, len(parts)))
 
 
-def verify_delivered(record: Mapping[str, Any], event_type: str, headers: Mapping[str, bytes],
-                     source_keys: Mapping[str, Ed25519PublicKey]) -> list[str] | None:  # fmt: skip
+def verify_delivered(
+    record: Mapping[str, Any],
+    event_type: str,
+    headers: Mapping[str, bytes],
+    source_keys: Mapping[str, Ed25519PublicKey],
+) -> list[str] | None:
     """A recipient's check that the leaves it received in clear are what the source
     signed. Returns the paths the router withheld or transformed, None when the record
     carries no source proof; raises ProvenanceError when the proof fails."""
@@ -347,8 +371,9 @@ def verify_delivered(record: Mapping[str, Any], event_type: str, headers: Mappin
     kid = kid_bytes.decode("utf-8", "replace")
     key = source_keys.get(kid)
     if key is None:
-        raise ProvenanceError(f"field proof made with unknown source key {kid!r}",
-                              reason="source_proof.unknown_key")  # fmt: skip
+        raise ProvenanceError(
+            f"field proof made with unknown source key {kid!r}", reason="source_proof.unknown_key"
+        )
     try:
         proof = json.loads(
             _bounded_json(headers.get(SOURCE_PROOF_HEADER) or b"", SOURCE_PROOF_HEADER)
@@ -356,13 +381,16 @@ def verify_delivered(record: Mapping[str, Any], event_type: str, headers: Mappin
         salts = {str(p): _unb64(str(s)) for p, s in proof["salts"].items()}
         hidden = {str(p): str(c) for p, c in proof["commitments"].items()}
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise ProvenanceError(f"unreadable {SOURCE_PROOF_HEADER} header: {exc}",
-                              reason="source_proof.invalid") from None  # fmt: skip
+        raise ProvenanceError(
+            f"unreadable {SOURCE_PROOF_HEADER} header: {exc}", reason="source_proof.invalid"
+        ) from None
     values = leaves(record)
     missing = [p for p in salts if p not in values]
     if missing:
-        raise ProvenanceError(f"the proof discloses fields the record lacks: {missing[:5]}",
-                              reason="source_proof.invalid")  # fmt: skip
+        raise ProvenanceError(
+            f"the proof discloses fields the record lacks: {missing[:5]}",
+            reason="source_proof.invalid",
+        )
     commitments = {p: _b64(commitment(p, values[p], salt)) for p, salt in salts.items()}
     commitments.update(hidden)
     try:

@@ -56,8 +56,12 @@ class AccessOutcome:
     action: str  # created | exists | deleted | rotated | would-*
 
     def to_row(self) -> dict[str, object]:
-        return {"kind": self.kind, "name": self.principal, "detail": self.what,
-                "action": self.action}  # fmt: skip
+        return {
+            "kind": self.kind,
+            "name": self.principal,
+            "detail": self.what,
+            "action": self.action,
+        }
 
 
 @contextlib.contextmanager
@@ -66,8 +70,9 @@ def admin_client(kafka: KafkaConnection, client_id: str) -> Iterator[KafkaAdminC
     from kafka.errors import KafkaError
 
     try:
-        admin = KafkaAdminClient(**kafka.client_config(), client_id=client_id,
-                                 bootstrap_timeout_ms=15_000)  # fmt: skip
+        admin = KafkaAdminClient(
+            **kafka.client_config(), client_id=client_id, bootstrap_timeout_ms=15_000
+        )
     except KafkaError as exc:
         raise RouterError(f"cannot reach Kafka at {kafka}: {exc}") from exc
     try:
@@ -85,8 +90,11 @@ def provision_topics(
     with admin_client(kafka, "action-provision") as admin:
         brokers = len(admin.describe_cluster()["brokers"])
         specs = consortium_topics(registry, brokers=brokers, partitions=partitions)
-        existing = {t["name"]: len(t["partitions"]) for t in admin.describe_topics()
-                    if t.get("error_code", 0) == 0}  # fmt: skip
+        existing = {
+            t["name"]: len(t["partitions"])
+            for t in admin.describe_topics()
+            if t.get("error_code", 0) == 0
+        }
         outcomes: list[TopicOutcome] = []
         missing: list[TopicSpec] = []
         for spec in specs:
@@ -97,9 +105,14 @@ def provision_topics(
             else:
                 missing.append(spec)
         if missing and not dry_run:
-            request = {s.name: {"num_partitions": s.partitions,
-                                "replication_factor": s.replication, "configs": s.configs}
-                       for s in missing}  # fmt: skip
+            request = {
+                s.name: {
+                    "num_partitions": s.partitions,
+                    "replication_factor": s.replication,
+                    "configs": s.configs,
+                }
+                for s in missing
+            }
             # Another provisioner may win the race: the topics are there either way.
             try:
                 with contextlib.suppress(TopicAlreadyExistsError):
@@ -131,8 +144,10 @@ def read_password(credentials_dir: Path, user: str) -> str:
     try:
         return path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ActionError(f"no password for {user} in {credentials_dir}: {exc.strerror}",
-                          hint="run `action-broker provision` first") from exc  # fmt: skip
+        raise ActionError(
+            f"no password for {user} in {credentials_dir}: {exc.strerror}",
+            hint="run `action-broker provision` first",
+        ) from exc
 
 
 def _write_password(path: Path, password: str) -> None:
@@ -166,8 +181,14 @@ def provision_users(
             outcomes.append(AccessOutcome("user", f"User:{user}", "SCRAM-SHA-512", "exists"))
             continue
         action = "rotate" if user in on_cluster else "create"
-        outcomes.append(AccessOutcome("user", f"User:{user}", "SCRAM-SHA-512",
-                                      f"would-{action}" if dry_run else f"{action}d"))  # fmt: skip
+        outcomes.append(
+            AccessOutcome(
+                "user",
+                f"User:{user}",
+                "SCRAM-SHA-512",
+                f"would-{action}" if dry_run else f"{action}d",
+            )
+        )
         if dry_run:
             continue
         if rotate or not path.is_file():
@@ -177,8 +198,11 @@ def provision_users(
     for user in (_user(p) for p in removed):
         if user not in on_cluster:
             continue
-        outcomes.append(AccessOutcome("user", f"User:{user}", "SCRAM-SHA-512",
-                                      "would-delete" if dry_run else "deleted"))  # fmt: skip
+        outcomes.append(
+            AccessOutcome(
+                "user", f"User:{user}", "SCRAM-SHA-512", "would-delete" if dry_run else "deleted"
+            )
+        )
         if not dry_run:
             changes.append(UserScramCredentialDeletion(user, "SCRAM-SHA-512"))
             password_file(credentials_dir, user).unlink(missing_ok=True)
@@ -187,15 +211,18 @@ def provision_users(
         if failed:
             raise ActionError(f"Kafka refused SCRAM changes: {failed}")
         gone = {_user(p) for p in removed}
-        _await(lambda: (now := _scram_users(admin)) >= set(users) and not now & gone,
-               "the SCRAM user changes")  # fmt: skip
+        _await(
+            lambda: (now := _scram_users(admin)) >= set(users) and not now & gone,
+            "the SCRAM user changes",
+        )
     return outcomes
 
 
 def _scram_users(admin: KafkaAdminClient) -> set[str]:
     described = admin.describe_user_scram_credentials(None)
-    return {name for name, info in described.items()
-            if not info["error"] and info["credential_infos"]}  # fmt: skip
+    return {
+        name for name, info in described.items() if not info["error"] and info["credential_infos"]
+    }
 
 
 # --- ACLs --------------------------------------------------------------------------------
@@ -211,9 +238,15 @@ def _to_kafka(acl: AclBinding) -> Any:
         ResourceType,
     )
 
-    return ACL(acl.principal, "*", ACLOperation[acl.operation], ACLPermissionType.ALLOW,
-               ResourcePattern(ResourceType[acl.resource_type], acl.resource_name,
-                               ACLResourcePatternType[acl.pattern]))  # fmt: skip
+    return ACL(
+        acl.principal,
+        "*",
+        ACLOperation[acl.operation],
+        ACLPermissionType.ALLOW,
+        ResourcePattern(
+            ResourceType[acl.resource_type], acl.resource_name, ACLResourcePatternType[acl.pattern]
+        ),
+    )
 
 
 def current_acls(admin: KafkaAdminClient) -> set[AclBinding]:
@@ -228,9 +261,13 @@ def current_acls(admin: KafkaAdminClient) -> set[AclBinding]:
         ResourceType,
     )
 
-    everything = ACLFilter(None, None, ACLOperation.ANY, ACLPermissionType.ANY,
-                           ResourcePatternFilter(ResourceType.ANY, None,
-                                                 ACLResourcePatternType.ANY))  # fmt: skip
+    everything = ACLFilter(
+        None,
+        None,
+        ACLOperation.ANY,
+        ACLPermissionType.ANY,
+        ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY),
+    )
     found, _ = admin.describe_acls(everything)
     return {
         AclBinding(
@@ -246,9 +283,13 @@ def current_acls(admin: KafkaAdminClient) -> set[AclBinding]:
 
 
 def provision_acls(
-    admin: KafkaAdminClient, wanted: frozenset[AclBinding], have: set[AclBinding],
-    managed: frozenset[str], *, dry_run: bool,
-) -> list[AccessOutcome]:  # fmt: skip
+    admin: KafkaAdminClient,
+    wanted: frozenset[AclBinding],
+    have: set[AclBinding],
+    managed: frozenset[str],
+    *,
+    dry_run: bool,
+) -> list[AccessOutcome]:
     """Create the missing bindings; delete the managed principals' bindings not wanted.
     ``have`` is what :func:`current_acls` found on the cluster."""
     from kafka.admin import ACLFilter
@@ -267,13 +308,16 @@ def provision_acls(
         if result["failed"]:
             raise ActionError(f"Kafka refused {len(result['failed'])} ACL(s): {result['failed']}")
     if stale:
-        exact = [ACLFilter(k.principal, k.host, k.operation, k.permission_type,
-                           k.resource_pattern) for k in map(_to_kafka, stale)]  # fmt: skip
+        exact = [
+            ACLFilter(k.principal, k.host, k.operation, k.permission_type, k.resource_pattern)
+            for k in map(_to_kafka, stale)
+        ]
         for _, _, error in admin.delete_acls(exact):
             if error.errno:
                 raise ActionError(f"Kafka refused to delete an ACL: {error.__name__}")
-    _await(lambda: (now := current_acls(admin)) >= wanted and not now & set(stale),
-           "the ACL changes")  # fmt: skip
+    _await(
+        lambda: (now := current_acls(admin)) >= wanted and not now & set(stale), "the ACL changes"
+    )
     return outcomes
 
 
@@ -327,8 +371,9 @@ def provision_access(
         managed = managed_principals(registry, router_principal, existing)
         present = [m.principal for m in registry.members] + [router_principal]
         removed = sorted(managed - set(present))
-        outcomes = provision_users(admin, present, removed, credentials_dir, rotate=rotate,
-                                   dry_run=dry_run)  # fmt: skip
+        outcomes = provision_users(
+            admin, present, removed, credentials_dir, rotate=rotate, dry_run=dry_run
+        )
         outcomes += provision_acls(admin, wanted, existing, managed, dry_run=dry_run)
         quotas = desired_quotas(
             registry, produce_byte_rate=produce_byte_rate, request_percentage=request_percentage
@@ -362,9 +407,14 @@ class Consortium:
         """Topics, users and ACLs for ``registry``, created as ``admin``."""
         provision_topics(admin, registry, partitions=partitions, dry_run=False)
         if admin.uses_sasl:
-            provision_access(admin, registry, router_principal=f"User:{router_user}",
-                             router_group=router_group, credentials_dir=credentials_dir,
-                             dry_run=False)  # fmt: skip
+            provision_access(
+                admin,
+                registry,
+                router_principal=f"User:{router_user}",
+                router_group=router_group,
+                credentials_dir=credentials_dir,
+                dry_run=False,
+            )
         return cls(admin, registry, credentials_dir, router_user, router_group)
 
     def user(self, name: str) -> KafkaConnection:

@@ -112,8 +112,12 @@ class RegistryApi:
                     HTTPStatus.NOT_FOUND, VERSION_NOT_FOUND, f"Version {version} not found."
                 )
             sv = found[0]
-        return {"subject": sv.subject, "version": sv.version, "id": sv.schema_id,
-                "schema": sv.schema_text}  # fmt: skip
+        return {
+            "subject": sv.subject,
+            "version": sv.version,
+            "id": sv.schema_id,
+            "schema": sv.schema_text,
+        }
 
     def subject_version_schema(self, subject: str, version: str) -> Any:
         return json.loads(self.subject_version(subject, version)["schema"])
@@ -138,9 +142,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_only(self) -> None:
         self._send(
             HTTPStatus.METHOD_NOT_ALLOWED,
-            {"error_code": 405, "message": "this registry is read-only; schemas change "
-             "through schemas/manifest.json"},
-        )  # fmt: skip
+            {
+                "error_code": 405,
+                "message": "this registry is read-only; schemas change "
+                "through schemas/manifest.json",
+            },
+        )
 
     do_POST = do_PUT = do_DELETE = _read_only  # noqa: N815
 

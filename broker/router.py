@@ -162,8 +162,10 @@ class RouterService:
     def _compile(self, policy_set: PolicySet) -> RecordRouter:
         router_key = router_signing_key(policy_set.registry, self.settings.router_signing_key_file)
         if self.settings.router_signing_key_file is None:
-            log.warning("no ACTION_ROUTER_SIGNING_KEY_FILE: feed records carry the demo "
-                        "router key's signature")  # fmt: skip
+            log.warning(
+                "no ACTION_ROUTER_SIGNING_KEY_FILE: feed records carry the demo "
+                "router key's signature"
+            )
         self.metrics.set_policy_version(policy_set.version)
         return RecordRouter(policy_set, self.codec, self.match_key, router_key=router_key)
 
@@ -184,8 +186,9 @@ class RouterService:
             policy_set = load_policies(self.settings.policy_dir)
         except PolicyError as exc:
             self.metrics.policy_reloads.labels("refused").inc()
-            log.error("policy reload refused, %s stays in force: %s",
-                      self.core.policy_set.version, exc)  # fmt: skip
+            log.error(
+                "policy reload refused, %s stays in force: %s", self.core.policy_set.version, exc
+            )
             return
         if policy_set.version != self.core.policy_set.version:
             log.info("policies %s -> %s", self.core.policy_set.version, policy_set.version)
@@ -248,8 +251,9 @@ class RouterService:
             except Exception:  # the old producer is being thrown away, whatever ails it
                 log.warning("closing the old transactional producer failed", exc_info=True)
         self._producer = self._new_producer()
-        log.warning("transactional producer %s replaced; the old one is fenced",
-                    self.transactional_id)  # fmt: skip
+        log.warning(
+            "transactional producer %s replaced; the old one is fenced", self.transactional_id
+        )
 
     def _new_ledger_reader(self) -> KafkaConsumer:
         return KafkaConsumer(
@@ -284,8 +288,12 @@ class RouterService:
     # --- the loop ---------------------------------------------------------------------
 
     def run(self) -> int:
-        log.info("router %s starting: policies %s, Kafka %s", self.transactional_id,
-                 self.core.policy_set.version, self.kafka)  # fmt: skip
+        log.info(
+            "router %s starting: policies %s, Kafka %s",
+            self.transactional_id,
+            self.core.policy_set.version,
+            self.kafka,
+        )
         self._start_pool()
         try:
             self._ledger_reader = self._new_ledger_reader()
@@ -346,9 +354,13 @@ class RouterService:
         for tp in polled:
             if tp not in self._heads:
                 self._heads[tp] = self._committed_head(tp)
-        inbound = [Inbound(r.topic, r.partition, r.offset, r.key, r.value,
-                           tuple(r.headers or ()), r.timestamp)
-                   for records in polled.values() for r in records]  # fmt: skip
+        inbound = [
+            Inbound(
+                r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp
+            )
+            for records in polled.values()
+            for r in records
+        ]
         size = self.settings.router_batch_records
         routed = self._routed(inbound)
         try:
@@ -361,8 +373,9 @@ class RouterService:
         finally:
             routed.close()  # cancels whatever the workers have not started
 
-    def _transact(self, records: list[Inbound],
-                  routed: Generator[tuple[Inbound, Writes, float]]) -> bool:  # fmt: skip
+    def _transact(
+        self, records: list[Inbound], routed: Generator[tuple[Inbound, Writes, float]]
+    ) -> bool:
         """Write ``records`` (the next ones ``routed`` yields) in one transaction; whether
         it committed."""
         assert self._consumer is not None
@@ -379,8 +392,10 @@ class RouterService:
                 self.metrics.processing.observe(seconds + time.perf_counter() - started)
                 work.records += 1
                 last[TopicPartition(record.topic, record.partition)] = record
-            offsets = {tp: OffsetAndMetadata(record.offset + 1, work.heads[tp].to_metadata(), -1)
-                       for tp, record in last.items()}  # fmt: skip
+            offsets = {
+                tp: OffsetAndMetadata(record.offset + 1, work.heads[tp].to_metadata(), -1)
+                for tp, record in last.items()
+            }
             if self._random.random() < self.settings.router_abort_ratio:
                 raise _InjectedAbortError
             self._commit_transaction(offsets)
@@ -471,8 +486,7 @@ class RouterService:
                 crash_key=crash_key.encode() if crash_key else None,
             )
             self._pool.warm_up()
-            log.info("routing workers %s (policies %s)", self._pool.pids,
-                     self._pool.policy_version)  # fmt: skip
+            log.info("routing workers %s (policies %s)", self._pool.pids, self._pool.policy_version)
 
     def _admitted(self, writes: Writes, inbound: Inbound) -> Writes:
         """``writes`` if the record's id is its own and new, after claiming it; else its
@@ -516,17 +530,24 @@ class RouterService:
             work.records_in[(source, writes.event_type or "undecodable")] += 1
         if writes.dead_letter is not None:
             letter = writes.dead_letter
-            headers = [*inbound.headers,
-                       (DLQ_REASON_HEADER, letter.reason.encode()),
-                       (DLQ_DETAIL_HEADER, letter.detail[:2000].encode()),
-                       (DLQ_ORIGIN_HEADER, inbound.position.encode()),
-                       (DLQ_TIMESTAMP_HEADER, str(inbound.timestamp_ms).encode())]  # fmt: skip
+            headers = [
+                *inbound.headers,
+                (DLQ_REASON_HEADER, letter.reason.encode()),
+                (DLQ_DETAIL_HEADER, letter.detail[:2000].encode()),
+                (DLQ_ORIGIN_HEADER, inbound.position.encode()),
+                (DLQ_TIMESTAMP_HEADER, str(inbound.timestamp_ms).encode()),
+            ]
             producer.send(DLQ_TOPIC, value=inbound.value, key=inbound.key, headers=headers)
             self.metrics.dlq.labels(letter.reason).inc()
             return
         for feed in writes.feeds:
-            producer.send(feed.topic, value=feed.value, key=feed.key, headers=feed.headers,
-                          partition=self._keyed_partition(feed.topic, feed.key))  # fmt: skip
+            producer.send(
+                feed.topic,
+                value=feed.value,
+                key=feed.key,
+                headers=feed.headers,
+                partition=self._keyed_partition(feed.topic, feed.key),
+            )
             if count_input:  # a release's wait is the embargo's, not the router's latency
                 work.feed_timestamps.append(inbound.timestamp_ms)
         tp = TopicPartition(inbound.topic, inbound.partition)
@@ -546,8 +567,12 @@ class RouterService:
             key, entry_value = writes.ledger_update
             self.ledger.stage(key, entry_value)
             encoded_key = key.encode()
-            producer.send(LEDGER_TOPIC, value=entry_value.encode(), key=encoded_key,
-                          partition=self._keyed_partition(LEDGER_TOPIC, encoded_key))  # fmt: skip
+            producer.send(
+                LEDGER_TOPIC,
+                value=entry_value.encode(),
+                key=encoded_key,
+                partition=self._keyed_partition(LEDGER_TOPIC, encoded_key),
+            )
 
     def _write_embargo(self, key: str, held: HeldRecord | None) -> None:
         """Hold a record (or end what is held of it: a tombstone, when anything is)."""

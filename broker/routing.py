@@ -139,13 +139,19 @@ class Routed:
         audited_decisions = self.decisions
         if self.audit_source is not None:
             audited_decisions = tuple(_pseudonymous(d, self.audit_source) for d in self.decisions)
-        entries = prepare_decisions(audited_decisions, decided_at_ms=decided_at_ms,
-                                    position=inbound.position)  # fmt: skip
+        entries = prepare_decisions(
+            audited_decisions, decided_at_ms=decided_at_ms, position=inbound.position
+        )
         audited = tuple(
-            AuditedDecision(entry, d.source, d.recipient, d.delivered,
-                            field_treatments(d.fields) if d.delivered else ())
+            AuditedDecision(
+                entry,
+                d.source,
+                d.recipient,
+                d.delivered,
+                field_treatments(d.fields) if d.delivered else (),
+            )
             for d, entry in zip(self.decisions, entries, strict=True)
-        )  # fmt: skip
+        )
         return Writes(
             self.source,
             self.event_type,
@@ -304,8 +310,7 @@ class RecordRouter:
             signed_whole = bool(headers.get(SIGNATURE_HEADER))  # scheme v1 (broker.signing)
             if signed_whole:
                 self.verifier.check(inbound.value, headers, kid, key)
-            proof = FieldProof.verify(record, event_type, headers, kid, key,
-                                      encoded=inbound.value)  # fmt: skip
+            proof = FieldProof.verify(record, event_type, headers, kid, key, encoded=inbound.value)
             if not signed_whole and (proof is None or not proof.covers_record):
                 raise ProvenanceError(
                     f"record from {source} is unsigned: it needs the {SIGNATURE_HEADER} "
@@ -316,8 +321,9 @@ class RecordRouter:
             return _dead(exc.reason, exc.message, event_type=event_type)
         return Checked(inbound, source, event_type, record, proof)
 
-    def decide(self, checked: Checked, *, now: dt.datetime,
-               ledger: DeliveryLedger | None) -> Routed:  # fmt: skip
+    def decide(
+        self, checked: Checked, *, now: dt.datetime, ledger: DeliveryLedger | None
+    ) -> Routed:
         """The policies' decisions for every other member and the encoded feed records.
         Only a retraction consults the ledger (``checked.needs_ledger``). Never raises for
         anything in the record: what would is its dead letter (:data:`UNPROCESSABLE`)."""
@@ -331,8 +337,12 @@ class RecordRouter:
     def _decide(
         self, checked: Checked, *, now: dt.datetime, ledger: DeliveryLedger | None
     ) -> Routed:
-        inbound, source, event_type, record = (checked.inbound, checked.source,
-                                               checked.event_type, checked.record)  # fmt: skip
+        inbound, source, event_type, record = (
+            checked.inbound,
+            checked.source,
+            checked.event_type,
+            checked.record,
+        )
         if event_type == "Retraction":
             assert ledger is not None
             decisions = self._retraction_decisions(record, now, ledger)
@@ -355,14 +365,18 @@ class RecordRouter:
                 record, event_type, now=now, match_key=self.match_key
             )
         try:
-            feeds = tuple(self._feed_record(d, inbound, checked.proof)
-                          for d in decisions if d.delivered)  # fmt: skip
+            feeds = tuple(
+                self._feed_record(d, inbound, checked.proof) for d in decisions if d.delivered
+            )
         except EncodeError as exc:  # a treatment produced what the schema cannot carry
             return _dead(exc.reason, exc.message, event_type=event_type)
         update = None
         if event_type == "SellerIndicator":
-            received = {d.recipient: str(d.record["source_member"])
-                        for d in decisions if d.delivered and d.record is not None}  # fmt: skip
+            received = {
+                d.recipient: str(d.record["source_member"])
+                for d in decisions
+                if d.delivered and d.record is not None
+            }
             entry = LedgerEntry(received, self.policy_set.version, str(record["tlp"]))
             update = (ledger_key(source, record["indicator_id"]), entry)
         return Routed(
@@ -450,8 +464,9 @@ class RecordRouter:
             return None
         return source_pseudonym(self._pseudonym_key, source, record_id_of(record))
 
-    def _feed_record(self, decision: Decision, inbound: Inbound,
-                     proof: FieldProof | None) -> FeedRecord:  # fmt: skip
+    def _feed_record(
+        self, decision: Decision, inbound: Inbound, proof: FieldProof | None
+    ) -> FeedRecord:
         assert decision.record is not None
         value = self.codec.encode(decision.event_type, decision.record)
         headers = []
@@ -471,8 +486,9 @@ class RecordRouter:
         if self.router_key is not None:
             kid, key = self.router_key
             headers += sign_feed_record(value, decision_id, decision.recipient, key, kid)
-        return FeedRecord(feed_topic(decision.recipient), decision.record_id.encode(), value,
-                          headers)  # fmt: skip
+        return FeedRecord(
+            feed_topic(decision.recipient), decision.record_id.encode(), value, headers
+        )
 
     def _retraction_decisions(
         self, record: dict[str, Any], now: dt.datetime, ledger: DeliveryLedger

@@ -78,10 +78,14 @@ def _x25519_public(raw: bytes) -> X25519PublicKey:
 
 
 # The policy set holds members' public keys; these travel to workers as raw bytes.
-copyreg.pickle(type(Ed25519PrivateKey.generate().public_key()),
-               lambda key: (_ed25519_public, (key.public_bytes_raw(),)))  # fmt: skip
-copyreg.pickle(type(X25519PublicKey.from_public_bytes(bytes(32))),
-               lambda key: (_x25519_public, (key.public_bytes_raw(),)))  # fmt: skip
+copyreg.pickle(
+    type(Ed25519PrivateKey.generate().public_key()),
+    lambda key: (_ed25519_public, (key.public_bytes_raw(),)),
+)
+copyreg.pickle(
+    type(X25519PublicKey.from_public_bytes(bytes(32))),
+    lambda key: (_x25519_public, (key.public_bytes_raw(),)),
+)
 
 
 @dataclass(frozen=True)
@@ -155,8 +159,9 @@ def route_chunk(chunk: Sequence[Inbound], now: dt.datetime) -> list[Outcome]:
     return [_route_stateless(router, inbound, now, decided_at_ms) for inbound in chunk]
 
 
-def _route_stateless(router: RecordRouter, inbound: Inbound, now: dt.datetime,
-                     decided_at_ms: int) -> Outcome:  # fmt: skip
+def _route_stateless(
+    router: RecordRouter, inbound: Inbound, now: dt.datetime, decided_at_ms: int
+) -> Outcome:
     started = time.perf_counter()
     if _crash_key is not None and inbound.key == _crash_key:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -223,8 +228,9 @@ class _Worker:
     for ever.) The threads keep the main thread off the pipes altogether, so it can
     wait on the results with a deadline and never blocks writing to a stuck worker."""
 
-    def __init__(self, pool: RoutingPool, index: int, context: SpawnContext,
-                 setup: WorkerSetup) -> None:  # fmt: skip
+    def __init__(
+        self, pool: RoutingPool, index: int, context: SpawnContext, setup: WorkerSetup
+    ) -> None:
         task_reader, self._tasks = context.Pipe(duplex=False)
         self._results, result_writer = context.Pipe(duplex=False)
         self.process = context.Process(
@@ -244,8 +250,9 @@ class _Worker:
         self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         name = self.process.name
         threading.Thread(target=self._send, name=f"{name}-send", daemon=True).start()
-        threading.Thread(target=self._receive, args=(pool,), name=f"{name}-receive",
-                         daemon=True).start()  # fmt: skip
+        threading.Thread(
+            target=self._receive, args=(pool,), name=f"{name}-receive", daemon=True
+        ).start()
 
     def give(self, task: bytes) -> None:
         self._outbox.put(task)
@@ -349,15 +356,19 @@ class RoutingPool:
         for outcomes in self._map(route_chunk, chunks):
             yield from outcomes
 
-    def _map(self, function: Callable[..., Any], arguments: Sequence[tuple[Any, ...]],
-             ) -> Generator[Any]:  # fmt: skip
+    def _map(
+        self,
+        function: Callable[..., Any],
+        arguments: Sequence[tuple[Any, ...]],
+    ) -> Generator[Any]:
         """``function(*args)`` in the workers for each of ``arguments``, results in order."""
         if self._broken is not None:
             raise RoutingWorkerLostError(self._broken)
         ids = [next(self._task_ids) for _ in arguments]
         with self._lock:
-            self._pending.extend((task_id, function, args)
-                                 for task_id, args in zip(ids, arguments, strict=True))  # fmt: skip
+            self._pending.extend(
+                (task_id, function, args) for task_id, args in zip(ids, arguments, strict=True)
+            )
         for worker in self._workers:
             self._give(worker)
         awaited = set(ids)
@@ -392,8 +403,7 @@ class RoutingPool:
             )
         if isinstance(payload, _Failure):
             what = "could not start" if task_id == _READY else "failed"
-            raise RouterError(f"routing worker {worker.process.pid} {what}:\n"
-                              f"{payload.traceback}")  # fmt: skip
+            raise RouterError(f"routing worker {worker.process.pid} {what}:\n{payload.traceback}")
         return worker, task_id, payload
 
     def _break(self, reason: str, *, suspects: tuple[Inbound, ...] = ()) -> RoutingWorkerLostError:

@@ -49,8 +49,9 @@ def _feed_message(value: bytes, decision_id: str, recipient: str) -> bytes:
     return _FEED_CONTEXT + decision_id.encode() + b"\x00" + recipient.encode() + b"\x00" + value
 
 
-def sign_feed_record(value: bytes, decision_id: str, recipient: str, key: Ed25519PrivateKey,
-                     kid: str) -> list[tuple[str, bytes]]:  # fmt: skip
+def sign_feed_record(
+    value: bytes, decision_id: str, recipient: str, key: Ed25519PrivateKey, kid: str
+) -> list[tuple[str, bytes]]:
     """The headers that carry the router's signature of one delivered record."""
     signature = key.sign(_feed_message(value, decision_id, recipient))
     return [(ROUTER_KEY_ID_HEADER, kid.encode()), (ROUTER_SIGNATURE_HEADER, signature)]
@@ -75,12 +76,15 @@ def verify_feed_record(
     kid = headers.get(ROUTER_KEY_ID_HEADER, b"").decode("utf-8", "replace")
     signature = headers.get(ROUTER_SIGNATURE_HEADER)
     if not kid or not signature:
-        raise ProvenanceError("feed record is not signed by the router",
-                              reason="router_signature.missing")  # fmt: skip
+        raise ProvenanceError(
+            "feed record is not signed by the router", reason="router_signature.missing"
+        )
     key = router_keys.get(kid)
     if key is None:
-        raise ProvenanceError(f"feed record signed with unknown router key {kid!r}",
-                              reason="router_signature.unknown_key")  # fmt: skip
+        raise ProvenanceError(
+            f"feed record signed with unknown router key {kid!r}",
+            reason="router_signature.unknown_key",
+        )
     try:
         key.verify(signature, _feed_message(value, decision_id, recipient))
     except InvalidSignature:
@@ -146,8 +150,9 @@ class SignatureVerifier:
         return kid, public_key
 
     @staticmethod
-    def check(value: bytes, headers: Mapping[str, bytes], kid: str,
-              public_key: Ed25519PublicKey) -> None:  # fmt: skip
+    def check(
+        value: bytes, headers: Mapping[str, bytes], kid: str, public_key: Ed25519PublicKey
+    ) -> None:
         """Check the record-wide signature (scheme v1) of ``value`` with the signer's key."""
         try:
             public_key.verify(headers.get(SIGNATURE_HEADER) or b"", _CONTEXT + value)

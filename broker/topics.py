@@ -73,15 +73,28 @@ def consortium_topics(
     specs += [
         # The audit trail is kept for good; the ledger keeps each indicator's last entry.
         TopicSpec(AUDIT_TOPIC, partitions, replication, {**common, "retention.ms": "-1"}),
-        TopicSpec(DLQ_TOPIC, partitions, replication,
-                  {**common, "max.message.bytes": str(DLQ_MAX_BYTES),
-                   "retention.ms": str(90 * 24 * 3600 * 1000)}),
+        TopicSpec(
+            DLQ_TOPIC,
+            partitions,
+            replication,
+            {
+                **common,
+                "max.message.bytes": str(DLQ_MAX_BYTES),
+                "retention.ms": str(90 * 24 * 3600 * 1000),
+            },
+        ),
         TopicSpec(LEDGER_TOPIC, partitions, replication, {**common, "cleanup.policy": "compact"}),
-        TopicSpec(EMBARGO_TOPIC, partitions, replication,
-                  {**common, "cleanup.policy": "compact",
-                   "max.message.bytes": str(DLQ_MAX_BYTES)}),
-        TopicSpec(RECORD_IDS_TOPIC, partitions, replication,
-                  {**common, "cleanup.policy": "compact,delete",
-                   "retention.ms": str(TOPIC_RETENTION_MS)}),
-    ]  # fmt: skip
+        TopicSpec(
+            EMBARGO_TOPIC,
+            partitions,
+            replication,
+            {**common, "cleanup.policy": "compact", "max.message.bytes": str(DLQ_MAX_BYTES)},
+        ),
+        TopicSpec(
+            RECORD_IDS_TOPIC,
+            partitions,
+            replication,
+            {**common, "cleanup.policy": "compact,delete", "retention.ms": str(TOPIC_RETENTION_MS)},
+        ),
+    ]
     return specs

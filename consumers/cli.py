@@ -27,22 +27,38 @@ class _Context:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @bootstrap_option
-@click.option("--member", envvar="ACTION_MEMBER", required=True,
-              help="Your member id (or ACTION_MEMBER).")  # fmt: skip
-@click.option("--encryption-key", "key_file", envvar="ACTION_ENCRYPTION_KEY_FILE",
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Your X25519 private key (PEM, 0600), for fields encrypted to you.")  # fmt: skip
+@click.option(
+    "--member", envvar="ACTION_MEMBER", required=True, help="Your member id (or ACTION_MEMBER)."
+)
+@click.option(
+    "--encryption-key",
+    "key_file",
+    envvar="ACTION_ENCRYPTION_KEY_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Your X25519 private key (PEM, 0600), for fields encrypted to you.",
+)
 @click.option(
     "--demo-keys",
     is_flag=True,
     help="Use the example consortium's public demo keys (demo and tests only).",
 )
-@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="SQLite file of the analyst store (default: <member>.feed.sqlite).")  # fmt: skip
+@click.option(
+    "--store",
+    "store_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite file of the analyst store (default: <member>.feed.sqlite).",
+)
 @click.option("--group", help="Consumer group (default: <member>.feed).")
 @click.pass_context
-def cli(ctx: click.Context, bootstrap: str | None, member: str, key_file: Path | None,
-        demo_keys: bool, store_path: Path | None, group: str | None) -> None:  # fmt: skip
+def cli(
+    ctx: click.Context,
+    bootstrap: str | None,
+    member: str,
+    key_file: Path | None,
+    demo_keys: bool,
+    store_path: Path | None,
+    group: str | None,
+) -> None:
     """Read your organisation's feed as the MOUs shaped it."""
     settings = load_settings()
 
@@ -51,8 +67,9 @@ def cli(ctx: click.Context, bootstrap: str | None, member: str, key_file: Path |
         if key is None:
             info("no encryption key: fields encrypted to you stay encrypted")
         kafka = resolve_kafka(bootstrap, settings)
-        return FeedReader(FeedReaderConfig(kafka.bootstrap, member, key, group_id=group,
-                                           client=kafka.security()))  # fmt: skip
+        return FeedReader(
+            FeedReaderConfig(kafka.bootstrap, member, key, group_id=group, client=kafka.security())
+        )
 
     ctx.obj = _Context(member, store_path or Path(f"{member}.feed.sqlite"), make_reader)
 
@@ -63,24 +80,30 @@ def _line(delivery: Delivery) -> str:
     name = seller.get("display_name") or seller.get("store_domain") or seller.get("account_id")
     when = dt.datetime.fromtimestamp(delivery.source_timestamp_ms / 1000, dt.UTC)
     detail = {
-        "SellerIndicator": lambda: (f"seller {name or '?'} "
-                                    f"{','.join(record.get('product_categories', []))} "
-                                    f"conf {record.get('confidence')}"
-                                    f"{' HSS' if record.get('hss') else ''}"),
+        "SellerIndicator": lambda: (
+            f"seller {name or '?'} "
+            f"{','.join(record.get('product_categories', []))} "
+            f"conf {record.get('confidence')}"
+            f"{' HSS' if record.get('hss') else ''}"
+        ),
         "Retraction": lambda: f"retracts {record['indicator_id']} ({record['reason']})",
         "Sighting": lambda: f"{record['kind']} on {record['indicator_id']}",
         "EnforcementAction": lambda: f"{record['kind']} on {record['indicator_id']}",
-        "SeizureReport": lambda: (f"{record['quantity']} x {record['product_category']} from "
-                                  f"{record['origin_economy']}"),
-    }.get(delivery.event_type, lambda: "")()  # fmt: skip
+        "SeizureReport": lambda: (
+            f"{record['quantity']} x {record['product_category']} from {record['origin_economy']}"
+        ),
+    }.get(delivery.event_type, lambda: "")()
     tlp = record.get("tlp", "")
-    return (f"{when:%Y-%m-%d %H:%M:%S} {tlp:<12} {delivery.source:<20} "
-            f"{delivery.event_type:<17} {detail}")  # fmt: skip
+    return (
+        f"{when:%Y-%m-%d %H:%M:%S} {tlp:<12} {delivery.source:<20} "
+        f"{delivery.event_type:<17} {detail}"
+    )
 
 
 @cli.command()
-@click.option("--idle", type=float, default=None,
-              help="Stop after this many idle seconds (default: follow).")  # fmt: skip
+@click.option(
+    "--idle", type=float, default=None, help="Stop after this many idle seconds (default: follow)."
+)
 @click.pass_obj
 def tail(ctx: _Context, idle: float | None) -> None:
     """Print each delivery as it arrives: one line with time, TLP, source, type, gist.
@@ -98,8 +121,13 @@ def tail(ctx: _Context, idle: float | None) -> None:
 
 
 @cli.command()
-@click.option("--idle", type=float, default=5.0, show_default=True,
-              help="Stop after this many seconds without new records.")  # fmt: skip
+@click.option(
+    "--idle",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Stop after this many seconds without new records.",
+)
 @output_option
 @click.pass_obj
 def sync(ctx: _Context, idle: float, output_format: str) -> None:
@@ -119,10 +147,28 @@ def sync(ctx: _Context, idle: float, output_format: str) -> None:
         duplicates, rejected = reader.duplicates, reader.rejected
     counts = store.counts()
     store.close()
-    emit_rows([{"store": str(ctx.store_path), "added": added, "duplicates": duplicates,
-                "rejected": len(rejected), **counts}],
-              ["store", "added", "duplicates", "rejected", "deliveries", "indicators",
-               "retracted", "events"], output_format)  # fmt: skip
+    emit_rows(
+        [
+            {
+                "store": str(ctx.store_path),
+                "added": added,
+                "duplicates": duplicates,
+                "rejected": len(rejected),
+                **counts,
+            }
+        ],
+        [
+            "store",
+            "added",
+            "duplicates",
+            "rejected",
+            "deliveries",
+            "indicators",
+            "retracted",
+            "events",
+        ],
+        output_format,
+    )
     for position, why in rejected:
         info(f"rejected {position}: {why}")
 
@@ -137,16 +183,28 @@ def sellers(ctx: _Context, min_sources: int, include_retracted: bool, output_for
     store = FeedStore(ctx.store_path)
     found = store.sellers(min_sources, include_retracted=include_retracted)
     store.close()
-    emit_rows([s.to_row() for s in found],
-              ["sources", "members", "indicators", "categories", "hss", "first_seen",
-               "last_seen", "identifiers"], output_format)  # fmt: skip
+    emit_rows(
+        [s.to_row() for s in found],
+        [
+            "sources",
+            "members",
+            "indicators",
+            "categories",
+            "hss",
+            "first_seen",
+            "last_seen",
+            "identifiers",
+        ],
+        output_format,
+    )
     info(f"{len(found)} seller(s) reported by at least {min_sources} source(s)")
 
 
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(list(formats())), required=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Output file (a folder for misp).")  # fmt: skip
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Output file (a folder for misp)."
+)
 @click.pass_obj
 def export(ctx: _Context, fmt: str, out: Path) -> None:
     """Export the store: jsonl, csv, a STIX 2.1 bundle, or a MISP feed folder."""

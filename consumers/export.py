@@ -37,9 +37,22 @@ TLP2_IDS = {
 _TLP2_NAMES = {"AMBER_STRICT": "amber+strict"}
 _NAMESPACE = uuid.UUID("6d1c3f7e-5a43-4f0b-9d8f-0a7c1e2b3c4d")  # stable ids for re-exports
 
-CSV_COLUMNS = ("event_type", "source", "record_id", "indicator_id", "tlp", "published_at",
-               "confidence", "hss", "categories", "seller_account_id", "seller_email",
-               "seller_phone", "seller_store_domain", "retracted")  # fmt: skip
+CSV_COLUMNS = (
+    "event_type",
+    "source",
+    "record_id",
+    "indicator_id",
+    "tlp",
+    "published_at",
+    "confidence",
+    "hss",
+    "categories",
+    "seller_account_id",
+    "seller_email",
+    "seller_phone",
+    "seller_store_domain",
+    "retracted",
+)
 
 
 def export_jsonl(store: FeedStore, out: Path) -> int:
@@ -60,20 +73,37 @@ def export_csv(store: FeedStore, out: Path) -> int:
         for event_type, source, record in store.records():
             seller = record.get("seller") or {}
             indicator = record.get("indicator_id", "")
-            writer.writerow({
-                "event_type": event_type, "source": source,
-                "record_id": next((record[k] for k in ("retraction_id", "sighting_id",
-                                   "action_id", "indicator_id", "report_id") if k in record), ""),
-                "indicator_id": indicator, "tlp": record.get("tlp", ""),
-                "published_at": record.get("published_at", ""),
-                "confidence": record.get("confidence", ""), "hss": record.get("hss", ""),
-                "categories": ";".join(record.get("product_categories") or []),
-                "seller_account_id": seller.get("account_id") or "",
-                "seller_email": seller.get("email") or "",
-                "seller_phone": seller.get("phone") or "",
-                "seller_store_domain": seller.get("store_domain") or "",
-                "retracted": "yes" if (source, indicator) in retracted else "",
-            })  # fmt: skip
+            writer.writerow(
+                {
+                    "event_type": event_type,
+                    "source": source,
+                    "record_id": next(
+                        (
+                            record[k]
+                            for k in (
+                                "retraction_id",
+                                "sighting_id",
+                                "action_id",
+                                "indicator_id",
+                                "report_id",
+                            )
+                            if k in record
+                        ),
+                        "",
+                    ),
+                    "indicator_id": indicator,
+                    "tlp": record.get("tlp", ""),
+                    "published_at": record.get("published_at", ""),
+                    "confidence": record.get("confidence", ""),
+                    "hss": record.get("hss", ""),
+                    "categories": ";".join(record.get("product_categories") or []),
+                    "seller_account_id": seller.get("account_id") or "",
+                    "seller_email": seller.get("email") or "",
+                    "seller_phone": seller.get("phone") or "",
+                    "seller_store_domain": seller.get("store_domain") or "",
+                    "retracted": "yes" if (source, indicator) in retracted else "",
+                }
+            )
             count += 1
     return count
 
@@ -110,9 +140,14 @@ def stix_bundle(store: FeedStore, *, exported_by: str) -> stix2.Bundle:
     def identity(name: str, identity_class: str, marking: str) -> str:
         ident = _stable_id("identity", identity_class, name)
         if ident not in objects:
-            objects[ident] = stix2.Identity(id=ident, name=name, identity_class=identity_class,
-                                            created=now, modified=now,
-                                            object_marking_refs=[marking])  # fmt: skip
+            objects[ident] = stix2.Identity(
+                id=ident,
+                name=name,
+                identity_class=identity_class,
+                created=now,
+                modified=now,
+                object_marking_refs=[marking],
+            )
         return ident
 
     for _, source, record in store.records("SellerIndicator"):
@@ -126,29 +161,45 @@ def stix_bundle(store: FeedStore, *, exported_by: str) -> stix2.Bundle:
         key = seller.get("account_id") or seller.get("email") or _seller_label(seller)
         seller_id = identity(f"seller {_seller_label(seller)}", "unknown", marking)
         if seller.get("account_id"):
-            account = stix2.UserAccount(user_id=str(seller["account_id"]),
-                                        display_name=seller.get("display_name"),
-                                        object_marking_refs=[marking])  # fmt: skip
+            account = stix2.UserAccount(
+                user_id=str(seller["account_id"]),
+                display_name=seller.get("display_name"),
+                object_marking_refs=[marking],
+            )
             objects[account.id] = account
             rel_id = _stable_id("relationship", seller_id, account.id)
-            objects[rel_id] = stix2.Relationship(id=rel_id, relationship_type="related-to",
-                                                 source_ref=seller_id, target_ref=account.id,
-                                                 created=now, modified=now,
-                                                 object_marking_refs=[marking])  # fmt: skip
+            objects[rel_id] = stix2.Relationship(
+                id=rel_id,
+                relationship_type="related-to",
+                source_ref=seller_id,
+                target_ref=account.id,
+                created=now,
+                modified=now,
+                object_marking_refs=[marking],
+            )
         categories = ", ".join(record.get("product_categories") or [])
         sighting_id = _stable_id("sighting", record["indicator_id"], str(key))
         published = dt.datetime.fromisoformat(str(record["published_at"]))
         objects[sighting_id] = stix2.Sighting(
-            id=sighting_id, created=now, modified=now, created_by_ref=source_id,
-            sighting_of_ref=seller_id, where_sighted_refs=[source_id],
-            first_seen=published, last_seen=published, count=1,
+            id=sighting_id,
+            created=now,
+            modified=now,
+            created_by_ref=source_id,
+            sighting_of_ref=seller_id,
+            where_sighted_refs=[source_id],
+            first_seen=published,
+            last_seen=published,
+            count=1,
             confidence=int(record["confidence"]),
             description=f"{categories}; HSS risk: {'yes' if record['hss'] else 'no'}; "
-                        f"indicator {record['indicator_id']}",
+            f"indicator {record['indicator_id']}",
             object_marking_refs=[marking],
-        )  # fmt: skip
-    return stix2.Bundle(objects=[*markings.values(), *objects.values()], allow_custom=False,
-                        id=_stable_id("bundle", exported_by, now.isoformat()))  # fmt: skip
+        )
+    return stix2.Bundle(
+        objects=[*markings.values(), *objects.values()],
+        allow_custom=False,
+        id=_stable_id("bundle", exported_by, now.isoformat()),
+    )
 
 
 def export_stix(store: FeedStore, out: Path, *, exported_by: str) -> int:
@@ -159,8 +210,13 @@ def export_stix(store: FeedStore, out: Path, *, exported_by: str) -> int:
 
 # --- MISP feed ---------------------------------------------------------------------------
 
-_MISP_TYPES = {"email": "email-src", "phone": "phone-number", "store_url": "url",
-               "store_domain": "domain", "ip_addresses": "ip-src"}  # fmt: skip
+_MISP_TYPES = {
+    "email": "email-src",
+    "phone": "phone-number",
+    "store_url": "url",
+    "store_domain": "domain",
+    "ip_addresses": "ip-src",
+}
 
 
 def _misp_attributes(record: dict[str, Any], event_uuid: str) -> list[dict[str, Any]]:
@@ -174,13 +230,22 @@ def _misp_attributes(record: dict[str, Any], event_uuid: str) -> list[dict[str, 
             clear = "*" not in item and not item.startswith(("mt1.", "hpke1."))
             kind = _MISP_TYPES.get(name, "text") if clear else "text"
             comment = f"seller.{name}" + ("" if clear else " (as shared: token, mask or cipher)")
-            attributes.append({
-                "uuid": str(uuid.uuid5(uuid.UUID(event_uuid), f"{name}|{item}")),
-                "type": kind, "category": "Network activity" if kind in ("url", "domain",
-                "ip-src") else "Other" if kind == "text" else "Payload delivery",
-                "value": item, "comment": comment, "to_ids": False, "distribution": "5",
-                "timestamp": str(int(dt.datetime.now(dt.UTC).timestamp())),
-            })  # fmt: skip
+            attributes.append(
+                {
+                    "uuid": str(uuid.uuid5(uuid.UUID(event_uuid), f"{name}|{item}")),
+                    "type": kind,
+                    "category": "Network activity"
+                    if kind in ("url", "domain", "ip-src")
+                    else "Other"
+                    if kind == "text"
+                    else "Payload delivery",
+                    "value": item,
+                    "comment": comment,
+                    "to_ids": False,
+                    "distribution": "5",
+                    "timestamp": str(int(dt.datetime.now(dt.UTC).timestamp())),
+                }
+            )
     return attributes
 
 
@@ -198,24 +263,48 @@ def export_misp(store: FeedStore, folder: Path, *, exported_by: str) -> int:
         published = dt.datetime.fromisoformat(str(record["published_at"]))
         tlp = "tlp:" + _TLP2_NAMES.get(record["tlp"], record["tlp"].lower())
         tags = [{"name": tlp, "colour": "#ffa800"}]
-        tags += [{"name": f"action:category=\"{c}\"", "colour": "#0088cc"}
-                 for c in record.get("product_categories") or []]  # fmt: skip
-        info = (f"Violative seller reported by {source} "
-                f"({', '.join(record.get('product_categories') or [])})")  # fmt: skip
+        tags += [
+            {"name": f'action:category="{c}"', "colour": "#0088cc"}
+            for c in record.get("product_categories") or []
+        ]
+        info = (
+            f"Violative seller reported by {source} "
+            f"({', '.join(record.get('product_categories') or [])})"
+        )
         event: dict[str, Any] = {
-            "uuid": event_uuid, "info": info, "date": published.date().isoformat(),
-            "threat_level_id": "1" if record["hss"] else "2", "analysis": "2",
-            "published": True, "distribution": "0",
+            "uuid": event_uuid,
+            "info": info,
+            "date": published.date().isoformat(),
+            "threat_level_id": "1" if record["hss"] else "2",
+            "analysis": "2",
+            "published": True,
+            "distribution": "0",
             "timestamp": str(int(published.timestamp())),
             "publish_timestamp": str(int(published.timestamp())),
-            "Orgc": org, "Tag": tags, "Attribute": _misp_attributes(record, event_uuid),
-        }  # fmt: skip
-        (folder / f"{event_uuid}.json").write_text(json.dumps({"Event": event}, indent=1),
-                                                   encoding="utf-8")  # fmt: skip
-        manifest[event_uuid] = {k: event[k] for k in ("info", "date", "threat_level_id",
-                                "analysis", "timestamp", "published", "Orgc", "Tag")}  # fmt: skip
-        hashes += [(hashlib.md5(a["value"].encode(), usedforsecurity=False).hexdigest(),
-                    event_uuid) for a in event["Attribute"]]  # fmt: skip
+            "Orgc": org,
+            "Tag": tags,
+            "Attribute": _misp_attributes(record, event_uuid),
+        }
+        (folder / f"{event_uuid}.json").write_text(
+            json.dumps({"Event": event}, indent=1), encoding="utf-8"
+        )
+        manifest[event_uuid] = {
+            k: event[k]
+            for k in (
+                "info",
+                "date",
+                "threat_level_id",
+                "analysis",
+                "timestamp",
+                "published",
+                "Orgc",
+                "Tag",
+            )
+        }
+        hashes += [
+            (hashlib.md5(a["value"].encode(), usedforsecurity=False).hexdigest(), event_uuid)
+            for a in event["Attribute"]
+        ]
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     with (folder / "hashes.csv").open("w", encoding="utf-8", newline="") as handle:
         csv.writer(handle).writerows(hashes)

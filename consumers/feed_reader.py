@@ -99,8 +99,9 @@ class Delivery:
             return None
 
 
-def decrypt_fields(record: dict[str, Any], key: X25519PrivateKey | None, kid_prefix: str,
-                   record_id: str) -> list[str]:  # fmt: skip
+def decrypt_fields(
+    record: dict[str, Any], key: X25519PrivateKey | None, kid_prefix: str, record_id: str
+) -> list[str]:
     """Decrypt every ``hpke1.`` value in place; returns the paths that could not be."""
     failed: list[str] = []
 
@@ -123,8 +124,10 @@ def decrypt_fields(record: dict[str, Any], key: X25519PrivateKey | None, kid_pre
             if isinstance(value, str) and value.startswith(ENCRYPTED_PREFIX + "."):
                 container[name] = open_value(value, path)
             elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-                container[name] = [open_value(v, path) if v.startswith(ENCRYPTED_PREFIX + ".")
-                                   else v for v in value]  # fmt: skip
+                container[name] = [
+                    open_value(v, path) if v.startswith(ENCRYPTED_PREFIX + ".") else v
+                    for v in value
+                ]
             elif isinstance(value, dict) and not prefix:
                 visit(value, f"{name}.")
 
@@ -148,8 +151,7 @@ class FeedReader:
             if self.router_keys is None:
                 self.router_keys = public_keys(registry.router_keys)
             if self.source_keys is None:
-                self.source_keys = public_keys(k for m in registry.members
-                                               for k in m.signing_keys)  # fmt: skip
+                self.source_keys = public_keys(k for m in registry.members for k in m.signing_keys)
         self._group = config.group_id or f"{config.member}.feed"
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._handled: dict[TopicPartition, int] = {}  # next offset to commit, per partition
@@ -169,8 +171,9 @@ class FeedReader:
         except KafkaError as exc:
             raise ActionError(f"cannot reach Kafka at {config.bootstrap}: {exc}") from exc
 
-    def deliveries(self, *, idle_timeout_s: float | None = None,
-                   max_records: int | None = None) -> Iterator[Delivery]:  # fmt: skip
+    def deliveries(
+        self, *, idle_timeout_s: float | None = None, max_records: int | None = None
+    ) -> Iterator[Delivery]:
         """Deliveries in feed order; stops after ``idle_timeout_s`` without new records
         (None: never) or ``max_records`` deliveries.
 
@@ -226,8 +229,9 @@ class FeedReader:
             self.rejected.append((position, "routing headers missing"))
             return None
         try:
-            verify_feed_record(record.value, headers, claimed, self.config.member,
-                               self.router_keys or {})  # fmt: skip
+            verify_feed_record(
+                record.value, headers, claimed, self.config.member, self.router_keys or {}
+            )
         except ProvenanceError as exc:
             self.rejected.append((position, exc.message))
             return None
@@ -257,13 +261,23 @@ class FeedReader:
             self.rejected.append((position, exc.message))
             return None
         self._remember(identity)
-        failed = decrypt_fields(plain, self.config.encryption_key, f"{self.config.member}-",
-                                record_id)  # fmt: skip
+        failed = decrypt_fields(
+            plain, self.config.encryption_key, f"{self.config.member}-", record_id
+        )
         source_ts = headers.get(SOURCE_TIMESTAMP_HEADER, b"0").decode() or "0"
-        return Delivery(event_type, record_id, claimed, version, source,
-                        int(source_ts), plain, position, tuple(failed),
-                        source_verified=transformed is not None,
-                        transformed_fields=tuple(transformed or ()))  # fmt: skip
+        return Delivery(
+            event_type,
+            record_id,
+            claimed,
+            version,
+            source,
+            int(source_ts),
+            plain,
+            position,
+            tuple(failed),
+            source_verified=transformed is not None,
+            transformed_fields=tuple(transformed or ()),
+        )
 
     def _remember(self, identity: tuple[str, str]) -> None:
         self._seen[identity] = None

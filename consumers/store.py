@@ -79,8 +79,16 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 #: Seller fields compared across sources.
-COMPARABLE = ("account_id", "display_name", "store_domain", "email", "phone",
-              "payment_accounts", "merchant_ids", "device_ids")  # fmt: skip
+COMPARABLE = (
+    "account_id",
+    "display_name",
+    "store_domain",
+    "email",
+    "phone",
+    "payment_accounts",
+    "merchant_ids",
+    "device_ids",
+)
 
 
 def comparable(value: str) -> bool:
@@ -99,12 +107,20 @@ class Seller:
     last_seen: str
 
     def to_row(self) -> dict[str, Any]:
-        shown = [f"{k.removeprefix('seller.')}={v if len(v) < 28 else v[:25] + '...'}"
-                 for k, v in self.identifiers[:4]]  # fmt: skip
-        return {"sources": len(self.sources), "members": ", ".join(self.sources),
-                "indicators": len(self.indicators), "categories": ", ".join(self.categories),
-                "hss": "yes" if self.hss else "no", "first_seen": self.first_seen,
-                "last_seen": self.last_seen, "identifiers": "; ".join(shown)}  # fmt: skip
+        shown = [
+            f"{k.removeprefix('seller.')}={v if len(v) < 28 else v[:25] + '...'}"
+            for k, v in self.identifiers[:4]
+        ]
+        return {
+            "sources": len(self.sources),
+            "members": ", ".join(self.sources),
+            "indicators": len(self.indicators),
+            "categories": ", ".join(self.categories),
+            "hss": "yes" if self.hss else "no",
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "identifiers": "; ".join(shown),
+        }
 
 
 class FeedStore:
@@ -135,10 +151,17 @@ class FeedStore:
             for delivery in deliveries:
                 cursor = self.db.execute(
                     "INSERT OR IGNORE INTO deliveries VALUES (?,?,?,?,?,?,?,?)",
-                    (delivery.decision_id, delivery.event_type, delivery.record_id,
-                     delivery.source, delivery.policy_version, delivery.source_timestamp_ms,
-                     delivery.position, json.dumps(delivery.record, default=str)),
-                )  # fmt: skip
+                    (
+                        delivery.decision_id,
+                        delivery.event_type,
+                        delivery.record_id,
+                        delivery.source,
+                        delivery.policy_version,
+                        delivery.source_timestamp_ms,
+                        delivery.position,
+                        json.dumps(delivery.record, default=str),
+                    ),
+                )
                 if cursor.rowcount:
                     added += 1
                     self._apply(delivery)
@@ -153,10 +176,18 @@ class FeedStore:
             indicator = record["indicator_id"]
             self.db.execute(
                 "INSERT OR IGNORE INTO indicators VALUES (?,?,?,?,?,?,?,?,?,NULL,NULL)",
-                (source, indicator, str(record["published_at"]), record["confidence"],
-                 int(record["hss"]), record["tlp"], record["purpose"],
-                 json.dumps(record["product_categories"]), json.dumps(record.get("brands", []))),
-            )  # fmt: skip
+                (
+                    source,
+                    indicator,
+                    str(record["published_at"]),
+                    record["confidence"],
+                    int(record["hss"]),
+                    record["tlp"],
+                    record["purpose"],
+                    json.dumps(record["product_categories"]),
+                    json.dumps(record.get("brands", [])),
+                ),
+            )
             seller = record.get("seller") or {}
             for name in COMPARABLE:
                 values = seller.get(name)
@@ -166,12 +197,19 @@ class FeedStore:
                         self.db.execute("INSERT OR IGNORE INTO identifiers VALUES (?,?,?,?)", row)
             return
         if delivery.event_type == "Retraction":
-            self.db.execute("UPDATE indicators SET retracted_at = ?, retraction = ? "
-                            "WHERE source = ? AND indicator_id = ?",
-                            (str(record["retracted_at"]), record["reason"], source,
-                             record["indicator_id"]))  # fmt: skip
-        at = next((str(record[k]) for k in ("retracted_at", "observed_at", "taken_at",
-                                            "seized_on") if k in record), "")  # fmt: skip
+            self.db.execute(
+                "UPDATE indicators SET retracted_at = ?, retraction = ? "
+                "WHERE source = ? AND indicator_id = ?",
+                (str(record["retracted_at"]), record["reason"], source, record["indicator_id"]),
+            )
+        at = next(
+            (
+                str(record[k])
+                for k in ("retracted_at", "observed_at", "taken_at", "seized_on")
+                if k in record
+            ),
+            "",
+        )
         self.db.execute(
             "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?)",
             (
@@ -232,10 +270,17 @@ class FeedStore:
             times = sorted(info[i][2] for i in members)
             categories = sorted({c for i in members for c in json.loads(info[i][4])})
             ids = sorted({pair for i in members for pair in identifiers.get(i, ())})
-            sellers.append(Seller(tuple(ids), tuple(sources),
-                                  tuple(sorted(indicator for _, indicator in members)),
-                                  tuple(categories), any(info[i][3] for i in members),
-                                  times[0], times[-1]))  # fmt: skip
+            sellers.append(
+                Seller(
+                    tuple(ids),
+                    tuple(sources),
+                    tuple(sorted(indicator for _, indicator in members)),
+                    tuple(categories),
+                    any(info[i][3] for i in members),
+                    times[0],
+                    times[-1],
+                )
+            )
         return sorted(sellers, key=lambda s: (-len(s.sources), -len(s.indicators), s.first_seen))
 
     def records(self, event_type: str | None = None) -> Iterator[tuple[str, str, dict[str, Any]]]:

@@ -50,11 +50,16 @@ class _Context:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @bootstrap_option
-@click.option("--member", envvar="ACTION_MEMBER", required=True,
-              help="Your member id (or ACTION_MEMBER).")  # fmt: skip
-@click.option("--signing-key", "key_file", type=click.Path(exists=True, dir_okay=False,
-              path_type=Path), envvar="ACTION_SIGNING_KEY_FILE",
-              help="Your Ed25519 private key (PEM, mode 0600).")  # fmt: skip
+@click.option(
+    "--member", envvar="ACTION_MEMBER", required=True, help="Your member id (or ACTION_MEMBER)."
+)
+@click.option(
+    "--signing-key",
+    "key_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="ACTION_SIGNING_KEY_FILE",
+    help="Your Ed25519 private key (PEM, mode 0600).",
+)
 @click.option("--kid", help="Key id of the signing key (default: your newest in members.yaml).")
 @click.option(
     "--demo-keys",
@@ -63,8 +68,15 @@ class _Context:
 )
 @click.option("--dry-run", is_flag=True, help="Validate, encode and sign; send nothing.")
 @click.pass_context
-def cli(ctx: click.Context, bootstrap: str | None, member: str, key_file: Path | None,
-        kid: str | None, demo_keys: bool, dry_run: bool) -> None:  # fmt: skip
+def cli(
+    ctx: click.Context,
+    bootstrap: str | None,
+    member: str,
+    key_file: Path | None,
+    kid: str | None,
+    demo_keys: bool,
+    dry_run: bool,
+) -> None:
     """Publish your organisation's events to the consortium, signed with your key."""
     settings = load_settings()
     registry = load_trust_store(settings.policy_dir)  # public keys only, no MOUs
@@ -81,8 +93,11 @@ def cli(ctx: click.Context, bootstrap: str | None, member: str, key_file: Path |
 
 
 def _summary(rows: list[dict[str, Any]], output_format: str) -> None:
-    emit_rows(rows, ["file", "read", "accepted", "rejected", "published", "skipped", "rejects"],
-              output_format)  # fmt: skip
+    emit_rows(
+        rows,
+        ["file", "read", "accepted", "rejected", "published", "skipped", "rejects"],
+        output_format,
+    )
 
 
 class _Resume:
@@ -112,8 +127,9 @@ class _Resume:
         out.flush()
 
 
-def _import(ctx: _Context, path: Path, kind: type[Event], rejects: Path | None,
-            output_format: str) -> None:  # fmt: skip
+def _import(
+    ctx: _Context, path: Path, kind: type[Event], rejects: Path | None, output_format: str
+) -> None:
     rejects = rejects or path.with_name(path.name + ".rejects.jsonl")
     resume = _Resume(path.with_name(path.name + ".published.jsonl"))
     total = sum(1 for line in path.open(encoding="utf-8") if line.strip())
@@ -203,9 +219,10 @@ def _send(
 
 
 _rejects_option = click.option(
-    "--rejects", type=click.Path(dir_okay=False, path_type=Path),
+    "--rejects",
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Where rejected lines go, with reasons (default: FILE.rejects.jsonl).",
-)  # fmt: skip
+)
 
 
 @cli.command()
@@ -234,8 +251,9 @@ def _publish_one(ctx: _Context, event: Event) -> None:
         with ctx.make_publisher() as publisher:
             publisher.publish(event)
     record = event.to_avro()
-    ident = next(str(record[k]) for k in ("retraction_id", "sighting_id", "action_id")
-                 if k in record)  # fmt: skip
+    ident = next(
+        str(record[k]) for k in ("retraction_id", "sighting_id", "action_id") if k in record
+    )
     click.echo(ident)
     info(f"{'validated' if ctx.dry_run else 'published'} {event.avro_type} {ident}")
 
@@ -249,8 +267,9 @@ def _one(ctx: _Context, type_name: str, **fields: Any) -> Event:
         raise click.BadParameter(exc.message) from None
 
 
-_tlp_option = click.option("--tlp", type=click.Choice([t.value for t in Tlp]), default="AMBER",
-                           show_default=True)  # fmt: skip
+_tlp_option = click.option(
+    "--tlp", type=click.Choice([t.value for t in Tlp]), default="AMBER", show_default=True
+)
 _now = dt.datetime.now
 
 
@@ -260,12 +279,23 @@ _now = dt.datetime.now
 @click.option("--explanation", help="Free text; reaches recipients only if their MOU allows.")
 @_tlp_option
 @click.pass_obj
-def retract(ctx: _Context, indicator_id: str, reason: str, explanation: str | None,
-            tlp: str) -> None:  # fmt: skip
+def retract(
+    ctx: _Context, indicator_id: str, reason: str, explanation: str | None, tlp: str
+) -> None:
     """Withdraw one of your indicators; every member that received it is told."""
-    _publish_one(ctx, _one(ctx, "Retraction", retraction_id=str(uuid.uuid4()),
-                           indicator_id=indicator_id, retracted_at=_now(dt.UTC), reason=reason,
-                           explanation=explanation, tlp=tlp))  # fmt: skip
+    _publish_one(
+        ctx,
+        _one(
+            ctx,
+            "Retraction",
+            retraction_id=str(uuid.uuid4()),
+            indicator_id=indicator_id,
+            retracted_at=_now(dt.UTC),
+            reason=reason,
+            explanation=explanation,
+            tlp=tlp,
+        ),
+    )
 
 
 @cli.command()
@@ -276,9 +306,19 @@ def retract(ctx: _Context, indicator_id: str, reason: str, explanation: str | No
 @click.pass_obj
 def sighting(ctx: _Context, indicator_id: str, kind: str, note: str | None, tlp: str) -> None:
     """Report that you have seen (or acted on, or disproved) another member's indicator."""
-    _publish_one(ctx, _one(ctx, "Sighting", sighting_id=str(uuid.uuid4()),
-                           indicator_id=indicator_id, observed_at=_now(dt.UTC), kind=kind,
-                           note=note, tlp=tlp))  # fmt: skip
+    _publish_one(
+        ctx,
+        _one(
+            ctx,
+            "Sighting",
+            sighting_id=str(uuid.uuid4()),
+            indicator_id=indicator_id,
+            observed_at=_now(dt.UTC),
+            kind=kind,
+            note=note,
+            tlp=tlp,
+        ),
+    )
 
 
 @cli.command()
@@ -289,9 +329,16 @@ def sighting(ctx: _Context, indicator_id: str, kind: str, note: str | None, tlp:
 @click.pass_obj
 def action(ctx: _Context, indicator_id: str, kind: str, details: str | None, tlp: str) -> None:
     """Report an enforcement action you took on the seller an indicator names."""
-    event = _one(ctx, EnforcementAction.avro_type, action_id=str(uuid.uuid4()),
-                 indicator_id=indicator_id, taken_at=_now(dt.UTC), kind=kind, details=details,
-                 tlp=tlp)  # fmt: skip
+    event = _one(
+        ctx,
+        EnforcementAction.avro_type,
+        action_id=str(uuid.uuid4()),
+        indicator_id=indicator_id,
+        taken_at=_now(dt.UTC),
+        kind=kind,
+        details=details,
+        tlp=tlp,
+    )
     _publish_one(ctx, event)
 
 

@@ -33,11 +33,20 @@ from broker.errors import EventValidationError
 from broker.events import Event, SeizureReport, SellerIndicator
 
 _LIST_FIELDS = {
-    "product_categories", "brands", "seller.payment_accounts", "seller.merchant_ids",
-    "seller.ip_addresses", "seller.device_ids",
-}  # fmt: skip
-_ADDRESS_COLUMNS = ("seller.address.lines", "seller.address.city", "seller.address.region",
-                    "seller.address.postal_code", "seller.address.country")  # fmt: skip
+    "product_categories",
+    "brands",
+    "seller.payment_accounts",
+    "seller.merchant_ids",
+    "seller.ip_addresses",
+    "seller.device_ids",
+}
+_ADDRESS_COLUMNS = (
+    "seller.address.lines",
+    "seller.address.city",
+    "seller.address.region",
+    "seller.address.postal_code",
+    "seller.address.country",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +85,9 @@ def row_id(member: str, kind: type[Event], data: dict[str, Any]) -> str:
     return str(uuid.uuid5(ROW_ID_NAMESPACE, f"{member}\x1f{kind.avro_type}\x1f{content}"))
 
 
-def read_events(path: Path, kind: type[Event], member: str,
-                now: dt.datetime | None = None) -> Iterator[Accepted | Rejected]:  # fmt: skip
+def read_events(
+    path: Path, kind: type[Event], member: str, now: dt.datetime | None = None
+) -> Iterator[Accepted | Rejected]:
     """Each line of ``path`` as an accepted ``kind`` event or a rejection."""
     if kind not in _ID_FIELDS:
         raise EventValidationError(
@@ -144,8 +154,9 @@ def _unflatten(flat: dict[str, str]) -> dict[str, Any]:
         cell = cell.strip()
         if cell == "":
             continue
-        value: Any = [v.strip() for v in cell.split(";") if v.strip()] if column in _LIST_FIELDS \
-            else cell  # fmt: skip
+        value: Any = (
+            [v.strip() for v in cell.split(";") if v.strip()] if column in _LIST_FIELDS else cell
+        )
         head, _, leaf = column.partition(".")
         if leaf:
             out.setdefault(head, {})[leaf] = value
@@ -158,8 +169,9 @@ def _unflatten(flat: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _complete(data: dict[str, Any], kind: type[Event], member: str,
-              now: dt.datetime) -> dict[str, Any]:  # fmt: skip
+def _complete(
+    data: dict[str, Any], kind: type[Event], member: str, now: dt.datetime
+) -> dict[str, Any]:
     record = dict(data)
     id_field = _ID_FIELDS.get(kind)
     if id_field is not None and id_field not in record:

@@ -41,8 +41,9 @@ class PublisherConfig:
     delivery_timeout_s: float = 60.0
 
 
-def sign_event(codec: AvroCodec, event: Event, key: Ed25519PrivateKey,
-               kid: str) -> tuple[bytes, list[tuple[str, bytes]]]:  # fmt: skip
+def sign_event(
+    codec: AvroCodec, event: Event, key: Ed25519PrivateKey, kid: str
+) -> tuple[bytes, list[tuple[str, bytes]]]:
     """The encoded event and its headers (signing scheme v2, broker/signing.py): the key id
     and one signature over salted commitments to every field and to the encoded bytes. The
     router checks it whole; recipients check the fields they receive after redaction
@@ -96,8 +97,9 @@ class Publisher:
                 f"{event.source_member}"
             )
         record = event.to_avro()
-        value, headers = sign_event(self.codec, event, self.config.signing_key,
-                                    self.config.signing_kid)  # fmt: skip
+        value, headers = sign_event(
+            self.codec, event, self.config.signing_key, self.config.signing_kid
+        )
         return record, record_key(record), value, headers
 
     def publish(

@@ -35,17 +35,21 @@ def indicator(source: str = "platform-a", number: int = 0, **changes: Any) -> Ev
         "source_member": source,
         "observed_at": BASE_TIME - dt.timedelta(hours=1),
         "published_at": BASE_TIME,
-        "seller": {"account_id": f"S-{number}", "email": f"seller{number}@shop.example",
-                   "phone": "+8613800138000", "country": "CN",
-                   "payment_accounts": [f"acct_{number:06d}"],
-                   "addresses": [{"lines": ["1 Rd"], "city": "Putian", "country": "CN"}],
-                   "ip_addresses": ["203.0.113.9"]},
+        "seller": {
+            "account_id": f"S-{number}",
+            "email": f"seller{number}@shop.example",
+            "phone": "+8613800138000",
+            "country": "CN",
+            "payment_accounts": [f"acct_{number:06d}"],
+            "addresses": [{"lines": ["1 Rd"], "city": "Putian", "country": "CN"}],
+            "ip_addresses": ["203.0.113.9"],
+        },
         "product_categories": ["FOOTWEAR"],
         "confidence": 90,
         "hss": False,
         "tlp": "AMBER",
         "purpose": "IPR_ENFORCEMENT",
-    }  # fmt: skip
+    }
     record.update(changes)
     return EVENT_TYPES["SellerIndicator"].parse(record)
 
@@ -66,21 +70,30 @@ def retraction(of: Event, **changes: Any) -> Event:
 
 def mixed_stream(count: int) -> list[Event]:
     """A reproducible mix from several members: TLP, purposes, confidence and HSS vary."""
-    sources = ["platform-a", "platform-b", "platform-c", "payments-x", "brand-owner",
-               "express-carrier"]  # fmt: skip
+    sources = [
+        "platform-a",
+        "platform-b",
+        "platform-c",
+        "payments-x",
+        "brand-owner",
+        "express-carrier",
+    ]
     events: list[Event] = []
     for i in range(count):
         source = sources[i % len(sources)]
         extra: dict[str, Any] = {}
         if source == "brand-owner":
             extra["seller"] = {"store_url": f"https://brand-fakes{i % 50}.shop/item"}
-        events.append(indicator(
-            source, i,
-            confidence=55 + (i * 7) % 45,
-            hss=i % 5 == 0,
-            tlp=["GREEN", "AMBER", "AMBER", "CLEAR", "RED"][i % 5],
-            purpose=["IPR_ENFORCEMENT", "HEALTH_SAFETY", "FRAUD_PREVENTION"][i % 3],
-            product_categories=[["FOOTWEAR", "TOYS", "CONSUMER_ELECTRONICS"][i % 3]],
-            **extra,
-        ))  # fmt: skip
+        events.append(
+            indicator(
+                source,
+                i,
+                confidence=55 + (i * 7) % 45,
+                hss=i % 5 == 0,
+                tlp=["GREEN", "AMBER", "AMBER", "CLEAR", "RED"][i % 5],
+                purpose=["IPR_ENFORCEMENT", "HEALTH_SAFETY", "FRAUD_PREVENTION"][i % 3],
+                product_categories=[["FOOTWEAR", "TOYS", "CONSUMER_ELECTRONICS"][i % 3]],
+                **extra,
+            )
+        )
     return events

@@ -110,19 +110,38 @@ def seizure_reports() -> st.SearchStrategy[ev.SeizureReport]:
 
 def other_events() -> st.SearchStrategy[ev.Event]:
     return st.one_of(
-        st.builds(ev.EnforcementAction, action_id=uuids, source_member=member_ids,
-                  indicator_id=uuids, taken_at=past_times,
-                  kind=st.sampled_from(ev.EnforcementKind), details=st.none() | text,
-                  tlp=st.sampled_from(ev.Tlp)),
-        st.builds(ev.Sighting, sighting_id=uuids, source_member=member_ids, indicator_id=uuids,
-                  observed_at=past_times, kind=st.sampled_from(ev.SightingKind),
-                  note=st.none() | text, tlp=st.sampled_from(ev.Tlp)),
-        st.builds(ev.Retraction, retraction_id=uuids, source_member=member_ids,
-                  indicator_id=uuids, retracted_at=past_times,
-                  reason=st.sampled_from(ev.RetractionReason), explanation=st.none() | text,
-                  tlp=st.sampled_from(ev.Tlp)),
+        st.builds(
+            ev.EnforcementAction,
+            action_id=uuids,
+            source_member=member_ids,
+            indicator_id=uuids,
+            taken_at=past_times,
+            kind=st.sampled_from(ev.EnforcementKind),
+            details=st.none() | text,
+            tlp=st.sampled_from(ev.Tlp),
+        ),
+        st.builds(
+            ev.Sighting,
+            sighting_id=uuids,
+            source_member=member_ids,
+            indicator_id=uuids,
+            observed_at=past_times,
+            kind=st.sampled_from(ev.SightingKind),
+            note=st.none() | text,
+            tlp=st.sampled_from(ev.Tlp),
+        ),
+        st.builds(
+            ev.Retraction,
+            retraction_id=uuids,
+            source_member=member_ids,
+            indicator_id=uuids,
+            retracted_at=past_times,
+            reason=st.sampled_from(ev.RetractionReason),
+            explanation=st.none() | text,
+            tlp=st.sampled_from(ev.Tlp),
+        ),
         seizure_reports(),
-    )  # fmt: skip
+    )
 
 
 def all_events() -> st.SearchStrategy[ev.Event]:

@@ -99,12 +99,15 @@ def verify(bootstrap: str | None, topic: str, group: str | None, output_format: 
     rows = []
     for chain, seq in sorted(chains.items()):
         problem = problems.get(chain)
-        rows.append({
-            "chain": chain, "entries_ok": seq,
-            "status": problem.kind if problem else "intact",
-            "where": problem.position if problem else "",
-            "detail": problem.detail if problem else "",
-        })  # fmt: skip
+        rows.append(
+            {
+                "chain": chain,
+                "entries_ok": seq,
+                "status": problem.kind if problem else "intact",
+                "where": problem.position if problem else "",
+                "detail": problem.detail if problem else "",
+            }
+        )
     emit_rows(rows, ["chain", "entries_ok", "status", "where", "detail"], output_format)
     verdict = "intact" if report.intact else f"{len(report.problems)} chain(s) tampered"
     info(f"{report.entries} entries in {len(report.chains)} chains: {verdict}")

@@ -30,9 +30,12 @@ from broker.policy.testing import (
 from policies import POLICY_DIR
 
 _policies_option = click.option(
-    "--policies", "directory", type=click.Path(file_okay=False, path_type=Path),
-    default=POLICY_DIR, show_default="the example consortium",
-)  # fmt: skip
+    "--policies",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=POLICY_DIR,
+    show_default="the example consortium",
+)
 _at_option = click.option(
     "--at", "at", type=click.DateTime(), help="Evaluate as of this UTC time (default: now)."
 )
@@ -119,9 +122,13 @@ def _render(decision: Decision) -> str:
 
 @cli.command()
 @_policies_option
-@click.option("--record", "record_file", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help='JSON event with a "type" key naming its event type.')  # fmt: skip
+@click.option(
+    "--record",
+    "record_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help='JSON event with a "type" key naming its event type.',
+)
 @click.option("--recipient", required=True, help="Member id of the recipient.")
 @click.option(
     "--indicator",
@@ -217,24 +224,45 @@ def _received_indicator(
 
 #: The policy file kinds, as named in policies/schema/<name>.schema.json.
 SCHEMA_MODELS: tuple[tuple[str, type[BaseModel]], ...] = (
-    ("members", MemberRegistry), ("mou", Mou), ("policy-tests", PolicyTestFile),
-)  # fmt: skip
+    ("members", MemberRegistry),
+    ("mou", Mou),
+    ("policy-tests", PolicyTestFile),
+)
 
-_DIFF_COLUMNS = ("record_id", "event_type", "source", "recipient", "aspect", "path",
-                 "before", "after", "why")  # fmt: skip
+_DIFF_COLUMNS = (
+    "record_id",
+    "event_type",
+    "source",
+    "recipient",
+    "aspect",
+    "path",
+    "before",
+    "after",
+    "why",
+)
 
 
 @cli.command()
 @click.argument("old_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("new_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--records", "records_file", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help='JSON Lines, one event per line with a "type" key.')  # fmt: skip
+@click.option(
+    "--records",
+    "records_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help='JSON Lines, one event per line with a "type" key.',
+)
 @_at_option
 @output_option
 @click.option("--exit-code", is_flag=True, help="Exit 4 when anything would change.")
-def diff(old_dir: Path, new_dir: Path, records_file: Path, at: dt.datetime | None,
-         output_format: str, exit_code: bool) -> None:  # fmt: skip
+def diff(
+    old_dir: Path,
+    new_dir: Path,
+    records_file: Path,
+    at: dt.datetime | None,
+    output_format: str,
+    exit_code: bool,
+) -> None:
     """Impact preview: which recipients and fields would change from OLD_DIR's policies to
     NEW_DIR's for the sample records. Exit 1 when a record line is unreadable (each is
     listed), 4 with --exit-code when anything changes, else 0."""
@@ -244,11 +272,11 @@ def diff(old_dir: Path, new_dir: Path, records_file: Path, at: dt.datetime | Non
         info(problem)
     changes: list[Change] = []
     compared = 0
-    impact = policy_impact(old, new, records, now=_evaluation_time(at),
-                           match_key=OFFLINE_MATCH_KEY)  # fmt: skip
+    impact = policy_impact(old, new, records, now=_evaluation_time(at), match_key=OFFLINE_MATCH_KEY)
     quiet = not sys.stderr.isatty()
-    for count, found in track(impact, total=len(records), description="comparing",
-                              disable=quiet, transient=True):  # fmt: skip
+    for count, found in track(
+        impact, total=len(records), description="comparing", disable=quiet, transient=True
+    ):
         compared += count
         changes += found
     emit_rows([c.to_row() for c in changes], _DIFF_COLUMNS, output_format)
@@ -271,12 +299,17 @@ _TEST_COLUMNS = ("result", "file", "case", "recipient", "detail")
 
 @cli.command("test")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--cases", "cases_path", type=click.Path(exists=True, path_type=Path),
-              help="A test file or folder (default: DIRECTORY/tests).")  # fmt: skip
+@click.option(
+    "--cases",
+    "cases_path",
+    type=click.Path(exists=True, path_type=Path),
+    help="A test file or folder (default: DIRECTORY/tests).",
+)
 @output_option
 @click.option("-v", "--verbose", is_flag=True, help="List passing cases too.")
-def test_command(directory: Path, cases_path: Path | None, output_format: str,
-                 verbose: bool) -> None:  # fmt: skip
+def test_command(
+    directory: Path, cases_path: Path | None, output_format: str, verbose: bool
+) -> None:
     """Run the policy test cases kept beside the MOUs against DIRECTORY's policies.
     Exit 0 when every case passes, 4 when any fails, 1 when the policies or cases are
     invalid."""
@@ -284,30 +317,40 @@ def test_command(directory: Path, cases_path: Path | None, output_format: str,
     files = load_case_files(case_files(cases_path or directory / "tests"))
     results = run_cases(policy_set, files)
     rows = [
-        {"result": "PASS" if r.passed else "FAIL", "file": r.file, "case": r.name,
-         "recipient": r.recipient, "detail": "; ".join(r.failures)}
+        {
+            "result": "PASS" if r.passed else "FAIL",
+            "file": r.file,
+            "case": r.name,
+            "recipient": r.recipient,
+            "detail": "; ".join(r.failures),
+        }
         for r in results
         if verbose or not r.passed or output_format != "table"
-    ]  # fmt: skip
+    ]
     if rows:
         emit_rows(rows, _TEST_COLUMNS, output_format)
     failed = sum(not r.passed for r in results)
-    info(f"{policy_set.version}: {len(results)} cases, {len(results) - failed} passed, "
-         f"{failed} failed")  # fmt: skip
+    info(
+        f"{policy_set.version}: {len(results)} cases, {len(results) - failed} passed, "
+        f"{failed} failed"
+    )
     if failed:
         sys.exit(4)
 
 
 @cli.command()
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path),
-                default=POLICY_DIR / "schema")  # fmt: skip
+@click.argument(
+    "out_dir", type=click.Path(file_okay=False, path_type=Path), default=POLICY_DIR / "schema"
+)
 def schema(out_dir: Path) -> None:
     """Write the JSON Schemas of members.yaml, MOU and test-case files (for editors)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, model in SCHEMA_MODELS:
         path = out_dir / f"{name}.schema.json"
-        document = {"$schema": "https://json-schema.org/draft/2020-12/schema",
-                    **model.model_json_schema()}  # fmt: skip
+        document = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            **model.model_json_schema(),
+        }
         path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         info(f"wrote {path}")
 

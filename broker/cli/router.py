@@ -23,13 +23,16 @@ if TYPE_CHECKING:
     from broker.router import RouterService
 
 bootstrap_option = click.option(
-    "--bootstrap-server", "bootstrap",
+    "--bootstrap-server",
+    "bootstrap",
     help="host:port of Kafka (default: ACTION_KAFKA_BOOTSTRAP, else the local cluster).",
-)  # fmt: skip
+)
 policies_option = click.option(
-    "--policies", "policy_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+    "--policies",
+    "policy_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Policy folder (default: ACTION_POLICY_DIR, else the example consortium).",
-)  # fmt: skip
+)
 
 
 def resolve_kafka(explicit: str | None, settings: Settings) -> KafkaConnection:
@@ -58,21 +61,41 @@ def resolve_kafka(explicit: str | None, settings: Settings) -> KafkaConnection:
 @click.command()
 @bootstrap_option
 @policies_option
-@click.option("--partitions", type=click.IntRange(1, 1000), default=3, show_default=True,
-              help="Partitions of each new topic.")  # fmt: skip
-@click.option("--credentials-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where new SCRAM passwords are written, one 0600 file per user "
-              "(default: ACTION_CREDENTIALS_DIR, else <cache>/credentials).")  # fmt: skip
-@click.option("--rotate-credentials", is_flag=True,
-              help="Give every member and the router a new SCRAM password.")  # fmt: skip
-@click.option("--topics-only", is_flag=True,
-              help="Create topics only: no users, no ACLs (for a cluster without an "
-              "authorizer).")  # fmt: skip
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 1000),
+    default=3,
+    show_default=True,
+    help="Partitions of each new topic.",
+)
+@click.option(
+    "--credentials-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where new SCRAM passwords are written, one 0600 file per user "
+    "(default: ACTION_CREDENTIALS_DIR, else <cache>/credentials).",
+)
+@click.option(
+    "--rotate-credentials",
+    is_flag=True,
+    help="Give every member and the router a new SCRAM password.",
+)
+@click.option(
+    "--topics-only",
+    is_flag=True,
+    help="Create topics only: no users, no ACLs (for a cluster without an authorizer).",
+)
 @click.option("--dry-run", is_flag=True, help="List what would change, change nothing.")
 @output_option
-def provision(bootstrap: str | None, policy_dir: Path | None, partitions: int,
-              credentials_dir: Path | None, rotate_credentials: bool, topics_only: bool,
-              dry_run: bool, output_format: str) -> None:  # fmt: skip
+def provision(
+    bootstrap: str | None,
+    policy_dir: Path | None,
+    partitions: int,
+    credentials_dir: Path | None,
+    rotate_credentials: bool,
+    topics_only: bool,
+    dry_run: bool,
+    output_format: str,
+) -> None:
     """Create the inbound, feed, audit, dead-letter and ledger topics for every member in
     the registry (existing topics are reported, not changed); replication is 3 with
     min.insync.replicas 2 on a cluster of 3 or more brokers, else 1. Then a SCRAM user for
@@ -85,13 +108,21 @@ def provision(bootstrap: str | None, policy_dir: Path | None, partitions: int,
 
     kafka = resolve_kafka(bootstrap, settings)
     topics = provision_topics(kafka, registry, partitions=partitions, dry_run=dry_run)
-    access = [] if topics_only else provision_access(
-        kafka, registry, router_principal=settings.router_principal,
-        router_group=settings.router_group, credentials_dir=settings.credentials_folder,
-        rotate=rotate_credentials, dry_run=dry_run,
-        produce_byte_rate=settings.member_produce_byte_rate,
-        request_percentage=settings.member_request_percentage,
-    )  # fmt: skip
+    access = (
+        []
+        if topics_only
+        else provision_access(
+            kafka,
+            registry,
+            router_principal=settings.router_principal,
+            router_group=settings.router_group,
+            credentials_dir=settings.credentials_folder,
+            rotate=rotate_credentials,
+            dry_run=dry_run,
+            produce_byte_rate=settings.member_produce_byte_rate,
+            request_percentage=settings.member_request_percentage,
+        )
+    )
     rows = [o.to_row() for o in topics] + [o.to_row() for o in access if o.action != "exists"]
     emit_rows(rows, ["kind", "name", "detail", "action"], output_format)
     short = [o.topic for o in topics if o.action == "too-few-partitions"]
@@ -109,15 +140,30 @@ def provision(bootstrap: str | None, policy_dir: Path | None, partitions: int,
 @bootstrap_option
 @policies_option
 @click.option("--instance", help="Instance id, stable across restarts (default: 0).")
-@click.option("--metrics-port", type=click.IntRange(0, 65535),
-              help="Port of /metrics, /livez, /readyz (default 9464; 0: any free).")  # fmt: skip
-@click.option("--workers", type=click.IntRange(0, 64),
-              help="Routing worker processes beside the Kafka I/O (default 2; 0: route in "
-                   "this process).")  # fmt: skip
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
-              default="INFO", show_default=True)  # fmt: skip
-def run(bootstrap: str | None, policy_dir: Path | None, instance: str | None,
-        metrics_port: int | None, workers: int | None, log_level: str) -> None:  # fmt: skip
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Port of /metrics, /livez, /readyz (default 9464; 0: any free).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(0, 64),
+    help="Routing worker processes beside the Kafka I/O (default 2; 0: route in this process).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+    default="INFO",
+    show_default=True,
+)
+def run(
+    bootstrap: str | None,
+    policy_dir: Path | None,
+    instance: str | None,
+    metrics_port: int | None,
+    workers: int | None,
+    log_level: str,
+) -> None:
     """Run the router: every inbound record is decoded, checked, decided for every member
     and written to the feeds, the audit trail or the dead-letter topic, exactly once.
     SIGHUP reloads the policies; SIGTERM or Ctrl-C stops after the open transaction."""
@@ -135,11 +181,16 @@ def run(bootstrap: str | None, policy_dir: Path | None, instance: str | None,
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, reload)
-    logging.basicConfig(level=log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(log_level)))
-    settings = load_settings(policy_dir=policy_dir, router_instance=instance,
-                             metrics_port=metrics_port, router_workers=workers)  # fmt: skip
+    settings = load_settings(
+        policy_dir=policy_dir,
+        router_instance=instance,
+        metrics_port=metrics_port,
+        router_workers=workers,
+    )
     from broker.metrics import RouterMetrics, serve
     from broker.router import RouterService
 

@@ -36,10 +36,16 @@ def list_schemas(schema_dir: Path, output_format: str) -> None:
     """Every schema version with its id and fingerprint."""
     catalog = SchemaCatalog.load(schema_dir)
     rows = [
-        {"type": sv.type_name, "version": sv.version, "id": sv.schema_id,
-         "fingerprint": f"{sv.fingerprint:016x}", "subject": sv.subject, "file": sv.file.name}
+        {
+            "type": sv.type_name,
+            "version": sv.version,
+            "id": sv.schema_id,
+            "fingerprint": f"{sv.fingerprint:016x}",
+            "subject": sv.subject,
+            "file": sv.file.name,
+        }
         for sv in catalog
-    ]  # fmt: skip
+    ]
     emit_rows(rows, ["type", "version", "id", "fingerprint", "subject", "file"], output_format)
 
 

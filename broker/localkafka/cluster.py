@@ -531,13 +531,20 @@ class LocalCluster:
         )
         write_private(node_dir / "log4j2.properties", _LOG4J2_PROPERTIES)
         cmd = self._java_command(
-            "kafka.tools.StorageTool", node,
-            "format", "-t", state.cluster_id, "-c", str(config),
+            "kafka.tools.StorageTool",
+            node,
+            "format",
+            "-t",
+            state.cluster_id,
+            "-c",
+            str(config),
             # KIP-966: eligible leader replicas, so a shrinking ISR never elects a lossy leader.
-            "--feature", "eligible.leader.replicas.version=1",
+            "--feature",
+            "eligible.leader.replicas.version=1",
             # The super user exists from the first boot; members are added by provisioning.
-            "--add-scram", f"SCRAM-SHA-512=[name={ADMIN_USER},password={password}]",
-        )  # fmt: skip
+            "--add-scram",
+            f"SCRAM-SHA-512=[name={ADMIN_USER},password={password}]",
+        )
         result = subprocess.run(
             cmd, capture_output=True, text=True, timeout=120, check=False, umask=0o077
         )

@@ -21,10 +21,16 @@ _VALIDITY = dt.timedelta(days=825)  # the longest lifetime browsers' rules allow
 
 
 _CA_KEY_USAGE = x509.KeyUsage(
-    digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-    key_encipherment=False, data_encipherment=False, key_agreement=False,
-    encipher_only=False, decipher_only=False,
-)  # fmt: skip
+    digital_signature=True,
+    key_cert_sign=True,
+    crl_sign=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    encipher_only=False,
+    decipher_only=False,
+)
 
 
 @dataclass(frozen=True)
@@ -45,10 +51,12 @@ class TlsFiles:
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ACTION consortium (local development)"),
-        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-    ])  # fmt: skip
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ACTION consortium (local development)"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def create_local_pki(folder: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TlsFiles:
@@ -96,9 +104,10 @@ def create_local_pki(folder: Path, hosts: tuple[str, ...] = ("127.0.0.1", "local
     files.server_pem.chmod(0o600)
     # Kafka's PEM key store wants an unencrypted PKCS#8 key, then the chain leaf first.
     files.server_pem.write_bytes(
-        broker_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                 serialization.NoEncryption())
+        broker_key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         + broker_cert.public_bytes(pem)
         + ca_cert.public_bytes(pem)
-    )  # fmt: skip
+    )
     return files

@@ -82,6 +82,8 @@ class Decision:
             "rule_ids": list(self.rule_ids),
             "reasons": list(self.reasons),
             "held_until": self.held_until.isoformat() if self.held_until else None,
-            "fields": {f.path: {"treatment": f.treatment.value, "rules": list(f.rule_ids)}
-                       for f in self.fields},
-        }  # fmt: skip
+            "fields": {
+                f.path: {"treatment": f.treatment.value, "rules": list(f.rule_ids)}
+                for f in self.fields
+            },
+        }

@@ -230,9 +230,15 @@ class PolicySet:
                 rules = (share.id,) if combined == source_treatment else (accept.id,)
             fields.append(FieldDecision(path, combined, rules))
         changed = tuple(f for f in fields if f.treatment is not Treatment.KEEP)
-        return Candidate(share, accept, recipient.id in share.to.members, tuple(fields), changed,
-                         (share.id, accept.id),
-                         (f"shared by {share.id}, accepted by {accept.id}",))  # fmt: skip
+        return Candidate(
+            share,
+            accept,
+            recipient.id in share.to.members,
+            tuple(fields),
+            changed,
+            (share.id, accept.id),
+            (f"shared by {share.id}, accepted by {accept.id}",),
+        )
 
     # --- evaluate ---------------------------------------------------------------------
 
@@ -251,8 +257,9 @@ class PolicySet:
         record_id = record_id_of(record)
 
         def withheld(reasons: tuple[str, ...], rule_ids: tuple[str, ...] = ()) -> Decision:
-            return Decision(False, source, recipient, event_type, record_id, self.version,
-                            rule_ids, reasons)  # fmt: skip
+            return Decision(
+                False, source, recipient, event_type, record_id, self.version, rule_ids, reasons
+            )
 
         if source not in self.members:
             return withheld((f"source {source!r} is not a consortium member",))
@@ -313,20 +320,28 @@ class PolicySet:
 
     def _no_plan_reasons(self, plan_key: tuple[str, str, str]) -> tuple[str, ...]:
         source, event_type, recipient = plan_key
-        return self._shared(plan_key, lambda: (
-            f"no rule allows {event_type} from {source} to {recipient}: {source}'s MOU must "
-            f"share it with {recipient} (or its sector) and {recipient}'s MOU must accept it",
-        ))  # fmt: skip
+        return self._shared(
+            plan_key,
+            lambda: (
+                f"no rule allows {event_type} from {source} to {recipient}: {source}'s MOU must "
+                f"share it with {recipient} (or its sector) and {recipient}'s MOU must accept it",
+            ),
+        )
 
-    def _refusal_reasons(self, plan_key: tuple[str, str, str], candidates: tuple[Candidate, ...],
-                         refusals: list[str]) -> tuple[str, ...]:  # fmt: skip
-        return self._shared((plan_key, *refusals), lambda: tuple(
-            f"{c.share.id} + {c.accept.id}: {refusal}"
-            for c, refusal in zip(candidates, refusals, strict=True)
-        ))  # fmt: skip
+    def _refusal_reasons(
+        self, plan_key: tuple[str, str, str], candidates: tuple[Candidate, ...], refusals: list[str]
+    ) -> tuple[str, ...]:
+        return self._shared(
+            (plan_key, *refusals),
+            lambda: tuple(
+                f"{c.share.id} + {c.accept.id}: {refusal}"
+                for c, refusal in zip(candidates, refusals, strict=True)
+            ),
+        )
 
-    def _shared(self, key: tuple[Any, ...],
-                build: Callable[[], tuple[str, ...]]) -> tuple[str, ...]:  # fmt: skip
+    def _shared(
+        self, key: tuple[Any, ...], build: Callable[[], tuple[str, ...]]
+    ) -> tuple[str, ...]:
         """The reasons kept under ``key``, built on first use. Keyed by value, never by an
         object's id: the routing workers get this policy set pickled, cache and all, and
         ids mean nothing in another process."""

@@ -40,13 +40,28 @@ def decision_changes(old: Decision, new: Decision) -> list[Change]:
     """
 
     def change(aspect: str, before: str, after: str, path: str = "", why: str = "") -> Change:
-        return Change(old.record_id, old.event_type, old.source, old.recipient,
-                      aspect, path, before, after, why)  # fmt: skip
+        return Change(
+            old.record_id,
+            old.event_type,
+            old.source,
+            old.recipient,
+            aspect,
+            path,
+            before,
+            after,
+            why,
+        )
 
     if old.delivered != new.delivered:
         outcome = {True: "delivered", False: "withheld"}
-        return [change("delivery", outcome[old.delivered], outcome[new.delivered],
-                       why="; ".join(new.reasons))]  # fmt: skip
+        return [
+            change(
+                "delivery",
+                outcome[old.delivered],
+                outcome[new.delivered],
+                why="; ".join(new.reasons),
+            )
+        ]
     if not new.delivered:
         return []
     changes = []

@@ -195,11 +195,15 @@ def _conditions_apply(
 
 def _applicability(where: str, path: str, kind: str | None, treatment: Treatment) -> list[str]:
     if treatment in _TEXT_TREATMENTS and kind not in ("text", "text_list"):
-        return [f"{where}: fields.{path}: {treatment.value} applies to text fields; "
-                f"{path} is {kind or 'a record'} (use keep, drop or generalize)"]  # fmt: skip
+        return [
+            f"{where}: fields.{path}: {treatment.value} applies to text fields; "
+            f"{path} is {kind or 'a record'} (use keep, drop or generalize)"
+        ]
     if treatment is Treatment.GENERALIZE and path not in GENERALIZERS:
-        return [f"{where}: fields.{path}: no general form is defined for {path} "
-                f"(generalize applies to {', '.join(sorted(GENERALIZERS))})"]  # fmt: skip
+        return [
+            f"{where}: fields.{path}: no general form is defined for {path} "
+            f"(generalize applies to {', '.join(sorted(GENERALIZERS))})"
+        ]
     return []
 
 

@@ -84,8 +84,13 @@ def _generalize_phone(value: str) -> str:
 
 
 def _generalize_address(value: dict[str, Any]) -> dict[str, Any]:
-    return {"lines": [], "city": None, "region": None, "postal_code": None,
-            "country": value.get("country")}  # fmt: skip
+    return {
+        "lines": [],
+        "city": None,
+        "region": None,
+        "postal_code": None,
+        "country": value.get("country"),
+    }
 
 
 #: Fields that have a coarser form, and how to compute it (element-wise for lists).

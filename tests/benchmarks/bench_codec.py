@@ -41,8 +41,13 @@ def typical_indicator() -> dict[str, Any]:
                 "email": "service@luxury-outlet-88.example.com",
                 "phone": "+85291234567",
                 "country": "HK",
-                "addresses": [{"lines": ["Flat 12, 8/F", "88 Nathan Road"], "city": "Kowloon",
-                               "country": "HK"}],
+                "addresses": [
+                    {
+                        "lines": ["Flat 12, 8/F", "88 Nathan Road"],
+                        "city": "Kowloon",
+                        "country": "HK",
+                    }
+                ],
                 "payment_accounts": ["acct_1NqXk2Lz"],
                 "merchant_ids": ["MID-448812"],
                 "ip_addresses": ["203.0.113.17"],
@@ -59,7 +64,7 @@ def typical_indicator() -> dict[str, Any]:
             "tlp": "AMBER",
             "purpose": "IPR_ENFORCEMENT",
         }
-    ).to_avro()  # fmt: skip
+    ).to_avro()
 
 
 def best_rate(fn: Callable[[], None], count: int, rounds: int) -> float:
@@ -84,8 +89,9 @@ def main() -> None:
     record = typical_indicator()
     framed = codec.encode("SellerIndicator", record)
     raw_body = framed[5:]
-    v1_framed = codec.encode("SellerIndicator", {k: v for k, v in record.items()
-                                                 if k != "expires_at"}, version=1)  # fmt: skip
+    v1_framed = codec.encode(
+        "SellerIndicator", {k: v for k, v in record.items() if k != "expires_at"}, version=1
+    )
 
     def raw_encode() -> None:
         for _ in range(n):
@@ -118,13 +124,17 @@ def main() -> None:
     print(
         f"SellerIndicator v{sv.version}, {len(framed)} bytes framed; {n} records, best of {rounds}"
     )
-    print(f"{'operation':<10} {'raw fastavro rec/s':>19} {'catalog rec/s':>14} "
-          f"{'overhead':>9} {'target':>7}  verdict")  # fmt: skip
+    print(
+        f"{'operation':<10} {'raw fastavro rec/s':>19} {'catalog rec/s':>14} "
+        f"{'overhead':>9} {'target':>7}  verdict"
+    )
     for name, raw, ours in rows:
         overhead = raw / ours - 1
         verdict = "ok" if overhead < TARGET_OVERHEAD else "OVER"
-        print(f"{name:<10} {raw:>19,.0f} {ours:>14,.0f} {overhead:>8.1%} "
-              f"{TARGET_OVERHEAD:>7.0%}  {verdict}")  # fmt: skip
+        print(
+            f"{name:<10} {raw:>19,.0f} {ours:>14,.0f} {overhead:>8.1%} "
+            f"{TARGET_OVERHEAD:>7.0%}  {verdict}"
+        )
     print(
         f"(for reference: catalog decode of a v1 record into the v2 reader: {resolving:,.0f} rec/s)"
     )

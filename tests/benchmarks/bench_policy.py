@@ -66,11 +66,15 @@ def records(count: int) -> list[dict[str, Any]]:
                     "source_member": SOURCES[i % len(SOURCES)],
                     "observed_at": now - dt.timedelta(hours=1),
                     "published_at": now,
-                    "seller": {"account_id": f"S-{i}", "email": f"seller{i}@shop.example",
-                               "phone": "+8613800138000", "country": "CN",
-                               "payment_accounts": [f"acct_{i:06d}"],
-                               "addresses": [{"lines": ["1 Rd"], "country": "CN"}],
-                               "ip_addresses": ["203.0.113.9"]},
+                    "seller": {
+                        "account_id": f"S-{i}",
+                        "email": f"seller{i}@shop.example",
+                        "phone": "+8613800138000",
+                        "country": "CN",
+                        "payment_accounts": [f"acct_{i:06d}"],
+                        "addresses": [{"lines": ["1 Rd"], "country": "CN"}],
+                        "ip_addresses": ["203.0.113.9"],
+                    },
                     "product_categories": ["FOOTWEAR"],
                     "confidence": 60 + i % 40,
                     "hss": i % 7 == 0,
@@ -78,7 +82,7 @@ def records(count: int) -> list[dict[str, Any]]:
                     "purpose": ["IPR_ENFORCEMENT", "HEALTH_SAFETY", "FRAUD_PREVENTION"][i % 3],
                 }
             ).to_avro()
-        )  # fmt: skip
+        )
     return out
 
 
@@ -108,8 +112,10 @@ def main() -> None:
     batch = records(args.records)
     with tempfile.TemporaryDirectory() as tmp:
         twenty = twenty_member_consortium(Path(tmp) / "p")
-        consortia = [("example (8 members)", load_policies(POLICY_DIR)),
-                     ("20 members", load_policies(twenty))]  # fmt: skip
+        consortia = [
+            ("example (8 members)", load_policies(POLICY_DIR)),
+            ("20 members", load_policies(twenty)),
+        ]
         print(f"{args.records} SellerIndicator records x every other member, best of {args.rounds}")
         print(f"{'consortium':<22} {'decisions/s':>12} {'delivered':>10} {'target':>8}  verdict")
         for name, policy_set in consortia:

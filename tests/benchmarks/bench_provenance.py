@@ -63,10 +63,13 @@ def main() -> None:
     for event, key, value, headers, record in prepared:
         source = event.source_member
         kid = signing_kid(source)
-        proofs.append((FieldProof.verify(record, event.avro_type, headers, kid,
-                                         verifier.public_key(kid)), record))  # fmt: skip
-        inbound = Inbound(f"action.in.{source}", 0, 0, key, value,
-                          tuple(headers.items()), 0)  # fmt: skip
+        proofs.append(
+            (
+                FieldProof.verify(record, event.avro_type, headers, kid, verifier.public_key(kid)),
+                record,
+            )
+        )
+        inbound = Inbound(f"action.in.{source}", 0, 0, key, value, tuple(headers.items()), 0)
         for feed in router.route(inbound, now=NOW, ledger=DeliveryLedger()).feeds:
             got = header_map(feed.headers)
             plain = avro_values(CODEC.decode(feed.value).record)
@@ -108,20 +111,36 @@ def main() -> None:
         ("router: disclose", 0.0, _per_item(disclose, n), "per delivery"),
         ("recipient: verify", None, _per_item(recipient_verify, len(named)), "per delivery"),
     ]
-    headers_bytes = sum(len(v) for _, _, _, h, _ in prepared
-                        for k, v in h.items() if k.startswith("action.fields")) / n  # fmt: skip
-    proof_bytes = sum(len(v) for _, _, h in named for k, v in h.items()
-                      if k.startswith("action.src")) / max(1, len(named))  # fmt: skip
-    table = Table("step", "per-record signing (us)", "field proof (us)", "ratio", "unit",
-                  title=f"provenance cost: {n} records, {len(named)} named deliveries")  # fmt: skip
+    headers_bytes = (
+        sum(
+            len(v)
+            for _, _, _, h, _ in prepared
+            for k, v in h.items()
+            if k.startswith("action.fields")
+        )
+        / n
+    )
+    proof_bytes = sum(
+        len(v) for _, _, h in named for k, v in h.items() if k.startswith("action.src")
+    ) / max(1, len(named))
+    table = Table(
+        "step",
+        "per-record signing (us)",
+        "field proof (us)",
+        "ratio",
+        "unit",
+        title=f"provenance cost: {n} records, {len(named)} named deliveries",
+    )
     for step, plain, fields, unit in rows:
         ratio = f"{fields / plain:.1f}x" if plain else "-"
         shown = "n/a (cannot survive redaction)" if plain is None else f"{plain:.1f}"
         table.add_row(step, shown, f"{fields:.1f}", ratio, unit)
     console = Console(width=110)
     console.print(table)
-    console.print(f"extra bytes: {headers_bytes:.0f} per inbound record (salts, signature), "
-                    f"{proof_bytes:.0f} per named delivery (proof)")  # fmt: skip
+    console.print(
+        f"extra bytes: {headers_bytes:.0f} per inbound record (salts, signature), "
+        f"{proof_bytes:.0f} per named delivery (proof)"
+    )
 
 
 if __name__ == "__main__":

@@ -93,13 +93,21 @@ class CpuWindow:
         finished, cpu = time.perf_counter(), {k: probe() for k, probe in self.probes.items()}
         started, at_start, cpu_at_start = self.started or (finished, 0, cpu)
         records = max(done - at_start, 1)
-        return Timed(records / max(finished - started, 1e-9),
-                     {k: (cpu[k] - cpu_at_start[k]) * 1000 / records for k in cpu})  # fmt: skip
+        return Timed(
+            records / max(finished - started, 1e-9),
+            {k: (cpu[k] - cpu_at_start[k]) * 1000 / records for k in cpu},
+        )
 
 
-def route_all(kafka: KafkaConnection, expected_in: int, group: str, log_dir: Path,
-              workers: int | None, broker_pid: int | None,
-              instance: str = "throughput") -> tuple[Timed, int]:  # fmt: skip
+def route_all(
+    kafka: KafkaConnection,
+    expected_in: int,
+    group: str,
+    log_dir: Path,
+    workers: int | None,
+    broker_pid: int | None,
+    instance: str = "throughput",
+) -> tuple[Timed, int]:
     """Run ``action-broker run`` until its group has committed ``expected_in`` records;
     the timed run and the output records it wrote."""
     settings: dict[str, Any] = {"router_group": group}
@@ -112,11 +120,13 @@ def route_all(kafka: KafkaConnection, expected_in: int, group: str, log_dir: Pat
         router.wait_ready(120)
         assert router.process is not None
         main_pid, worker_pids = router.process.pid, router.workers()
-        window = CpuWindow({
-            "router main process": lambda: _process_cpu_s(main_pid),
-            "routing workers": lambda: sum(_process_cpu_s(p) for p in worker_pids),
-            "Kafka": lambda: _process_cpu_s(broker_pid),
-        })  # fmt: skip
+        window = CpuWindow(
+            {
+                "router main process": lambda: _process_cpu_s(main_pid),
+                "routing workers": lambda: sum(_process_cpu_s(p) for p in worker_pids),
+                "Kafka": lambda: _process_cpu_s(broker_pid),
+            }
+        )
         while (done := committed_records(admin, group)) < expected_in:
             if window.started is None and done > 0:
                 window.open(done)
@@ -133,17 +143,33 @@ def route_all(kafka: KafkaConnection, expected_in: int, group: str, log_dir: Pat
     return timed, int(decisions + delivered + expected_in)  # audit + feeds + ledger/dlq
 
 
-def passthrough(kafka: KafkaConnection, expected_in: int, outputs: int, group: str,
-                batch: int, broker_pid: int | None) -> Timed:  # fmt: skip
+def passthrough(
+    kafka: KafkaConnection,
+    expected_in: int,
+    outputs: int,
+    group: str,
+    batch: int,
+    broker_pid: int | None,
+) -> Timed:
     """Read the inbound records, write ``outputs`` records of their bytes, transactionally.
     Timed like the router: from the first commit to the last."""
-    consumer = KafkaConsumer(**kafka.client_config(), group_id=group,
-                             enable_auto_commit=False, isolation_level="read_committed",
-                             auto_offset_reset="earliest", max_poll_records=batch)  # fmt: skip
+    consumer = KafkaConsumer(
+        **kafka.client_config(),
+        group_id=group,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        max_poll_records=batch,
+    )
     consumer.subscribe(pattern=INBOUND_PATTERN)
     # The router's producer settings, and like it the flush before each commit.
-    producer = KafkaProducer(**kafka.client_config(), transactional_id=f"{group}.raw",
-                             acks="all", linger_ms=2000, batch_size=256 * 1024)  # fmt: skip
+    producer = KafkaProducer(
+        **kafka.client_config(),
+        transactional_id=f"{group}.raw",
+        acks="all",
+        linger_ms=2000,
+        batch_size=256 * 1024,
+    )
     producer.init_transactions()
     # Every copy of an input record has its key, so the client's partitioner would hash
     # that key again for each copy. Hashed once per input instead (to the partition the
@@ -153,8 +179,12 @@ def passthrough(kafka: KafkaConnection, expected_in: int, outputs: int, group: s
     partitions = len(producer.partitions_for(PASSTHROUGH_TOPIC))
     fan_out = outputs / expected_in
     read = written = 0
-    window = CpuWindow({"passthrough": lambda: _own_cpu_s(resource.RUSAGE_SELF),
-                        "Kafka": lambda: _process_cpu_s(broker_pid)})  # fmt: skip
+    window = CpuWindow(
+        {
+            "passthrough": lambda: _own_cpu_s(resource.RUSAGE_SELF),
+            "Kafka": lambda: _process_cpu_s(broker_pid),
+        }
+    )
     while read < expected_in:
         polled = consumer.poll(timeout_ms=500)
         if not polled:
@@ -167,8 +197,13 @@ def passthrough(kafka: KafkaConnection, expected_in: int, outputs: int, group: s
                 key = record.key
                 partition = None if key is None else default_partition(key, partitions)
                 while written < read * fan_out:
-                    producer.send(PASSTHROUGH_TOPIC, value=record.value, key=key,
-                                  headers=record.headers, partition=partition)  # fmt: skip
+                    producer.send(
+                        PASSTHROUGH_TOPIC,
+                        value=record.value,
+                        key=key,
+                        headers=record.headers,
+                        partition=partition,
+                    )
                     written += 1
             offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
         producer.flush()
@@ -182,8 +217,9 @@ def passthrough(kafka: KafkaConnection, expected_in: int, outputs: int, group: s
     return timed
 
 
-def latency(kafka: KafkaConnection, rate: int, seconds: int, group: str, log_dir: Path,
-            workers: int | None) -> tuple[float, float, int]:  # fmt: skip
+def latency(
+    kafka: KafkaConnection, rate: int, seconds: int, group: str, log_dir: Path, workers: int | None
+) -> tuple[float, float, int]:
     settings: dict[str, Any] = {"router_group": group}
     if workers is not None:
         settings["router_workers"] = workers
@@ -229,12 +265,21 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=int, default=20)
-    parser.add_argument("--low-rate", type=int, default=100,
-                        help="a second latency run at a rate this machine sustains")  # fmt: skip
-    parser.add_argument("--turns", type=int, default=2,
-                        help="passthrough runs, each between two router runs")  # fmt: skip
-    parser.add_argument("--workers", type=int, default=None,
-                        help="the router's routing processes (default: its setting)")  # fmt: skip
+    parser.add_argument(
+        "--low-rate",
+        type=int,
+        default=100,
+        help="a second latency run at a rate this machine sustains",
+    )
+    parser.add_argument(
+        "--turns", type=int, default=2, help="passthrough runs, each between two router runs"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="the router's routing processes (default: its setting)",
+    )
     args = parser.parse_args()
     if args.turns < 1:
         parser.error("--turns must be at least 1 (one passthrough run between two router runs)")
@@ -289,22 +334,34 @@ def run(kafka: KafkaConnection, credentials: Path, args: Any, broker_pid: int | 
     outputs = 0
     for turn in range(args.turns + 1):
         group = router_group if turn == 0 else f"{router_group}-{turn}"
-        timed, outputs = route_all(kafka, args.records, group, logs, args.workers, broker_pid,
-                                   instance=f"throughput-{turn}")  # fmt: skip
+        timed, outputs = route_all(
+            kafka,
+            args.records,
+            group,
+            logs,
+            args.workers,
+            broker_pid,
+            instance=f"throughput-{turn}",
+        )
         routed_runs.append(timed)
         if turn < args.turns:
-            raw_runs.append(passthrough(kafka, args.records, outputs, f"bench-raw-{tag}-{turn}",
-                                        batch, broker_pid))  # fmt: skip
+            raw_runs.append(
+                passthrough(
+                    kafka, args.records, outputs, f"bench-raw-{tag}-{turn}", batch, broker_pid
+                )
+            )
     routed, raw = _mean(routed_runs), _mean(raw_runs)
     runs = [
         (rate, *latency(kafka, rate, args.seconds, router_group, logs, args.workers))
         for rate in (args.low_rate, args.rate)
-    ]  # fmt: skip  (no backlog before the low rate)
+    ]  # no backlog before the low rate
     ratio = routed.rate / raw.rate
     workers = args.workers if args.workers is not None else load_settings().router_workers
-    print(f"{args.records:,} input records, example consortium; {outputs:,} output records "
-          f"(feeds + audit + ledger); router with {workers} routing worker(s); "
-          f"{os.cpu_count()} cores")  # fmt: skip
+    print(
+        f"{args.records:,} input records, example consortium; {outputs:,} output records "
+        f"(feeds + audit + ledger); router with {workers} routing worker(s); "
+        f"{os.cpu_count()} cores"
+    )
     print(f"{'measure':<44} {'value':>10}")
     turns = [f"{run.rate:,.0f}" for run in routed_runs]
     print(f"{'router input records/s, each run':<44} {' / '.join(turns):>10}")

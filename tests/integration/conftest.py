@@ -84,8 +84,13 @@ def consortium(kafka: KafkaConnection, tmp_path_factory: pytest.TempPathFactory)
     consortium = Consortium.provision(kafka, registry, credentials)
     again = provision_topics(kafka, registry, partitions=3, dry_run=False)
     assert {o.action for o in again} == {"exists"}, "provisioning topics is idempotent"
-    access = provision_access(kafka, registry, router_principal="User:action-router",
-                              router_group="action-router", credentials_dir=credentials,
-                              dry_run=False)  # fmt: skip
+    access = provision_access(
+        kafka,
+        registry,
+        router_principal="User:action-router",
+        router_group="action-router",
+        credentials_dir=credentials,
+        dry_run=False,
+    )
     assert {o.action for o in access} == {"exists"}, "provisioning access is idempotent"
     return consortium

@@ -27,12 +27,22 @@ ACTION_BROKER = str(Path(sys.executable).parent / "action-broker")
 class RouterProcess:
     """``action-broker run`` in a subprocess, logging to a file."""
 
-    def __init__(self, kafka: KafkaConnection, log_dir: Path, instance: str = "0",
-                 args: Iterable[str] = (), **settings: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        kafka: KafkaConnection,
+        log_dir: Path,
+        instance: str = "0",
+        args: Iterable[str] = (),
+        **settings: Any,
+    ) -> None:
         self.log_path = log_dir / f"router-{instance}.log"
-        self.env = {**os.environ, **kafka.environment(),
-                    "ACTION_ROUTER_INSTANCE": instance, "ACTION_METRICS_PORT": "0",
-                    **{f"ACTION_{k.upper()}": str(v) for k, v in settings.items()}}  # fmt: skip
+        self.env = {
+            **os.environ,
+            **kafka.environment(),
+            "ACTION_ROUTER_INSTANCE": instance,
+            "ACTION_METRICS_PORT": "0",
+            **{f"ACTION_{k.upper()}": str(v) for k, v in settings.items()},
+        }
         self.args = list(args)  # command-line options after `action-broker run`
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -45,8 +55,9 @@ class RouterProcess:
         self._log_start = log.tell()
         log.write(f"--- start {self.starts}\n".encode())
         log.flush()
-        self.process = subprocess.Popen([ACTION_BROKER, "run", *self.args], env=self.env,
-                                        stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        self.process = subprocess.Popen(
+            [ACTION_BROKER, "run", *self.args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
         log.close()
         return self
 
@@ -138,9 +149,12 @@ def publish(consortium: Consortium, events: Iterable[Event]) -> int:
     for event in events:
         member = event.source_member
         if member not in producers:
-            producers[member] = KafkaProducer(**consortium.member(member).client_config(),
-                                              acks="all", linger_ms=20,
-                                              max_request_size=1_200_000)  # fmt: skip
+            producers[member] = KafkaProducer(
+                **consortium.member(member).client_config(),
+                acks="all",
+                linger_ms=20,
+                max_request_size=1_200_000,
+            )
         key, value, headers = signed(event)
         producers[member].send(f"action.in.{member}", value=value, key=key, headers=headers)
         count += 1
@@ -150,8 +164,13 @@ def publish(consortium: Consortium, events: Iterable[Event]) -> int:
     return count
 
 
-def send_raw(kafka: KafkaConnection, topic: str, value: bytes | None, key: bytes,
-             headers: list[tuple[str, bytes]]) -> None:  # fmt: skip
+def send_raw(
+    kafka: KafkaConnection,
+    topic: str,
+    value: bytes | None,
+    key: bytes,
+    headers: list[tuple[str, bytes]],
+) -> None:
     producer = KafkaProducer(**kafka.client_config(), acks="all", max_request_size=1_200_000)
     producer.send(topic, value=value, key=key, headers=headers)
     producer.flush(30)
@@ -162,12 +181,18 @@ class TopicReader:
     """A read_committed reader of whole topics, from the beginning, without a group."""
 
     def __init__(self, kafka: KafkaConnection, topics: list[str]) -> None:
-        self.consumer = KafkaConsumer(**kafka.client_config(), group_id=None,
-                                      isolation_level="read_committed",
-                                      auto_offset_reset="earliest",
-                                      max_partition_fetch_bytes=3_000_000)  # fmt: skip
-        partitions = [TopicPartition(t, p) for t in topics
-                      for p in sorted(self.consumer.partitions_for_topic(t) or ())]  # fmt: skip
+        self.consumer = KafkaConsumer(
+            **kafka.client_config(),
+            group_id=None,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=3_000_000,
+        )
+        partitions = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in sorted(self.consumer.partitions_for_topic(t) or ())
+        ]
         self.consumer.assign(partitions)
         self.consumer.seek_to_beginning(*partitions)
 

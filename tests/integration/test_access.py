@@ -34,15 +34,20 @@ OPERATIONS = ("READ", "WRITE", "DESCRIBE", "CREATE", "DELETE", "ALTER")
 
 def _with_collision(registry: MemberRegistry) -> MemberRegistry:
     """The example consortium plus ``platform-ab``, whose id starts with ``platform-a``."""
-    collider = Member(id="platform-ab", name="Platform AB (prefix collision)",
-                      sector="platform", principal="User:platform-ab")  # fmt: skip
+    collider = Member(
+        id="platform-ab",
+        name="Platform AB (prefix collision)",
+        sector="platform",
+        principal="User:platform-ab",
+    )
     return registry.model_copy(update={"members": (*registry.members, collider)})
 
 
 @pytest.fixture(scope="module")
 def extended(consortium: Consortium, kafka: KafkaConnection) -> Iterator[Consortium]:
-    yield Consortium.provision(kafka, _with_collision(consortium.registry),
-                               consortium.credentials_dir)  # fmt: skip
+    yield Consortium.provision(
+        kafka, _with_collision(consortium.registry), consortium.credentials_dir
+    )
     # Back to the example consortium for the rest of the session (a no-op if the
     # revocation test already did it).
     Consortium.provision(kafka, consortium.registry, consortium.credentials_dir)
@@ -103,18 +108,33 @@ def _connection(consortium: Consortium, who: str) -> KafkaConnection:
 def test_provision_cli_dry_run_reports_nothing_to_change(consortium: Consortium) -> None:
     """First in this module, before the collision member exists: `action-broker provision
     --dry-run` on the provisioned consortium finds every topic, user and ACL in place."""
-    env = {**os.environ, **consortium.admin.environment(),
-           "ACTION_CREDENTIALS_DIR": str(consortium.credentials_dir)}  # fmt: skip
-    run = subprocess.run([ACTION_BROKER, "provision", "--dry-run", "-o", "json"], env=env,
-                         capture_output=True, text=True, check=False, timeout=120)  # fmt: skip
+    env = {
+        **os.environ,
+        **consortium.admin.environment(),
+        "ACTION_CREDENTIALS_DIR": str(consortium.credentials_dir),
+    }
+    run = subprocess.run(
+        [ACTION_BROKER, "provision", "--dry-run", "-o", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     rows = json.loads(run.stdout)
     assert {r["kind"] for r in rows} == {"topic"}, "no user or ACL would change"
     assert {r["action"] for r in rows} == {"exists"}
     assert "acls exists" in run.stderr
     as_member = {**env, **consortium.member("platform-a").environment()}
-    refused = subprocess.run([ACTION_BROKER, "provision"], env=as_member, capture_output=True,
-                             text=True, check=False, timeout=120)  # fmt: skip
+    refused = subprocess.run(
+        [ACTION_BROKER, "provision"],
+        env=as_member,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert refused.returncode == 1
     assert "error: User:platform-a may not create topics" in refused.stderr
     assert "Traceback" not in refused.stderr
@@ -140,9 +160,11 @@ def test_the_authorizer_grants_exactly_the_expected_rights(extended: Consortium)
             for group in _groups(extended):
                 expected = expected_group_rights(who, group)
                 readable = _any_readable_topic(extended, who)
-                tried = {"DESCRIBE": _can_describe_group(admin, group),
-                         "DELETE": _can_delete_group(admin, group),
-                         "READ": _can_join(kafka, group, readable)}  # fmt: skip
+                tried = {
+                    "DESCRIBE": _can_describe_group(admin, group),
+                    "DELETE": _can_delete_group(admin, group),
+                    "READ": _can_join(kafka, group, readable),
+                }
                 for op, allowed in tried.items():
                     checked += 1
                     if allowed != (op in expected):
@@ -203,8 +225,7 @@ def test_no_member_writes_or_reads_beyond_its_own_topics(extended: Consortium) -
 
 def _writable(kafka: KafkaConnection, topics: list[str]) -> set[str]:
     """The topics a produce request (acks=all) succeeded on."""
-    producer = KafkaProducer(**kafka.client_config(), acks="all", max_block_ms=10_000,
-                             retries=0)  # fmt: skip
+    producer = KafkaProducer(**kafka.client_config(), acks="all", max_block_ms=10_000, retries=0)
     futures = {}
     for topic in topics:
         try:
@@ -225,8 +246,9 @@ def _writable(kafka: KafkaConnection, topics: list[str]) -> set[str]:
 def _readable(kafka: KafkaConnection, topics: list[str], rounds: int = 8) -> set[str]:
     """The topics a fetch succeeded on: the consumer learns a partition's high watermark
     only from a fetch response, so a known one proves the broker served the fetch."""
-    consumer = KafkaConsumer(**kafka.client_config(), group_id=None, enable_auto_commit=False,
-                             fetch_max_wait_ms=100)  # fmt: skip
+    consumer = KafkaConsumer(
+        **kafka.client_config(), group_id=None, enable_auto_commit=False, fetch_max_wait_ms=100
+    )
     partitions = [TopicPartition(topic, 0) for topic in topics]
     consumer.assign(partitions)
     consumer.seek_to_beginning()
@@ -245,8 +267,10 @@ def test_prefix_collision_gives_platform_a_nothing_of_platform_ab(extended: Cons
     """``platform-a`` and ``platform-ab``: neither reaches the other's topics or groups,
     because topics are granted by literal name and group prefixes end with a delimiter."""
     a, ab = extended.member("platform-a"), extended.member("platform-ab")
-    pair_in, pair_feed = ["action.in.platform-a", "action.in.platform-ab"], [
-        "action.feed.platform-a", "action.feed.platform-ab"]  # fmt: skip
+    pair_in, pair_feed = (
+        ["action.in.platform-a", "action.in.platform-ab"],
+        ["action.feed.platform-a", "action.feed.platform-ab"],
+    )
     assert _writable(a, pair_in) == {"action.in.platform-a"}
     assert _readable(a, pair_feed) == {"action.feed.platform-a"}
     assert _writable(ab, pair_in) == {"action.in.platform-ab"}
@@ -258,8 +282,13 @@ def test_prefix_collision_gives_platform_a_nothing_of_platform_ab(extended: Cons
 
 def _can_join(kafka: KafkaConnection, group: str, topic: str) -> bool:
     """Join ``group`` subscribed to ``topic`` (one the principal may read)."""
-    consumer = KafkaConsumer(topic, **kafka.client_config(), group_id=group,
-                             enable_auto_commit=False, auto_offset_reset="earliest")  # fmt: skip
+    consumer = KafkaConsumer(
+        topic,
+        **kafka.client_config(),
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     try:
         for _ in range(20):
             consumer.poll(timeout_ms=1_000)
@@ -278,8 +307,9 @@ def test_no_member_can_fence_the_router_or_join_its_group(extended: Consortium) 
     not even describe the router's transactions."""
     for who in _members(extended):
         kafka = extended.member(who)
-        producer = KafkaProducer(**kafka.client_config(), transactional_id=f"{ROUTER}.0",
-                                 max_block_ms=15_000)  # fmt: skip
+        producer = KafkaProducer(
+            **kafka.client_config(), transactional_id=f"{ROUTER}.0", max_block_ms=15_000
+        )
         with pytest.raises(kafka_errors.TransactionalIdAuthorizationFailedError):
             producer.init_transactions()
         with contextlib.suppress(kafka_errors.KafkaError):
@@ -308,13 +338,17 @@ def test_members_cannot_create_delete_or_reconfigure_topics(extended: Consortium
             admin.create_topics([NewTopic("action.in.platform-a2", 1, 1)], timeout_ms=10_000)
         with pytest.raises(kafka_errors.TopicAuthorizationFailedError):
             admin.delete_topics(["action.in.platform-a"], timeout_ms=10_000)
-        resource = ConfigResource(ConfigResourceType.TOPIC, "action.in.platform-a",
-                                  configs={"retention.ms": "1"})  # fmt: skip
+        resource = ConfigResource(
+            ConfigResourceType.TOPIC, "action.in.platform-a", configs={"retention.ms": "1"}
+        )
         answer = admin.alter_configs([resource], raise_on_unknown=False, incremental=True)
         assert "TopicAuthorizationFailed" in answer["topic"]["action.in.platform-a"]
     with admin_client(extended.admin, "acl-admin-check") as admin:
-        names = {t["name"] for t in admin.describe_topics(["action.in.platform-a"])
-                 if t["error_code"] == 0}  # fmt: skip
+        names = {
+            t["name"]
+            for t in admin.describe_topics(["action.in.platform-a"])
+            if t["error_code"] == 0
+        }
     assert names == {"action.in.platform-a"}, "the topic is still there"
 
 
@@ -341,16 +375,21 @@ def test_removing_a_member_revokes_all_of_its_rights(
     assert any(acl.principal == "User:platform-ab" for acl in before)
     assert "platform-ab" in quotas_before, "a member's principal gets quotas"
     original = [m for m in extended.registry.members if m.id != "platform-ab"]
-    Consortium.provision(kafka, extended.registry.model_copy(update={"members": tuple(original)}),
-                         extended.credentials_dir)  # fmt: skip
+    Consortium.provision(
+        kafka,
+        extended.registry.model_copy(update={"members": tuple(original)}),
+        extended.credentials_dir,
+    )
     with admin_client(kafka, "acl-revoke") as admin:
         after = current_acls(admin)
         quotas_after = current_quotas(admin)
     assert not any(acl.principal == "User:platform-ab" for acl in after)
     assert quotas_after == {u: q for u, q in quotas_before.items() if u != "platform-ab"}
     # Gone too: the router's rights on the removed member's topics.
-    assert after == {acl for acl in before
-                     if acl.principal != "User:platform-ab"
-                     and not acl.resource_name.endswith(".platform-ab")}  # fmt: skip
+    assert after == {
+        acl
+        for acl in before
+        if acl.principal != "User:platform-ab" and not acl.resource_name.endswith(".platform-ab")
+    }
     assert live_broker_ids(collider, timeout_s=3) == set(), "its credentials no longer work"
     assert not (extended.credentials_dir / "platform-ab.password").exists()

@@ -62,8 +62,9 @@ def test_up_status_logs_down_leaves_nothing_running(tmp_path: Path) -> None:
         _assert_tls_is_required(admin, tmp_path)
         state = json.loads(_run("kafka", "state", "--data-dir", str(data_dir)).stdout)
         assert state["ssl_cafile"] == admin.ssl_cafile
-        assert "password" not in json.dumps({k: v for k, v in state.items()
-                                             if k != "sasl_password_file"})  # fmt: skip
+        assert "password" not in json.dumps(
+            {k: v for k, v in state.items() if k != "sasl_password_file"}
+        )
 
         status = _run("kafka", "status", "--data-dir", str(data_dir), "-o", "json")
         assert status.returncode == 0, status.stderr

@@ -59,14 +59,28 @@ def _dead_letter_reasons(
 def _publisher(consortium: Consortium, member: str) -> Publisher:
     """A member's publisher, connected as the member's own principal."""
     kafka = consortium.member(member)
-    return Publisher(PublisherConfig(kafka.bootstrap, member, demo_signing_key(member),
-                                     f"{member}-sig-2026", client=kafka.security()))  # fmt: skip
+    return Publisher(
+        PublisherConfig(
+            kafka.bootstrap,
+            member,
+            demo_signing_key(member),
+            f"{member}-sig-2026",
+            client=kafka.security(),
+        )
+    )
 
 
 def _reader(consortium: Consortium, member: str, group: str) -> FeedReader:
     kafka = consortium.member(member)
-    return FeedReader(FeedReaderConfig(kafka.bootstrap, member, demo_encryption_key(member),
-                                       group_id=group, client=kafka.security()))  # fmt: skip
+    return FeedReader(
+        FeedReaderConfig(
+            kafka.bootstrap,
+            member,
+            demo_encryption_key(member),
+            group_id=group,
+            client=kafka.security(),
+        )
+    )
 
 
 def test_publisher_to_feed_reader_round_trip_with_decryption_and_resume(
@@ -77,8 +91,11 @@ def test_publisher_to_feed_reader_round_trip_with_decryption_and_resume(
     with _publisher(routed, "payments-x") as publisher:
         publisher.publish(first)
     with _reader(routed, "platform-a", group) as reader:
-        mine = [d for d in reader.deliveries(idle_timeout_s=15)
-                if d.record_id == str(first.to_avro()["indicator_id"])]  # fmt: skip
+        mine = [
+            d
+            for d in reader.deliveries(idle_timeout_s=15)
+            if d.record_id == str(first.to_avro()["indicator_id"])
+        ]
         reader.commit()
     (delivery,) = mine
     assert delivery.record["seller"]["payment_accounts"] == ["acct_000031"], "decrypted"
@@ -110,19 +127,34 @@ def test_publish_cli_then_feed_cli_sync_sellers_and_export(
     routed: Consortium, tmp_path: Path
 ) -> None:
     run = uuid.uuid4().hex[:6]
-    rows = ["seller.account_id,seller.email,seller.phone,seller.country,product_categories,"
-            "confidence,tlp"]  # fmt: skip
-    rows += [f"R{run}-{i},s{i}-{run}@shop.example,+8613800138000,CN,FOOTWEAR,90,AMBER"
-             for i in range(3)]  # fmt: skip
+    rows = [
+        "seller.account_id,seller.email,seller.phone,seller.country,product_categories,"
+        "confidence,tlp"
+    ]
+    rows += [
+        f"R{run}-{i},s{i}-{run}@shop.example,+8613800138000,CN,FOOTWEAR,90,AMBER" for i in range(3)
+    ]
     rows.append("bad-row-only")
     csv_file = tmp_path / "alerts.csv"
     csv_file.write_text("\n".join(rows) + "\n")
     publish_env = {**os.environ, **routed.member("platform-a").environment()}
     publish = subprocess.run(
-        [str(BIN / "action-publish"), "--member", "platform-a",
-         "--demo-keys", "indicators", str(csv_file), "-o", "json"],
-        capture_output=True, text=True, check=False, timeout=120, env=publish_env,
-    )  # fmt: skip
+        [
+            str(BIN / "action-publish"),
+            "--member",
+            "platform-a",
+            "--demo-keys",
+            "indicators",
+            str(csv_file),
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env=publish_env,
+    )
     assert publish.returncode == 4, publish.stderr
     assert json.loads(publish.stdout)[0]["published"] == 3
     rejects = (tmp_path / "alerts.csv.rejects.jsonl").read_text().splitlines()
@@ -149,14 +181,34 @@ def test_publish_cli_then_feed_cli_sync_sellers_and_export(
     refused = _dead_letter_reasons(routed, resent_ids)
     assert refused == dict.fromkeys(resent_ids, "record.id_reused")
     with _publisher(routed, "payments-x") as publisher:  # the same seller, from a processor
-        publisher.publish(indicator("payments-x", 1, purpose="FRAUD_PREVENTION",
-                                    seller={"email": f"s1-{run}@shop.example"}))  # fmt: skip
+        publisher.publish(
+            indicator(
+                "payments-x",
+                1,
+                purpose="FRAUD_PREVENTION",
+                seller={"email": f"s1-{run}@shop.example"},
+            )
+        )
     store = tmp_path / "ipr.sqlite"
-    feed = [str(BIN / "action-feed"), "--member", "ipr-center",
-            "--demo-keys", "--store", str(store), "--group", f"ipr-center.t{run}"]  # fmt: skip
+    feed = [
+        str(BIN / "action-feed"),
+        "--member",
+        "ipr-center",
+        "--demo-keys",
+        "--store",
+        str(store),
+        "--group",
+        f"ipr-center.t{run}",
+    ]
     as_ipr_center = {**os.environ, **routed.member("ipr-center").environment()}
-    sync = subprocess.run([*feed, "sync", "--idle", "8", "-o", "json"], capture_output=True,
-                          text=True, check=False, timeout=180, env=as_ipr_center)  # fmt: skip
+    sync = subprocess.run(
+        [*feed, "sync", "--idle", "8", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
+        env=as_ipr_center,
+    )
     assert sync.returncode == 0, sync.stderr
     assert json.loads(sync.stdout)[0]["added"] >= 4
     with sqlite3.connect(store) as db:
@@ -165,14 +217,22 @@ def test_publish_cli_then_feed_cli_sync_sellers_and_export(
             (f"R{run}-%",),
         ).fetchone()[0]
     assert copies == 3, "each row once, after three runs of the file"
-    sellers = subprocess.run([*feed, "sellers", "--min-sources", "2", "-o", "json"],
-                             capture_output=True, text=True, check=True)  # fmt: skip
+    sellers = subprocess.run(
+        [*feed, "sellers", "--min-sources", "2", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     correlated = [s for s in json.loads(sellers.stdout) if f"R{run}" in s["identifiers"]]
     assert correlated, sellers.stdout
     assert correlated[0]["members"] == "payments-x, platform-a"
     out = tmp_path / "bundle.json"
-    export = subprocess.run([*feed, "export", "--format", "stix", "--out", str(out)],
-                            capture_output=True, text=True, check=False)  # fmt: skip
+    export = subprocess.run(
+        [*feed, "export", "--format", "stix", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert export.returncode == 0, export.stderr
     from stix2validator import ValidationOptions, validate_file
 

@@ -41,8 +41,12 @@ def _events() -> list[SellerIndicator | Retraction]:
             "source_member": "platform-a",
             "observed_at": now - dt.timedelta(days=1),
             "published_at": now,
-            "seller": {"account_id": "S-42", "email": "sales@fake-brand.example",
-                       "country": "CN", "payment_accounts": ["acct_9X"]},
+            "seller": {
+                "account_id": "S-42",
+                "email": "sales@fake-brand.example",
+                "country": "CN",
+                "payment_accounts": ["acct_9X"],
+            },
             "product_categories": ["HANDBAGS_WALLETS"],
             "brands": ["Maison Exemple"],
             "evidence": [{"kind": "TEST_BUY", "reference": "TB-7"}],
@@ -52,7 +56,7 @@ def _events() -> list[SellerIndicator | Retraction]:
             "purpose": "IPR_ENFORCEMENT",
             "expires_at": now + dt.timedelta(days=90),
         }
-    )  # fmt: skip
+    )
     retraction = Retraction.parse(
         {
             "retraction_id": str(uuid.uuid4()),

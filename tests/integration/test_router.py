@@ -56,8 +56,9 @@ def feed_key(record: Any) -> tuple[str, str]:
     return record.topic.removeprefix("action.feed."), record.key.decode()
 
 
-def wait_for(reader: TopicReader, wanted: set[tuple[str, str]], seen: Counter[Any],
-             limit_s: float = 180) -> list[Any]:  # fmt: skip
+def wait_for(
+    reader: TopicReader, wanted: set[tuple[str, str]], seen: Counter[Any], limit_s: float = 180
+) -> list[Any]:
     """Read feeds until every wanted delivery has been seen; the records read."""
     records: list[Any] = []
     wanted_ids = {record_id for _, record_id in wanted}
@@ -104,17 +105,38 @@ def test_feeds_hold_exactly_what_the_engine_decides(
         assert headers["action.policy-version"] == POLICIES.version.encode()
     # Encrypted fields open only with the recipient's key (checked in the unit tier); here:
     # payment accounts reach platforms only encrypted.
-    encrypted = [CODEC.decode(r.value).record for r in records
-                 if r.topic == "action.feed.platform-a" and b"hpke1." in r.value]  # fmt: skip
+    encrypted = [
+        CODEC.decode(r.value).record
+        for r in records
+        if r.topic == "action.feed.platform-a" and b"hpke1." in r.value
+    ]
     assert encrypted
-    assert all(a.startswith("hpke1.platform-a-enc") for rec in encrypted
-               for a in rec["seller"]["payment_accounts"])  # fmt: skip
+    assert all(
+        a.startswith("hpke1.platform-a-enc")
+        for rec in encrypted
+        for a in rec["seller"]["payment_accounts"]
+    )
     metrics = router.metrics()
     assert metric_value(metrics, "action_router_transactions_total", outcome="committed") >= 1
-    assert metric_value(metrics, "action_router_decisions_total", source="platform-a",
-                        recipient="ipr-center", outcome="delivered") >= 1  # fmt: skip
-    assert metric_value(metrics, "action_router_field_treatments_total",
-                        field="seller.email", treatment=Treatment.HASH.value) >= 1  # fmt: skip
+    assert (
+        metric_value(
+            metrics,
+            "action_router_decisions_total",
+            source="platform-a",
+            recipient="ipr-center",
+            outcome="delivered",
+        )
+        >= 1
+    )
+    assert (
+        metric_value(
+            metrics,
+            "action_router_field_treatments_total",
+            field="seller.email",
+            treatment=Treatment.HASH.value,
+        )
+        >= 1
+    )
     assert metric_value(metrics, "action_router_end_to_end_seconds_count") >= len(expected)
     assert "@shop.example" not in metrics, "never a seller identifier as a label"
     assert "acct_" not in metrics
@@ -133,16 +155,27 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_router_keeps_going(
         b"garbage": ("action.in.platform-a", b"\x07 not avro", headers, "wire.bad_magic"),
         b"truncated": ("action.in.platform-a", value[:40], headers, "avro.truncated"),
         b"owner": ("action.in.platform-a", f_value, f_headers, "source.topic_mismatch"),
-        b"badsig": ("action.in.platform-a", value.replace(b"seller1@", b"seller9@"), headers,
-                    "signature.invalid"),
-        b"othersig": ("action.in.platform-a", value,
-                      sign_record(value, demo_signing_key("platform-b"), signing_kid("platform-b")),
-                      "signature.wrong_signer"),
+        b"badsig": (
+            "action.in.platform-a",
+            value.replace(b"seller1@", b"seller9@"),
+            headers,
+            "signature.invalid",
+        ),
+        b"othersig": (
+            "action.in.platform-a",
+            value,
+            sign_record(value, demo_signing_key("platform-b"), signing_kid("platform-b")),
+            "signature.wrong_signer",
+        ),
         b"unsigned": ("action.in.platform-a", value, [], "signature.missing"),
-        b"huge": ("action.in.platform-a", b"\x00\x00\x00\x00\x01" + b"\x00" * 1_060_000, [],
-                  "record.too_large"),
+        b"huge": (
+            "action.in.platform-a",
+            b"\x00\x00\x00\x00\x01" + b"\x00" * 1_060_000,
+            [],
+            "record.too_large",
+        ),
         b"tombstone": ("action.in.platform-a", None, [], "record.empty"),
-    }  # fmt: skip
+    }
     # Sent by platform-a under its own principal: what a member's credentials can attempt.
     platform_a = consortium.member("platform-a")
     for name, (topic, data, hdrs, _) in cases.items():
@@ -324,8 +357,7 @@ def test_policies_reload_on_sighup_and_a_broken_folder_is_refused(
         publish(consortium, [third])
         versions = _audited_versions(consortium, [first, second, third])
         assert versions == [POLICIES.version, new_version, new_version]
-        assert metric_value(router.metrics(), "action_router_policy_info",
-                            version=new_version) == 1  # fmt: skip
+        assert metric_value(router.metrics(), "action_router_policy_info", version=new_version) == 1
         assert "policy reload refused" in router.log()
     finally:
         assert router.stop() == 0
@@ -369,8 +401,9 @@ def test_audit_verify_names_a_removed_entry(
     # The IPR Center's analysts may verify the trail: its ACLs let it read the audit topic
     # and the router's committed chain heads.
     as_ipr_center = {**os.environ, **consortium.member("ipr-center").environment()}
-    intact = subprocess.run(verify, capture_output=True, text=True, check=False, timeout=600,
-                            env=as_ipr_center)  # fmt: skip
+    intact = subprocess.run(
+        verify, capture_output=True, text=True, check=False, timeout=600, env=as_ipr_center
+    )
     assert intact.returncode == 0, intact.stderr
     rows = json.loads(intact.stdout)
     assert rows
@@ -392,9 +425,14 @@ def test_audit_verify_names_a_removed_entry(
     producer.flush()
     producer.close()
     as_admin = {**os.environ, **consortium.admin.environment()}
-    tampered = subprocess.run([*verify, "--topic", copy, "--group", f"none-{uuid.uuid4().hex}"],
-                              capture_output=True, text=True, check=False, timeout=600,
-                              env=as_admin)  # fmt: skip
+    tampered = subprocess.run(
+        [*verify, "--topic", copy, "--group", f"none-{uuid.uuid4().hex}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        env=as_admin,
+    )
     assert tampered.returncode == 4, tampered.stderr
     (bad,) = json.loads(tampered.stdout)
     seq = json.loads(chain[victim].value)["seq"]
@@ -447,8 +485,9 @@ def _assert_exactly_once(consortium: Consortium, watcher: FeedWatcher) -> None:
     missing = expected - set(watcher.seen)
     assert not missing, f"{len(missing)} deliveries missing, e.g. {sorted(missing)[:3]}"
     after = TopicReader(consortium.admin, FEEDS)
-    final = Counter(feed_key(r) for r in after.read_until_quiet(quiet_s=3, limit_s=300)
-                    if feed_key(r)[1] in ids)  # fmt: skip
+    final = Counter(
+        feed_key(r) for r in after.read_until_quiet(quiet_s=3, limit_s=300) if feed_key(r)[1] in ids
+    )
     after.close()
     assert set(final) == expected, "a fresh read_committed consumer sees exactly the expected"
     assert max(final.values()) == 1, "and each once"
@@ -486,17 +525,27 @@ def test_exactly_once_with_aborted_transactions_and_two_instances(
     events = mixed_stream(4_000)
     watcher = FeedWatcher(consortium, events)
     # Instance 1 routes in its own process (no workers): both paths under the same faults.
-    routers = [RouterProcess(consortium.router, tmp_path, instance=str(i), router_abort_ratio=0.33,
-                             router_batch_records=100, args=["--workers", str(1 - i)]).start()
-               for i in (0, 1)]  # fmt: skip
+    routers = [
+        RouterProcess(
+            consortium.router,
+            tmp_path,
+            instance=str(i),
+            router_abort_ratio=0.33,
+            router_batch_records=100,
+            args=["--workers", str(1 - i)],
+        ).start()
+        for i in (0, 1)
+    ]
     try:
         publish(consortium, events)
         _assert_exactly_once(consortium, watcher)
         texts = [r.metrics() for r in routers]
-        aborted = sum(metric_value(t, "action_router_transactions_total", outcome="aborted")
-                      for t in texts)  # fmt: skip
-        committed = sum(metric_value(t, "action_router_transactions_total", outcome="committed")
-                        for t in texts)  # fmt: skip
+        aborted = sum(
+            metric_value(t, "action_router_transactions_total", outcome="aborted") for t in texts
+        )
+        committed = sum(
+            metric_value(t, "action_router_transactions_total", outcome="committed") for t in texts
+        )
         assert aborted >= 0.2 * (aborted + committed), (aborted, committed)
         owned = [metric_value(t, "action_router_assigned_partitions") for t in texts]
         assert owned[0] == owned[1] > 0, f"the instances split the partitions evenly: {owned}"
@@ -513,8 +562,11 @@ def test_a_killed_routing_worker_costs_an_aborted_transaction_and_nothing_else(
 ) -> None:
     events = mixed_stream(3_000)
     watcher = FeedWatcher(consortium, events)
-    router = RouterProcess(consortium.router, tmp_path, router_batch_records=100,
-                           router_workers=2).start().wait_ready()  # fmt: skip
+    router = (
+        RouterProcess(consortium.router, tmp_path, router_batch_records=100, router_workers=2)
+        .start()
+        .wait_ready()
+    )
     publisher = threading.Thread(target=publish, args=(consortium, events), daemon=True)
     publisher.start()
     replacements: list[int] = []

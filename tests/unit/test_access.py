@@ -67,9 +67,13 @@ def test_only_the_router_may_use_its_transactional_ids_and_group() -> None:
     assert not is_allowed(acls, ROUTER, "TRANSACTIONAL_ID", "action-routerX", "WRITE")
     holders = {a.principal for a in acls if a.resource_type in ("TRANSACTIONAL_ID",)}
     assert holders == {ROUTER}
-    group_readers = {a.principal for a in acls
-                     if a.resource_type == "GROUP" and a.resource_name == "action-router"
-                     and a.operation == "READ"}  # fmt: skip
+    group_readers = {
+        a.principal
+        for a in acls
+        if a.resource_type == "GROUP"
+        and a.resource_name == "action-router"
+        and a.operation == "READ"
+    }
     assert group_readers == {ROUTER}
 
 

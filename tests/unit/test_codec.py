@@ -75,8 +75,10 @@ def test_arbitrary_bytes_never_crash(data: bytes) -> None:
         assert str(err)
 
 
-@given(prefix=st.sampled_from([b"\x00\x00\x00\x00\x01", b"\x00\x00\x00\x00\x06"]),
-       body=st.binary(max_size=400))  # fmt: skip
+@given(
+    prefix=st.sampled_from([b"\x00\x00\x00\x00\x01", b"\x00\x00\x00\x00\x06"]),
+    body=st.binary(max_size=400),
+)
 @settings(max_examples=500)
 def test_arbitrary_bodies_behind_a_valid_header_never_crash(prefix: bytes, body: bytes) -> None:
     err = _decode_error(prefix + body)

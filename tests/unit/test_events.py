@@ -171,8 +171,13 @@ def test_unknown_fields_and_types_are_refused() -> None:
 
 def test_timestamps_are_truncated_to_what_avro_carries() -> None:
     event = SellerIndicator.parse(
-        {**_valid(), "published_at": dt.datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=dt.UTC),
-         "observed_at": dt.datetime(2026, 1, 1, 11, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))}
-    )  # fmt: skip
+        {
+            **_valid(),
+            "published_at": dt.datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=dt.UTC),
+            "observed_at": dt.datetime(
+                2026, 1, 1, 11, 0, tzinfo=dt.timezone(dt.timedelta(hours=2))
+            ),
+        }
+    )
     assert event.published_at.microsecond == 123000
     assert event.observed_at == dt.datetime(2026, 1, 1, 9, 0, tzinfo=dt.UTC)

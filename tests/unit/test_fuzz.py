@@ -39,18 +39,19 @@ def _load_problems(folder: Path) -> list[str] | None:
     return None
 
 
-yaml_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20),
-                         st.floats(allow_nan=False))  # fmt: skip
+yaml_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.text(max_size=20), st.floats(allow_nan=False)
+)
 yaml_values = st.recursive(
     yaml_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=12,
-)  # fmt: skip
+)
 
 
-@given(position=st.integers(0, len(MOU_TEXT)), junk=st.text(max_size=30),
-       cut=st.integers(0, 40))  # fmt: skip
+@given(position=st.integers(0, len(MOU_TEXT)), junk=st.text(max_size=30), cut=st.integers(0, 40))
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_a_mangled_mou_is_a_policy_error_or_loads(position: int, junk: str, cut: int) -> None:
     mangled = MOU_TEXT[:position] + junk + MOU_TEXT[position + cut :]
@@ -76,16 +77,17 @@ def test_any_yaml_document_as_an_mou_is_handled(document: object) -> None:
         assert problems is None or problems
 
 
-@given(lines=st.lists(st.one_of(st.text(max_size=80), yaml_values.map(json.dumps)),
-                      max_size=8))  # fmt: skip
+@given(lines=st.lists(st.one_of(st.text(max_size=80), yaml_values.map(json.dumps)), max_size=8))
 @settings(max_examples=80, deadline=None)
 def test_importers_turn_every_line_into_an_event_or_a_rejection(lines: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for suffix in (".jsonl", ".csv"):
             path = Path(tmp) / f"in{suffix}"
             header = "seller.account_id,product_categories,confidence\n" if suffix == ".csv" else ""
-            path.write_text(header + "\n".join(line.replace("\r", " ") for line in lines) + "\n",
-                            encoding="utf-8")  # fmt: skip
+            path.write_text(
+                header + "\n".join(line.replace("\r", " ") for line in lines) + "\n",
+                encoding="utf-8",
+            )
             now = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
             for item in read_events(path, SellerIndicator, "platform-a", now):
                 assert isinstance(item, Accepted | Rejected)

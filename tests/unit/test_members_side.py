@@ -40,8 +40,11 @@ BIN = Path(sys.executable).parent
 
 
 def test_jsonl_import_accepts_good_lines_and_names_each_bad_one(tmp_path: Path) -> None:
-    good = {"seller": {"account_id": "S-9", "email": "A@Shop.example"},
-            "product_categories": ["FOOTWEAR"], "confidence": 80}  # fmt: skip
+    good = {
+        "seller": {"account_id": "S-9", "email": "A@Shop.example"},
+        "product_categories": ["FOOTWEAR"],
+        "confidence": 80,
+    }
     lines = [
         json.dumps(good),
         "{not json",
@@ -161,8 +164,10 @@ def test_an_oversized_row_is_a_rejected_line_and_the_import_goes_on(tmp_path: Pa
 
 def test_action_publish_dry_run_writes_rejects_and_exits_4(tmp_path: Path) -> None:
     path = tmp_path / "alerts.jsonl"
-    path.write_text('{"seller": {"account_id": "S-1"}, "product_categories": ["TOYS"], '
-                    '"confidence": 70}\n{"confidence": 1}\n')  # fmt: skip
+    path.write_text(
+        '{"seller": {"account_id": "S-1"}, "product_categories": ["TOYS"], '
+        '"confidence": 70}\n{"confidence": 1}\n'
+    )
     done = _publish_dry_run(path)
     assert done.returncode == 4, done.stderr
     (summary,) = json.loads(done.stdout)
@@ -181,10 +186,23 @@ def test_action_publish_refuses_a_key_file_others_can_read(tmp_path: Path) -> No
     write_private_key(key, demo_signing_key("platform-a"))
     assert key.stat().st_mode & 0o777 == 0o600
     key.chmod(0o644)
-    done = subprocess.run([str(BIN / "action-publish"), "--member", "platform-a",
-                           "--signing-key", str(key), "--dry-run", "retract",
-                           "7d5c0000-0000-4000-8000-000000000000", "--reason", "MISTAKE"],
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        [
+            str(BIN / "action-publish"),
+            "--member",
+            "platform-a",
+            "--signing-key",
+            str(key),
+            "--dry-run",
+            "retract",
+            "7d5c0000-0000-4000-8000-000000000000",
+            "--reason",
+            "MISTAKE",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 1
     assert "readable by others" in done.stderr
     assert "chmod 600" in done.stderr
@@ -198,11 +216,20 @@ def _delivered(event: Any, recipient: str) -> Delivery:
     decision = POLICIES.evaluate(record, event.avro_type, recipient, now=NOW, match_key=KEY)
     assert decision.delivered, decision.reasons
     plain = json.loads(json.dumps(decision.record, default=str))
-    failed = decrypt_fields(plain, demo_encryption_key(recipient), f"{recipient}-",
-                            decision.record_id)  # fmt: skip
-    return Delivery(event.avro_type, decision.record_id, decision.decision_id,
-                    decision.policy_version, plain["source_member"], 0, plain, "t/0@0",
-                    tuple(failed))  # fmt: skip
+    failed = decrypt_fields(
+        plain, demo_encryption_key(recipient), f"{recipient}-", decision.record_id
+    )
+    return Delivery(
+        event.avro_type,
+        decision.record_id,
+        decision.decision_id,
+        decision.policy_version,
+        plain["source_member"],
+        0,
+        plain,
+        "t/0@0",
+        tuple(failed),
+    )
 
 
 def test_deliveries_become_typed_events_where_values_are_in_clear() -> None:
@@ -216,12 +243,14 @@ def test_fields_encrypted_to_a_member_open_with_its_key_only() -> None:
     event = indicator("payments-x", 1, purpose="FRAUD_PREVENTION")
     delivery = _delivered(event, "platform-a")
     assert delivery.record["seller"]["payment_accounts"] == ["acct_000001"]
-    record = POLICIES.evaluate(event.to_avro(), "SellerIndicator", "platform-a", now=NOW,
-                               match_key=KEY).record  # fmt: skip
+    record = POLICIES.evaluate(
+        event.to_avro(), "SellerIndicator", "platform-a", now=NOW, match_key=KEY
+    ).record
     assert record is not None
     stolen = json.loads(json.dumps(record, default=str))
-    failed = decrypt_fields(stolen, demo_encryption_key("platform-b"), "platform-a-",
-                            str(record["indicator_id"]))  # fmt: skip
+    failed = decrypt_fields(
+        stolen, demo_encryption_key("platform-b"), "platform-a-", str(record["indicator_id"])
+    )
     assert failed == ["seller.payment_accounts"]
 
 
@@ -235,12 +264,18 @@ def _store_with_correlated_sellers(tmp_path: Path) -> tuple[FeedStore, list[Any]
     }  # the carrier's MOU passes the phone, not the e-mail
     events = [
         indicator("platform-a", 1, seller=shared),
-        indicator("payments-x", 2, seller={**shared, "account_id": "PX-1"},
-                  purpose="FRAUD_PREVENTION"),
-        indicator("express-carrier", 3, seller={"phone": "+8613800138000", "country": "CN"},
-                  hss=True, purpose="HEALTH_SAFETY"),
+        indicator(
+            "payments-x", 2, seller={**shared, "account_id": "PX-1"}, purpose="FRAUD_PREVENTION"
+        ),
+        indicator(
+            "express-carrier",
+            3,
+            seller={"phone": "+8613800138000", "country": "CN"},
+            hss=True,
+            purpose="HEALTH_SAFETY",
+        ),
         indicator("platform-a", 4, seller={"account_id": "LONER", "country": "CN"}),
-    ]  # fmt: skip
+    ]
     deliveries = [_delivered(e, "ipr-center") for e in events]
     assert store.add(deliveries) == 4
     assert store.add(deliveries) == 0, "a replayed delivery is ignored"
@@ -316,9 +351,14 @@ def test_decision_ids_belong_to_the_source_as_delivered() -> None:
 def test_match_tokens_correlate_where_clear_values_are_withheld(tmp_path: Path) -> None:
     store = FeedStore(tmp_path / "b.sqlite")
     same = {"email": "seller@twice.example", "country": "CN"}
-    store.add([_delivered(indicator("platform-b", 1, seller=same, tlp="GREEN"), "platform-a"),
-               _delivered(indicator("payments-x", 2, seller=same, purpose="FRAUD_PREVENTION"),
-                          "platform-a")])  # fmt: skip
+    store.add(
+        [
+            _delivered(indicator("platform-b", 1, seller=same, tlp="GREEN"), "platform-a"),
+            _delivered(
+                indicator("payments-x", 2, seller=same, purpose="FRAUD_PREVENTION"), "platform-a"
+            ),
+        ]
+    )
     (seller,) = store.sellers(2)
     ((_, token),) = [i for i in seller.identifiers if i[0] == "seller.email"]
     assert token.startswith("mt1.k1.")

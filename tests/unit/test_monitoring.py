@@ -47,6 +47,11 @@ def test_promtool_checks_the_config_and_passes_the_rule_tests() -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: `make promtool` installs Debian's prometheus package"
     for args in (["check", "config", "prometheus.yml"], ["test", "rules", "tests.yml"]):
-        done = subprocess.run([promtool, *args], cwd=DEPLOY / "prometheus", capture_output=True,
-                              text=True, check=False)  # fmt: skip
+        done = subprocess.run(
+            [promtool, *args],
+            cwd=DEPLOY / "prometheus",
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert done.returncode == 0, done.stdout + done.stderr

@@ -53,8 +53,12 @@ def test_the_shipped_cases_cover_every_rule_kind() -> None:
 def test_a_wrong_expectation_fails_and_says_why(policy_copy: Path) -> None:
     cases = policy_copy / "tests" / "tlp.yaml"
     text = cases.read_text()
-    cases.write_text(text.replace("rules: [pb.to-government, ipr.accepts-all]",
-                                  "rules: [pb.to-government, ipr.something-else]"))  # fmt: skip
+    cases.write_text(
+        text.replace(
+            "rules: [pb.to-government, ipr.accepts-all]",
+            "rules: [pb.to-government, ipr.something-else]",
+        )
+    )
     result = CliRunner().invoke(cli, ["test", str(policy_copy), "-o", "json"])
     assert result.exit_code == 4, result.output
     rows = json.loads(result.stdout)
@@ -102,8 +106,11 @@ def _records_file(tmp_path: Path, *extra_lines: str) -> Path:
     # Two records from the shipped cases: a full platform-a indicator and a platform-b one.
     fields_file = next(f for p, f in CASES if p.name == "fields.yaml")
     conditions = next(f for p, f in CASES if p.name == "conditions.yaml")
-    lines = [json.dumps(fields_file.records["full"], default=str),
-             json.dumps(conditions.records["boots"], default=str), *extra_lines]  # fmt: skip
+    lines = [
+        json.dumps(fields_file.records["full"], default=str),
+        json.dumps(conditions.records["boots"], default=str),
+        *extra_lines,
+    ]
     path = tmp_path / "records.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -121,14 +128,18 @@ def test_diff_previews_changed_recipients_and_fields(policy_copy: Path, tmp_path
     result = CliRunner().invoke(cli, [*args, "-o", "json", "--exit-code"])
     assert result.exit_code == 4, result.output
     changes = json.loads(result.stdout)
-    delivery = {(c["recipient"], c["before"], c["after"]) for c in changes
-                if c["aspect"] == "delivery"}  # fmt: skip
+    delivery = {
+        (c["recipient"], c["before"], c["after"]) for c in changes if c["aspect"] == "delivery"
+    }
     assert delivery == {
         ("payments-x", "delivered", "withheld"),
         ("payments-y", "delivered", "withheld"),
     }
-    fields = {(c["recipient"], c["path"], c["before"], c["after"]) for c in changes
-              if c["aspect"] == "field"}  # fmt: skip
+    fields = {
+        (c["recipient"], c["path"], c["before"], c["after"])
+        for c in changes
+        if c["aspect"] == "field"
+    }
     assert fields == {("platform-b", "seller.phone", "hash", "mask")}  # platform-c: GREEN only
     assert all(c["record_id"].endswith("0301") for c in changes), "platform-b's record unchanged"
     assert "2 newly withheld, 1 field treatment changes" in result.stderr

@@ -105,9 +105,10 @@ def test_shared_reasons_survive_pickling_to_another_process_unchanged() -> None:
 
     policies = load_policies(POLICY_DIR)
     record = indicator(tlp="RED")
-    expected = {m.id: policies.evaluate(record, "SellerIndicator", m.id, now=NOW,
-                                        match_key=KEY).reasons
-                for m in policies.registry.members}  # fmt: skip
+    expected = {
+        m.id: policies.evaluate(record, "SellerIndicator", m.id, now=NOW, match_key=KEY).reasons
+        for m in policies.registry.members
+    }
     # Keyed by value only: an object's id in the main process could name another object
     # in a worker.
     assert policies._shared_reasons
@@ -169,8 +170,12 @@ def test_conditions_confidence_hss_embargo_expiry() -> None:
     toys = {"product_categories": ["TOYS"], "purpose": "HEALTH_SAFETY"}
     carrier_plain = decide(indicator(**toys), "express-carrier")
     assert "only health/safety/security" in carrier_plain.reasons[0]
-    fresh = indicator(source="platform-b", published_at=NOW - dt.timedelta(minutes=10),
-                      observed_at=NOW - dt.timedelta(minutes=20), tlp="GREEN")  # fmt: skip
+    fresh = indicator(
+        source="platform-b",
+        published_at=NOW - dt.timedelta(minutes=10),
+        observed_at=NOW - dt.timedelta(minutes=20),
+        tlp="GREEN",
+    )
     assert "embargoed for 60 minutes" in decide(fresh, "platform-a").reasons[0]
     assert decide(fresh, "platform-a", NOW + dt.timedelta(hours=1)).delivered
     assert "180-day limit" in decide(fresh, "platform-a", NOW + dt.timedelta(days=181)).reasons[0]
@@ -231,8 +236,10 @@ def test_properties_of_every_decision(event: SellerIndicator, source: str, recip
     decision = decide(record, recipient, now=dt.datetime.now(dt.UTC))
     again = decide(record, recipient, now=dt.datetime.now(dt.UTC))
     assert (decision.delivered, decision.rule_ids, decision.fields) == (
-        again.delivered, again.rule_ids, again.fields,
-    ), "deterministic"  # fmt: skip
+        again.delivered,
+        again.rule_ids,
+        again.fields,
+    ), "deterministic"
     if not decision.delivered:
         assert decision.record is None, "withheld means nothing delivered"
         return
@@ -252,10 +259,14 @@ def test_properties_of_every_decision(event: SellerIndicator, source: str, recip
         if treatment in (Treatment.DROP, Treatment.HASH, Treatment.MASK, Treatment.ENCRYPT):
             # The same value may also sit in a field that is kept (a merchant id equal to
             # a device id): only a value no kept field holds must be absent.
-            kept = {v for other, vs in clear.items() if other != path
-                    and decision.treatment_of(other) not in (Treatment.DROP, Treatment.HASH,
-                                                             Treatment.MASK, Treatment.ENCRYPT)
-                    for v in vs}  # fmt: skip
+            kept = {
+                v
+                for other, vs in clear.items()
+                if other != path
+                and decision.treatment_of(other)
+                not in (Treatment.DROP, Treatment.HASH, Treatment.MASK, Treatment.ENCRYPT)
+                for v in vs
+            }
             for value in values:
                 if len(value) >= 6 and value not in kept:  # short ones occur inside tokens
                     assert json.dumps(value)[1:-1] not in delivered, (path, treatment)
@@ -389,8 +400,10 @@ def test_evaluate_all_matches_one_by_one_evaluation() -> None:
     for decision in together:
         alone = decide(record, decision.recipient)
         assert (alone.delivered, alone.rule_ids, alone.fields) == (
-            decision.delivered, decision.rule_ids, decision.fields,
-        )  # fmt: skip
+            decision.delivered,
+            decision.rule_ids,
+            decision.fields,
+        )
         assert alone.record == decision.record
     first = next(d for d in together if d.delivered and d.record["seller"]["ip_addresses"])
     first.record["seller"]["ip_addresses"].append("mutated")  # type: ignore[index]
@@ -408,12 +421,20 @@ def test_amber_strict_never_reaches_a_rule_that_shares_with_clients(policy_copy:
     mou.write_text(text[: text.index("  # AMBER+STRICT and RED stay")])
     reduced = load_policies(policy_copy)
     seizure = {
-        "report_id": str(uuid.uuid4()), "source_member": "ipr-center",
-        "seized_on": dt.date(2026, 11, 18), "product_category": "TOYS", "origin_economy": "CN",
-        "transport_mode": "MAIL", "msrp_usd_cents": 5000, "quantity": 3, "hss": True,
-        "de_minimis": True, "rights_holder": "brand-owner", "tlp": "AMBER",
+        "report_id": str(uuid.uuid4()),
+        "source_member": "ipr-center",
+        "seized_on": dt.date(2026, 11, 18),
+        "product_category": "TOYS",
+        "origin_economy": "CN",
+        "transport_mode": "MAIL",
+        "msrp_usd_cents": 5000,
+        "quantity": 3,
+        "hss": True,
+        "de_minimis": True,
+        "rights_holder": "brand-owner",
+        "tlp": "AMBER",
         "purpose": "HEALTH_SAFETY",
-    }  # fmt: skip
+    }
 
     def decide_tlp(tlp: str) -> Any:
         record = {**seizure, "tlp": tlp}

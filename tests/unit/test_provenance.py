@@ -125,8 +125,9 @@ def test_timestamps_commit_at_avro_precision() -> None:
 def test_an_inconsistent_inbound_proof_is_a_dead_letter() -> None:
     event = indicator("platform-a", 4)
     key, value, headers = signed(event)
-    other = sign_fields(dict(event.to_avro(), confidence=1), "SellerIndicator",
-                        demo_signing_key("platform-a"))  # fmt: skip
+    other = sign_fields(
+        dict(event.to_avro(), confidence=1), "SellerIndicator", demo_signing_key("platform-a")
+    )
     swapped = [h for h in headers if not h[0].startswith("action.fields")] + other
     routed = _route(key, value, swapped, "platform-a")
     assert routed.dead_letter is not None
@@ -152,12 +153,18 @@ def test_records_without_a_field_proof_are_routed_and_say_so() -> None:
 
 
 _leaf_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
-    | st.datetimes(timezones=st.just(dt.UTC)) | st.sampled_from(list(Treatment)),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                 max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.datetimes(timezones=st.just(dt.UTC))
+    | st.sampled_from(list(Treatment)),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=6,
-)  # fmt: skip
+)
 
 
 @given(_leaf_values)
@@ -169,8 +176,10 @@ def test_the_fast_canonical_forms_are_the_encoders_own(value: Any) -> None:
     assert canonical(value) == _CANONICAL.encode(value).encode()
 
 
-@given(values=st.dictionaries(st.text(max_size=8), _leaf_values, max_size=6),
-       salt=st.binary(min_size=16, max_size=16))  # fmt: skip
+@given(
+    values=st.dictionaries(st.text(max_size=8), _leaf_values, max_size=6),
+    salt=st.binary(min_size=16, max_size=16),
+)
 def test_a_proofs_commitments_are_commitment_then_base64url(
     values: dict[str, Any], salt: bytes
 ) -> None:
@@ -213,13 +222,16 @@ def test_a_salt_with_a_character_outside_base64_is_a_dead_letter() -> None:
     assert "unreadable" in dead.detail
 
 
-_paths = st.from_regex(r"@record|[A-Za-z_][A-Za-z0-9_]{0,8}(\.[A-Za-z_][A-Za-z0-9_]{0,8})?",
-                       fullmatch=True)  # fmt: skip
+_paths = st.from_regex(
+    r"@record|[A-Za-z_][A-Za-z0-9_]{0,8}(\.[A-Za-z_][A-Za-z0-9_]{0,8})?", fullmatch=True
+)
 _base64url = st.binary(max_size=33).map(_b64)
 
 
-@given(salts=st.dictionaries(_paths, _base64url, max_size=6),
-       commitments=st.dictionaries(_paths, _base64url, max_size=6))  # fmt: skip
+@given(
+    salts=st.dictionaries(_paths, _base64url, max_size=6),
+    commitments=st.dictionaries(_paths, _base64url, max_size=6),
+)
 def test_the_proof_header_is_written_as_the_json_encoder_writes_it(
     salts: dict[str, str], commitments: dict[str, str]
 ) -> None:
@@ -264,7 +276,8 @@ def test_records_of_scheme_v1_still_route_and_verify_for_recipients() -> None:
     seen = event.to_avro()
     signing_key = demo_signing_key("platform-a")
     v1 = sign_record(value, signing_key, signing_kid("platform-a")) + sign_fields(
-        seen, "SellerIndicator", signing_key)  # fmt: skip
+        seen, "SellerIndicator", signing_key
+    )
     routed = _route(key, value, v1, "platform-a")
     assert routed.dead_letter is None
     named = [f for f in routed.feeds if SOURCE_KEY_ID_HEADER in header_map(f.headers)]

@@ -32,13 +32,19 @@ KEY = MatchTokenKey(1, demo_match_secret())
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
 
 
-def inbound(topic: str, key: bytes | None, value: bytes | None,
-            headers: list[tuple[str, bytes]], offset: int = 0) -> Inbound:  # fmt: skip
+def inbound(
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: list[tuple[str, bytes]],
+    offset: int = 0,
+) -> Inbound:
     return Inbound(topic, 0, offset, key, value, tuple(headers), 1_795_000_000_000)
 
 
-def route(record: Inbound, ledger: DeliveryLedger | None = None,
-          router: RecordRouter | None = None) -> Routed:  # fmt: skip
+def route(
+    record: Inbound, ledger: DeliveryLedger | None = None, router: RecordRouter | None = None
+) -> Routed:
     router = router or RecordRouter(POLICIES, CODEC, KEY)
     return router.route(record, now=NOW, ledger=ledger or DeliveryLedger())
 
@@ -73,8 +79,10 @@ def test_records_signed_before_a_rotation_still_verify(policy_copy: Path) -> Non
     )
     members.write_text(text)
     verifier = SignatureVerifier(load_policies(policy_copy).registry)
-    for key, kid in ((demo_signing_key("platform-a"), "platform-a-sig-2026"),
-                     (new_key, "platform-a-sig-2027")):  # fmt: skip
+    for key, kid in (
+        (demo_signing_key("platform-a"), "platform-a-sig-2026"),
+        (new_key, "platform-a-sig-2027"),
+    ):
         assert verifier.verify(b"v", header_map(sign_record(b"v", key, kid)), "platform-a") == kid
 
 
@@ -209,8 +217,10 @@ def test_bad_input_becomes_a_dead_letter_with_a_reason() -> None:
     topic = "action.in.platform-a"
     assert _dead_reason(inbound(topic, key, None, headers)) == "record.empty"
     assert _dead_reason(inbound(topic, key, b"\x07junk", headers)) == "wire.bad_magic"
-    assert _dead_reason(inbound(topic, key, value[:-3], headers)) in ("avro.truncated",
-                                                                      "avro.corrupt")  # fmt: skip
+    assert _dead_reason(inbound(topic, key, value[:-3], headers)) in (
+        "avro.truncated",
+        "avro.corrupt",
+    )
     assert _dead_reason(inbound("action.in.platform-b", key, value, headers)) == (
         "source.topic_mismatch"
     )
@@ -250,8 +260,9 @@ def test_a_retraction_reaches_exactly_the_recipients_of_the_original(policy_copy
     text = mou.read_text()
     mou.write_text(text[: text.index("  - id: pb.to-platforms")] + text[text.index("accepts:") :])
     changed = RecordRouter(load_policies(policy_copy), CODEC, KEY)
-    retracted = route(inbound("action.in.platform-b", *signed(retraction(original))), ledger,
-                      changed)  # fmt: skip
+    retracted = route(
+        inbound("action.in.platform-b", *signed(retraction(original))), ledger, changed
+    )
     assert {d.recipient for d in retracted.decisions if d.delivered} == received
     by_topic = {f.topic: CODEC.decode(f.value).record for f in retracted.feeds}
     assert by_topic["action.feed.platform-a"]["source_member"] == "anonymous-platform"
@@ -264,16 +275,22 @@ def test_a_retraction_reaches_exactly_the_recipients_of_the_original(policy_copy
 
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                 max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=8,
-)  # fmt: skip
+)
 
 
-@given(content=st.dictionaries(st.text(max_size=10).filter(lambda k: k not in
-                                                            {"chain", "prev", "seq", "hash"}),
-                               _json_values, max_size=8),
-       chain=st.text(max_size=12), seq=st.integers(0, 10**9))  # fmt: skip
+@given(
+    content=st.dictionaries(
+        st.text(max_size=10).filter(lambda k: k not in {"chain", "prev", "seq", "hash"}),
+        _json_values,
+        max_size=8,
+    ),
+    chain=st.text(max_size=12),
+    seq=st.integers(0, 10**9),
+)
 @settings(max_examples=300, deadline=None)
 def test_an_entry_prepared_ahead_chains_to_the_canonical_json_of_the_whole_entry(
     content: dict[str, Any], chain: str, seq: int
@@ -291,9 +308,17 @@ def test_an_entry_prepared_ahead_chains_to_the_canonical_json_of_the_whole_entry
     assert (new_head.chain, new_head.seq) == (chain, seq + 1)
 
 
-@given(contents=st.lists(st.dictionaries(st.text(max_size=6).filter(
-           lambda k: k not in {"chain", "prev", "seq", "hash"}), _json_values, max_size=4),
-       max_size=6), chain=st.text(max_size=12))  # fmt: skip
+@given(
+    contents=st.lists(
+        st.dictionaries(
+            st.text(max_size=6).filter(lambda k: k not in {"chain", "prev", "seq", "hash"}),
+            _json_values,
+            max_size=4,
+        ),
+        max_size=6,
+    ),
+    chain=st.text(max_size=12),
+)
 @settings(max_examples=100, deadline=None)
 def test_extending_a_chain_at_once_equals_appending_one_entry_at_a_time(
     contents: list[dict[str, Any]], chain: str
@@ -315,32 +340,56 @@ def test_extending_a_chain_at_once_equals_appending_one_entry_at_a_time(
 _texts = st.text(max_size=12)  # any text: quotes, escapes, control and non-ASCII characters
 
 
-@given(delivered=st.booleans(), ids=st.tuples(_texts, _texts, _texts, _texts, _texts),
-       rule_ids=st.lists(_texts, max_size=3), reasons=st.lists(_texts, max_size=3),
-       fields=st.lists(st.tuples(_texts, st.sampled_from(list(Treatment))), max_size=4),
-       decided_at_ms=st.integers(0, 2**53), position=_texts)  # fmt: skip
+@given(
+    delivered=st.booleans(),
+    ids=st.tuples(_texts, _texts, _texts, _texts, _texts),
+    rule_ids=st.lists(_texts, max_size=3),
+    reasons=st.lists(_texts, max_size=3),
+    fields=st.lists(st.tuples(_texts, st.sampled_from(list(Treatment))), max_size=4),
+    decided_at_ms=st.integers(0, 2**53),
+    position=_texts,
+)
 @settings(max_examples=300, deadline=None)
 def test_a_decision_prepared_directly_equals_its_entry_prepared_the_general_way(
-    delivered: bool, ids: tuple[str, ...], rule_ids: list[str], reasons: list[str],
-    fields: list[tuple[str, Treatment]], decided_at_ms: int, position: str,
-) -> None:  # fmt: skip
+    delivered: bool,
+    ids: tuple[str, ...],
+    rule_ids: list[str],
+    reasons: list[str],
+    fields: list[tuple[str, Treatment]],
+    decided_at_ms: int,
+    position: str,
+) -> None:
     """The fast path writes a decision entry's canonical JSON runs by hand; it must give
     exactly what serializing the entry's dictionary gives."""
     from broker.audit import decision_entry, prepare_decisions, prepare_entry
 
     source, recipient, event_type, record_id, version = ids
-    decision = Decision(delivered, source, recipient, event_type, record_id, version,
-                        tuple(rule_ids), tuple(reasons),
-                        tuple(FieldDecision(p, t, ()) for p, t in fields))  # fmt: skip
-    expected = prepare_entry(decision_entry(decision, decided_at_ms=decided_at_ms,
-                                            position=position))  # fmt: skip
-    assert prepare_decisions((decision,), decided_at_ms=decided_at_ms,
-                             position=position) == [expected]  # fmt: skip
+    decision = Decision(
+        delivered,
+        source,
+        recipient,
+        event_type,
+        record_id,
+        version,
+        tuple(rule_ids),
+        tuple(reasons),
+        tuple(FieldDecision(p, t, ()) for p, t in fields),
+    )
+    expected = prepare_entry(
+        decision_entry(decision, decided_at_ms=decided_at_ms, position=position)
+    )
+    assert prepare_decisions((decision,), decided_at_ms=decided_at_ms, position=position) == [
+        expected
+    ]
 
 
-@given(picks=st.lists(st.tuples(st.booleans(), *[st.sampled_from(["a", 'q"\\', "\u00e9"])] * 5),
-                     max_size=6),
-       decided_at_ms=st.integers(0, 2**53), position=_texts)  # fmt: skip
+@given(
+    picks=st.lists(
+        st.tuples(st.booleans(), *[st.sampled_from(["a", 'q"\\', "\u00e9"])] * 5), max_size=6
+    ),
+    decided_at_ms=st.integers(0, 2**53),
+    position=_texts,
+)
 @settings(max_examples=200, deadline=None)
 def test_one_records_decisions_prepared_together_equal_each_prepared_alone(
     picks: list[tuple[bool, str, str, str, str, str]], decided_at_ms: int, position: str
@@ -350,10 +399,11 @@ def test_one_records_decisions_prepared_together_equal_each_prepared_alone(
     from broker.audit import decision_entry, prepare_decisions, prepare_entry
 
     decisions = [Decision(*pick, (), ()) for pick in picks]  # delivered, source, ... version
-    expected = [prepare_entry(decision_entry(d, decided_at_ms=decided_at_ms, position=position))
-                for d in decisions]  # fmt: skip
-    assert prepare_decisions(decisions, decided_at_ms=decided_at_ms,
-                             position=position) == expected  # fmt: skip
+    expected = [
+        prepare_entry(decision_entry(d, decided_at_ms=decided_at_ms, position=position))
+        for d in decisions
+    ]
+    assert prepare_decisions(decisions, decided_at_ms=decided_at_ms, position=position) == expected
 
 
 def test_treatments_cached_by_tuple_identity_never_answer_for_another_tuple() -> None:
@@ -362,8 +412,10 @@ def test_treatments_cached_by_tuple_identity_never_answer_for_another_tuple() ->
     from broker import audit
 
     def fields(treatment: Treatment) -> tuple[FieldDecision, ...]:
-        return (FieldDecision("seller.email", treatment, ("r",)),
-                FieldDecision("brands", Treatment.KEEP, ("r",)))  # fmt: skip
+        return (
+            FieldDecision("seller.email", treatment, ("r",)),
+            FieldDecision("brands", Treatment.KEEP, ("r",)),
+        )
 
     hashed = fields(Treatment.HASH)
     assert audit.field_treatments(hashed) == (("seller.email", "hash"), ("brands", "keep"))
@@ -404,8 +456,9 @@ def test_a_retraction_has_its_own_record_and_decision_id() -> None:
 
 def test_entries_cut_from_the_end_show_against_the_committed_head() -> None:
     entries = _chain(5)
-    committed = {"action.in.platform-a/0": ChainHead("action.in.platform-a/0", 5,
-                                                     entries[-1][1]["hash"])}  # fmt: skip
+    committed = {
+        "action.in.platform-a/0": ChainHead("action.in.platform-a/0", 5, entries[-1][1]["hash"])
+    }
     whole = verify_chains(entries)
     whole.check_committed(committed)
     assert whole.intact
@@ -420,10 +473,10 @@ def test_the_router_signs_each_feed_record_for_its_recipient_and_decision() -> N
     from broker.keys import router_signing_key
     from broker.signing import public_keys, verify_feed_record
 
-    signer = RecordRouter(POLICIES, CODEC, KEY,
-                          router_key=router_signing_key(POLICIES.registry, None))  # fmt: skip
-    routed = route(inbound("action.in.platform-a", *signed(indicator(tlp="GREEN"))),
-                   router=signer)  # fmt: skip
+    signer = RecordRouter(
+        POLICIES, CODEC, KEY, router_key=router_signing_key(POLICIES.registry, None)
+    )
+    routed = route(inbound("action.in.platform-a", *signed(indicator(tlp="GREEN"))), router=signer)
     keys = public_keys(POLICIES.registry.router_keys)
     feed = routed.feeds[0]
     headers = header_map(feed.headers)

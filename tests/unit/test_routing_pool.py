@@ -35,8 +35,12 @@ from tests.unit import pool_faults
 
 POLICIES = load_policies(POLICY_DIR)
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
-ROUTER = RecordRouter(POLICIES, CODEC, MatchTokenKey(1, demo_match_secret()),
-                      router_key=("action-router-2026", demo_router_key()))  # fmt: skip
+ROUTER = RecordRouter(
+    POLICIES,
+    CODEC,
+    MatchTokenKey(1, demo_match_secret()),
+    router_key=("action-router-2026", demo_router_key()),
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +64,7 @@ def _feed_view(feed: FeedRecord) -> tuple[Any, ...]:
     router's signature over the value)."""
     record = json.dumps(CODEC.decode(feed.value).record, default=str, sort_keys=True)
     stable = [(n, v) for n, v in feed.headers if n != ROUTER_SIGNATURE_HEADER]
-    return (feed.topic, feed.key, re.sub(r'"hpke1\.([^".]+)\.[^"]+"', r"\1", record),
-            stable)  # fmt: skip
+    return (feed.topic, feed.key, re.sub(r'"hpke1\.([^".]+)\.[^"]+"', r"\1", record), stable)
 
 
 def _comparable(writes: Writes) -> dict[str, Any]:
@@ -72,12 +75,17 @@ def _comparable(writes: Writes) -> dict[str, Any]:
         entry = json.loads(encoded)
         for volatile in ("decided_at_ms", "hash"):
             entry.pop(volatile)
-        entries.append((entry, decision.source, decision.recipient, decision.delivered,
-                        decision.treatments))  # fmt: skip
-    return {"source": writes.source, "event_type": writes.event_type,
-            "feeds": [_feed_view(f) for f in writes.feeds],
-            "audit": entries, "dead_letter": writes.dead_letter,
-            "ledger": writes.ledger_update}  # fmt: skip
+        entries.append(
+            (entry, decision.source, decision.recipient, decision.delivered, decision.treatments)
+        )
+    return {
+        "source": writes.source,
+        "event_type": writes.event_type,
+        "feeds": [_feed_view(f) for f in writes.feeds],
+        "audit": entries,
+        "dead_letter": writes.dead_letter,
+        "ledger": writes.ledger_update,
+    }
 
 
 def test_workers_write_what_the_router_writes_in_process_in_input_order(
@@ -94,8 +102,11 @@ def test_workers_write_what_the_router_writes_in_process_in_input_order(
         assert seconds > 0
         expected = ROUTER.route(record, now=NOW, ledger=DeliveryLedger())
         assert _comparable(writes) == _comparable(expected.writes(record, decided_at_ms=0))
-    reasons = [w.dead_letter.reason for w, _ in outcomes[-2:] if isinstance(w, Writes)
-               and w.dead_letter is not None]  # fmt: skip
+    reasons = [
+        w.dead_letter.reason
+        for w, _ in outcomes[-2:]
+        if isinstance(w, Writes) and w.dead_letter is not None
+    ]
     assert reasons == ["source.topic_mismatch", "schema.unknown_id"]
     assert sum(len(w.feeds) for w, _ in outcomes if isinstance(w, Writes)) > 0
 
@@ -131,9 +142,9 @@ def test_closing_a_routing_early_drops_the_chunks_no_worker_was_given(pool: Rout
     assert pool._tasks_given - given <= 8  # of 16: each worker holds two, and got two more
     again = records[:3]
     outcomes = list(pool.route(again, NOW))
-    assert [w.ledger_update[0] for w, _ in outcomes if isinstance(w, Writes)
-            and w.ledger_update] == [ROUTER.route(r, now=NOW, ledger=DeliveryLedger())
-                                     .ledger_update[0] for r in again]  # fmt: skip
+    assert [
+        w.ledger_update[0] for w, _ in outcomes if isinstance(w, Writes) and w.ledger_update
+    ] == [ROUTER.route(r, now=NOW, ledger=DeliveryLedger()).ledger_update[0] for r in again]
 
 
 def _lost(pool: RoutingPool, routing: Iterator[Any]) -> str:

@@ -21,8 +21,10 @@ def test_single_object_header_is_marker_and_little_endian_fingerprint() -> None:
     assert header == b"\xc3\x01\x08\x07\x06\x05\x04\x03\x02\x01"
     frame = parse_frame(header)
     assert (frame.framing, frame.fingerprint, frame.body_offset) == (
-        Framing.SINGLE_OBJECT, 0x0102030405060708, 10,
-    )  # fmt: skip
+        Framing.SINGLE_OBJECT,
+        0x0102030405060708,
+        10,
+    )
 
 
 @pytest.mark.parametrize(
