@@ -46,15 +46,15 @@ integration: kafka
 
 test: lint kafka promtool
 	$(BIN)/pytest tests
-	$(BIN)/python -m broker.demo --check
+	$(BIN)/python -m demo --check
 
 # The demo: local Kafka, router, members publishing, feeds differing per MOU. Ctrl-C stops.
 demo: kafka
-	$(BIN)/python -m broker.demo
+	$(BIN)/python -m demo
 
 # The same scenario without interaction, every feed checked against the policy engine.
 demo-check: kafka
-	$(BIN)/python -m broker.demo --check
+	$(BIN)/python -m demo --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -24,9 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from broker.errors import PolicyError
-from broker.policy.model import MemberRegistry
-from broker.topics import (
+from broker.contract import (
     AUDIT_TOPIC,
     DLQ_TOPIC,
     EMBARGO_TOPIC,
@@ -37,6 +35,8 @@ from broker.topics import (
     feed_topic,
     inbound_topic,
 )
+from broker.errors import PolicyError
+from broker.membership import MemberRegistry
 
 TOPIC = "TOPIC"
 GROUP = "GROUP"

@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from broker.errors import ConfigError
-
-if TYPE_CHECKING:
-    from broker.settings import Settings
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL")
 
@@ -105,15 +102,3 @@ class KafkaConnection:
     def __str__(self) -> str:
         who = f" as {self.username}" if self.uses_sasl else ""
         return f"{self.bootstrap} ({self.security_protocol}{who})"
-
-
-def connection_from_settings(bootstrap: str, settings: Settings) -> KafkaConnection:
-    """A connection to ``bootstrap`` as the ACTION_KAFKA_* settings describe it."""
-    password = settings.kafka_sasl_password
-    return KafkaConnection(
-        bootstrap,
-        security_protocol=settings.kafka_security_protocol,
-        username=settings.kafka_sasl_username,
-        password=password.get_secret_value() if password else None,
-        ssl_cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
-    )

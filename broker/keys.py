@@ -1,4 +1,4 @@
-"""A member's private keys from files (PEM, PKCS#8), or the example consortium's demo keys.
+"""Private keys from files (PEM, PKCS#8), or, when asked, the example consortium's demo keys.
 
 Key files must not be readable by group or others (mode 0600), like ssh's keys: a key
 that others can read is refused, with the chmod that fixes it. Keys are never logged.
@@ -16,8 +16,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker.errors import ConfigError
-from broker.policy.demo_keys import demo_encryption_key, demo_router_key, demo_signing_key
-from broker.policy.model import MemberRegistry
 
 
 def _read_private(path: Path) -> object:
@@ -37,22 +35,12 @@ def _read_private(path: Path) -> object:
         raise ConfigError(f"{path}: not an unencrypted PEM private key ({exc})") from exc
 
 
-def write_private_key(path: Path, key: Ed25519PrivateKey | X25519PrivateKey) -> None:
-    """Write ``key`` as PEM with mode 0600 (created so; never readable by others)."""
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_bytes(pem)
-
-
 K = TypeVar("K", Ed25519PrivateKey, X25519PrivateKey)
 _KIND_NAMES: dict[type, str] = {Ed25519PrivateKey: "Ed25519", X25519PrivateKey: "X25519"}
 
 
-def _key_from_file(key_file: Path, kind: type) -> Any:
+def key_from_file(key_file: Path, kind: type) -> Any:
+    """The private key in ``key_file``, which must be of ``kind``."""
     key = _read_private(key_file)
     if not isinstance(key, kind):
         raise ConfigError(f"{key_file}: not an {_KIND_NAMES[kind]} private key")
@@ -69,7 +57,7 @@ def _member_key(
     purpose: str,
 ) -> K:
     if key_file is not None:
-        key: K = _key_from_file(key_file, kind)
+        key: K = key_from_file(key_file, kind)
         return key
     if demo:
         return demo_key(member)
@@ -80,12 +68,16 @@ def _member_key(
 
 
 def signing_key(member: str, key_file: Path | None, *, demo: bool) -> Ed25519PrivateKey:
+    from policies.demo_keys import demo_signing_key  # the demo's, off the product path
+
     return _member_key(
         member, key_file, demo, Ed25519PrivateKey, demo_signing_key, "--signing-key", "signing"
     )
 
 
 def encryption_key(member: str, key_file: Path | None, *, demo: bool) -> X25519PrivateKey:
+    from policies.demo_keys import demo_encryption_key  # the demo's, off the product path
+
     return _member_key(
         member,
         key_file,
@@ -95,25 +87,3 @@ def encryption_key(member: str, key_file: Path | None, *, demo: bool) -> X25519P
         "--encryption-key",
         "encryption",
     )
-
-
-def newest_signing_kid(registry: MemberRegistry, member: str) -> str:
-    for entry in registry.members:
-        if entry.id == member:
-            if not entry.signing_keys:
-                raise ConfigError(f"{member} has no signing key in members.yaml")
-            return entry.signing_keys[-1].kid
-    raise ConfigError(f"{member!r} is not a member of the consortium (members.yaml)")
-
-
-def router_signing_key(
-    registry: MemberRegistry, key_file: Path | None
-) -> tuple[str, Ed25519PrivateKey]:
-    """(kid, key) the router signs feed records with: the file's key under the registry's
-    newest router key id, or the demo key when no file is configured."""
-    if not registry.router_keys:
-        raise ConfigError("members.yaml lists no router_keys: readers could not verify feeds")
-    kid = registry.router_keys[-1].kid
-    if key_file is None:
-        return kid, demo_router_key()
-    return kid, _key_from_file(key_file, Ed25519PrivateKey)

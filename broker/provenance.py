@@ -46,16 +46,14 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from broker.contract import (
+    FIELDS_SALTS_HEADER,
+    FIELDS_SIGNATURE_HEADER,
+    SOURCE_KEY_ID_HEADER,
+    SOURCE_PROOF_HEADER,
+    SOURCE_SIGNATURE_HEADER,
+)
 from broker.errors import ProvenanceError
-
-#: Inbound: the source's signature over the commitments, and the salts (JSON path -> b64).
-FIELDS_SIGNATURE_HEADER = "action.fields-sig"
-FIELDS_SALTS_HEADER = "action.fields-salts"
-#: Feed: who signed, their key id and signature, and the proof (salts of the leaves the
-#: recipient got unchanged, commitments of the others).
-SOURCE_KEY_ID_HEADER = "action.src-kid"
-SOURCE_SIGNATURE_HEADER = "action.src-fields-sig"
-SOURCE_PROOF_HEADER = "action.src-proof"
 
 #: Scheme v2: the pseudo-leaf committing to the encoded record (Avro names cannot hold
 #: "@", so no field collides with it).

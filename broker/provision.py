@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from broker.access import AclBinding, desired_acls, managed_principals
 from broker.connection import KafkaConnection
 from broker.errors import ActionError, RouterError
-from broker.policy.model import MemberRegistry
+from broker.membership import MemberRegistry
 from broker.quotas import desired_quotas, provision_quotas
 from broker.settings import Settings
 from broker.topics import TopicSpec, consortium_topics

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from broker.errors import ActionError
-from broker.policy.model import MemberRegistry
+from broker.membership import MemberRegistry
 
 if TYPE_CHECKING:
     from kafka.admin import KafkaAdminClient

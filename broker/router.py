@@ -27,6 +27,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import errors as kafka_errors
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -40,26 +41,12 @@ from broker.catalog import SchemaCatalog
 from broker.claims import Claim, RecordClaims, content_digest
 from broker.codec import AvroCodec
 from broker.connection import KafkaConnection
-from broker.embargo import EmbargoBook, HeldRecord
-from broker.errors import (
-    PolicyError,
-    RouterError,
-    RoutingWorkerLostError,
-    TransactionTimeoutError,
-)
-from broker.keys import router_signing_key
-from broker.ledger import DeliveryLedger
-from broker.metrics import Health, RouterMetrics
-from broker.policy.demo_keys import demo_match_secret
-from broker.policy.engine import PolicySet
-from broker.policy.loader import load_policies, policy_version
-from broker.policy.treatments import MatchTokenKey
-from broker.routing import Checked, DeadLetter, Inbound, RecordRouter, Writes
-from broker.routing_pool import RoutingPool
-from broker.settings import Settings
-from broker.topics import (
+from broker.contract import (
     AUDIT_TOPIC,
-    DLQ_MAX_BYTES,
+    DLQ_DETAIL_HEADER,
+    DLQ_ORIGIN_HEADER,
+    DLQ_REASON_HEADER,
+    DLQ_TIMESTAMP_HEADER,
     DLQ_TOPIC,
     EMBARGO_TOPIC,
     INBOUND_PATTERN,
@@ -67,15 +54,28 @@ from broker.topics import (
     RECORD_IDS_TOPIC,
     topic_owner,
 )
+from broker.embargo import EmbargoBook, HeldRecord
+from broker.errors import (
+    ConfigError,
+    PolicyError,
+    RouterError,
+    RoutingWorkerLostError,
+    TransactionTimeoutError,
+)
+from broker.keys import key_from_file
+from broker.ledger import DeliveryLedger
+from broker.membership import MemberRegistry
+from broker.metrics import Health, RouterMetrics
+from broker.policy.engine import PolicySet
+from broker.policy.loader import load_policies, policy_version
+from broker.policy.treatments import MatchTokenKey
+from broker.routing import Checked, DeadLetter, Inbound, RecordRouter, Writes
+from broker.routing_pool import RoutingPool
+from broker.settings import Settings
+from broker.topics import DLQ_MAX_BYTES
 
 log = logging.getLogger("action.router")
 T = TypeVar("T")
-
-# Dead letters carry the original key, value and headers, plus these.
-DLQ_REASON_HEADER = "action.dlq.reason"
-DLQ_DETAIL_HEADER = "action.dlq.detail"
-DLQ_ORIGIN_HEADER = "action.dlq.origin"  # topic/partition@offset
-DLQ_TIMESTAMP_HEADER = "action.dlq.source-ts"
 
 _POLICY_CHECK_INTERVAL_S = 5.0
 _EMBARGO_CHECK_INTERVAL_S = 5.0  # how often ended embargoes are looked for
@@ -109,11 +109,44 @@ class _Batch:
 
 
 def match_key_from(settings: Settings) -> MatchTokenKey:
-    if settings.match_secret is None:
-        log.warning("no ACTION_MATCH_SECRET: using the example consortium's demo secret")
-        return MatchTokenKey(settings.match_key_version, demo_match_secret())
-    secret = settings.match_secret.get_secret_value().encode()
-    return MatchTokenKey(settings.match_key_version, secret)
+    """The consortium's match-token secret; the example consortium's public one only when
+    the settings ask for demo keys (``ACTION_DEMO_KEYS``), never by default."""
+    if settings.match_secret is not None:
+        secret = settings.match_secret.get_secret_value().encode()
+        return MatchTokenKey(settings.match_key_version, secret)
+    if not settings.demo_keys:
+        raise ConfigError(
+            "no match-token secret: the router will not hash identifiers with a public one",
+            hint="set ACTION_MATCH_SECRET (ACTION_DEMO_KEYS=true for the example consortium "
+            "on a development cluster)",
+        )
+    from policies.demo_keys import demo_match_secret  # the demo's, off the product path
+
+    log.warning("ACTION_DEMO_KEYS: match tokens use the example consortium's public secret")
+    return MatchTokenKey(settings.match_key_version, demo_match_secret())
+
+
+def router_signing_key(
+    registry: MemberRegistry, settings: Settings
+) -> tuple[str, Ed25519PrivateKey]:
+    """(kid, key) the router signs feed records with: the configured file's key under the
+    registry's newest router key id; the demo key only when the settings ask for it."""
+    if not registry.router_keys:
+        raise ConfigError("members.yaml lists no router_keys: readers could not verify feeds")
+    kid = registry.router_keys[-1].kid
+    if settings.router_signing_key_file is not None:
+        key: Ed25519PrivateKey = key_from_file(settings.router_signing_key_file, Ed25519PrivateKey)
+        return kid, key
+    if not settings.demo_keys:
+        raise ConfigError(
+            "no router signing key: feed records would carry no signature members can trust",
+            hint="set ACTION_ROUTER_SIGNING_KEY_FILE (ACTION_DEMO_KEYS=true for the example "
+            "consortium on a development cluster)",
+        )
+    from policies.demo_keys import demo_router_key  # the demo's, off the product path
+
+    log.warning("ACTION_DEMO_KEYS: feed records carry the demo router key's signature")
+    return kid, demo_router_key()
 
 
 class RouterService:
@@ -160,12 +193,7 @@ class RouterService:
     # --- policies ---------------------------------------------------------------------
 
     def _compile(self, policy_set: PolicySet) -> RecordRouter:
-        router_key = router_signing_key(policy_set.registry, self.settings.router_signing_key_file)
-        if self.settings.router_signing_key_file is None:
-            log.warning(
-                "no ACTION_ROUTER_SIGNING_KEY_FILE: feed records carry the demo "
-                "router key's signature"
-            )
+        router_key = router_signing_key(policy_set.registry, self.settings)
         self.metrics.set_policy_version(policy_set.version)
         return RecordRouter(policy_set, self.codec, self.match_key, router_key=router_key)
 

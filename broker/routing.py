@@ -25,26 +25,28 @@ from broker.audit import (
     source_pseudonym,
 )
 from broker.codec import AvroCodec
+from broker.contract import (
+    DECISION_ID_HEADER,
+    EVENT_TYPE_HEADER,
+    POLICY_VERSION_HEADER,
+    RECORD_ID_HEADER,
+    SIGNATURE_HEADER,
+    SOURCE_TIMESTAMP_HEADER,
+    feed_key,
+    feed_topic,
+    record_id_of,
+    topic_owner,
+)
 from broker.embargo import HeldRecord, embargo_key
 from broker.errors import DecodeError, EncodeError, EventValidationError, ProvenanceError
 from broker.events import EVENT_TYPES
 from broker.ledger import DeliveryLedger, LedgerEntry, ledger_key
 from broker.policy.decision import Decision
-from broker.policy.engine import PolicySet, Referenced, record_id_of
+from broker.policy.engine import PolicySet, Referenced
 from broker.policy.model import Treatment
 from broker.policy.treatments import MatchTokenKey
 from broker.provenance import FieldProof
-from broker.signing import SIGNATURE_HEADER, SignatureVerifier, header_map, sign_feed_record
-from broker.topics import feed_topic, topic_owner
-
-# Headers on every feed record. The source is deliberately not among them: an anonymous
-# share must not be undone by a header.
-DECISION_ID_HEADER = "action.decision-id"
-POLICY_VERSION_HEADER = "action.policy-version"
-EVENT_TYPE_HEADER = "action.event-type"
-RECORD_ID_HEADER = "action.record-id"
-SOURCE_TIMESTAMP_HEADER = "action.source-ts"  # ms since the epoch, as the source produced it
-
+from broker.signing import SignatureVerifier, header_map, sign_feed_record
 
 # Bounds on what a member sends beside the value, checked before anything is parsed. The
 # SDK writes three or four headers of under 4 KiB; a record past these is refused whole.
@@ -487,7 +489,7 @@ class RecordRouter:
             kid, key = self.router_key
             headers += sign_feed_record(value, decision_id, decision.recipient, key, kid)
         return FeedRecord(
-            feed_topic(decision.recipient), decision.record_id.encode(), value, headers
+            feed_topic(decision.recipient), feed_key(decision.record_id), value, headers
         )
 
     def _retraction_decisions(

@@ -1,8 +1,5 @@
-"""Typed, frozen configuration: defaults < config file < ACTION_* environment variables.
-
-The config file is YAML, named by ``ACTION_CONFIG_FILE`` (or ``--config`` on the CLIs).
-Unknown keys are rejected so that a typo never silently falls back to a default.
-"""
+"""The router's and operators' settings (ACTION_* variables, see :mod:`broker.configuration`).
+A member's SDK has its own, smaller settings: :mod:`broker.member_settings`."""
 
 from __future__ import annotations
 
@@ -10,11 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr
 
-from broker.errors import ConfigError
+from broker.configuration import KafkaClientSettings
 from policies import POLICY_DIR
 
 #: The Apache Kafka release the project develops and tests against (see deploy/kafka/pom.xml).
@@ -26,59 +21,9 @@ def _default_cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "action-broker"
 
 
-class _YamlFileSource(PydanticBaseSettingsSource):
-    """Reads the YAML file named by ACTION_CONFIG_FILE, if any."""
-
-    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
-        super().__init__(settings_cls)
-        self._data: dict[str, Any] = {}
-        if path is None:
-            return
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-        if loaded is None:
-            return
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"config file {path}: expected a mapping of settings at the top level, "
-                f"found {type(loaded).__name__}"
-            )
-        self._data = loaded
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return self._data.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self._data)
-
-
-class Settings(BaseSettings):
+class Settings(KafkaClientSettings):
     """Settings shared by every action-broker command and service."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ACTION_", extra="forbid", frozen=True, populate_by_name=True
-    )
-
-    kafka_bootstrap: str | None = Field(
-        default=None,
-        description="host:port of an existing Kafka cluster; when unset, tools use the local one",
-    )
-    kafka_security_protocol: str = Field(
-        default="SASL_PLAINTEXT",
-        pattern=r"^(PLAINTEXT|SASL_PLAINTEXT|SASL_SSL|SSL)$",
-        description="how clients reach ACTION_KAFKA_BOOTSTRAP (the local cluster says itself)",
-    )
-    kafka_sasl_username: str | None = Field(
-        default=None, description="SCRAM-SHA-512 user; unset with the local cluster: its admin"
-    )
-    kafka_sasl_password: SecretStr | None = Field(default=None)
-    kafka_ssl_cafile: Path | None = Field(
-        default=None, description="PEM CA bundle that signed the brokers' certificates"
-    )
     kafka_version: str = Field(default=KAFKA_VERSION, description="Apache Kafka release to fetch")
     kafka_home: Path | None = Field(
         default=None,
@@ -169,14 +114,17 @@ class Settings(BaseSettings):
     metrics_host: str = Field(default="127.0.0.1")
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 picks a free port")
     match_secret: SecretStr | None = Field(
-        default=None,
-        description="the consortium's match-token HMAC secret; unset uses the demo secret",
+        default=None, description="the consortium's match-token HMAC secret (required)"
     )
     match_key_version: int = Field(default=1, ge=0)
     router_signing_key_file: Path | None = Field(
         default=None,
-        description="the router's Ed25519 key (PEM, 0600) for feed records; unset uses the "
-        "demo key",
+        description="the router's Ed25519 key (PEM, 0600) for feed records (required)",
+    )
+    demo_keys: bool = Field(
+        default=False,
+        description="DEMO AND TESTS ONLY: the example consortium's public match secret and "
+        "router key stand in for match_secret and router_signing_key_file when unset",
     )
 
     @property
@@ -187,30 +135,7 @@ class Settings(BaseSettings):
     def credentials_folder(self) -> Path:
         return self.credentials_dir or self.cache_dir / "credentials"
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        config_file = os.environ.get("ACTION_CONFIG_FILE")
-        file_source = _YamlFileSource(settings_cls, Path(config_file) if config_file else None)
-        return (init_settings, env_settings, file_source)
-
 
 def load_settings(**overrides: Any) -> Settings:
     """Build :class:`Settings`, turning validation failures into a readable ConfigError."""
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(
-            f"invalid configuration: {problems}",
-            hint="check ACTION_* environment variables and the file in ACTION_CONFIG_FILE",
-        ) from exc
+    return Settings.load(**overrides)

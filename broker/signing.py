@@ -22,16 +22,18 @@ from collections.abc import Iterable, Mapping
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from broker.contract import (
+    KEY_ID_HEADER,
+    ROUTER_KEY_ID_HEADER,
+    ROUTER_SIGNATURE_HEADER,
+    SIGNATURE_HEADER,
+)
 from broker.errors import ProvenanceError
-from broker.policy.model import MemberKey, MemberRegistry
+from broker.membership import MemberKey, MemberRegistry
 
-SIGNATURE_HEADER = "action.sig"
-KEY_ID_HEADER = "action.kid"
 _CONTEXT = b"action.record.v1\x00"
 # Feed records: the router signs what it delivered, bound to the decision and the recipient,
 # so a record cannot be moved into another member's feed or another decision's place.
-ROUTER_SIGNATURE_HEADER = "action.router-sig"
-ROUTER_KEY_ID_HEADER = "action.router-kid"
 _FEED_CONTEXT = b"action.feed.v1\x00"
 
 

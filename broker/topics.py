@@ -1,42 +1,26 @@
-"""Topic names and the topics a consortium needs, derived from its member registry."""
+"""The topics a consortium needs, derived from its member registry (their names are
+:mod:`broker.contract`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from broker.claims import TOPIC_RETENTION_MS
-from broker.policy.model import MemberRegistry
-
-INBOUND_PREFIX = "action.in."
-FEED_PREFIX = "action.feed."
-AUDIT_TOPIC = "action.audit"
-DLQ_TOPIC = "action.dlq"
-#: Compacted: who received each indicator, so a retraction reaches exactly them.
-LEDGER_TOPIC = "action.ledger"
-#: Compacted and expiring: the record ids routed, each claimed by its source
-#: (broker.claims), so a replay or a rival's reuse of an id is refused.
-RECORD_IDS_TOPIC = "action.record-ids"
-#: Compacted: records held by an embargo until it ends (broker.embargo).
-EMBARGO_TOPIC = "action.embargo"
-INBOUND_PATTERN = r"^action\.in\..+$"
+from broker.contract import (
+    AUDIT_TOPIC,
+    DLQ_TOPIC,
+    EMBARGO_TOPIC,
+    LEDGER_TOPIC,
+    RECORD_IDS_TOPIC,
+    feed_topic,
+    inbound_topic,
+)
+from broker.membership import MemberRegistry
 
 #: Inbound records up to the codec's 1 MiB limit plus headers; the DLQ keeps any inbound
 #: record whole with its dead-letter headers, so it allows more.
 INBOUND_MAX_BYTES = 1_100_000
 DLQ_MAX_BYTES = 2_200_000
-
-
-def inbound_topic(member: str) -> str:
-    return INBOUND_PREFIX + member
-
-
-def feed_topic(member: str) -> str:
-    return FEED_PREFIX + member
-
-
-def topic_owner(topic: str) -> str | None:
-    """The member whose inbound topic this is, or None."""
-    return topic[len(INBOUND_PREFIX) :] if topic.startswith(INBOUND_PREFIX) else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import click
 
-from broker.cli.output import emit_rows, info, output_option, run_command_line
-from broker.cli.router import bootstrap_option, resolve_kafka
+from broker.console import bootstrap_option, emit_rows, info, output_option, run_command_line
 from broker.keys import encryption_key
-from broker.settings import load_settings
+from broker.member_settings import MemberSettings
 from consumers.export import formats, write_export
 from consumers.feed_reader import Delivery, FeedReader, FeedReaderConfig
 from consumers.store import FeedStore
@@ -27,15 +26,13 @@ class _Context:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @bootstrap_option
-@click.option(
-    "--member", envvar="ACTION_MEMBER", required=True, help="Your member id (or ACTION_MEMBER)."
-)
+@click.option("--member", help="Your member id (default: ACTION_MEMBER).")
 @click.option(
     "--encryption-key",
     "key_file",
-    envvar="ACTION_ENCRYPTION_KEY_FILE",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Your X25519 private key (PEM, 0600), for fields encrypted to you.",
+    help="Your X25519 private key (PEM, 0600), for fields encrypted to you "
+    "(default: ACTION_ENCRYPTION_KEY_FILE).",
 )
 @click.option(
     "--demo-keys",
@@ -53,25 +50,34 @@ class _Context:
 def cli(
     ctx: click.Context,
     bootstrap: str | None,
-    member: str,
+    member: str | None,
     key_file: Path | None,
     demo_keys: bool,
     store_path: Path | None,
     group: str | None,
 ) -> None:
     """Read your organisation's feed as the MOUs shaped it."""
-    settings = load_settings()
+    settings = MemberSettings.load()
+    member_id = settings.member_id(member)
+    key_file = key_file or settings.encryption_key_file
 
     def make_reader() -> FeedReader:
-        key = encryption_key(member, key_file, demo=demo_keys) if key_file or demo_keys else None
+        key = encryption_key(member_id, key_file, demo=demo_keys) if key_file or demo_keys else None
         if key is None:
             info("no encryption key: fields encrypted to you stay encrypted")
-        kafka = resolve_kafka(bootstrap, settings)
+        kafka = settings.connection(bootstrap)
         return FeedReader(
-            FeedReaderConfig(kafka.bootstrap, member, key, group_id=group, client=kafka.security())
+            FeedReaderConfig(
+                kafka.bootstrap,
+                member_id,
+                key,
+                group_id=group,
+                client=kafka.security(),
+                trust_store=settings.trust_store,
+            )
         )
 
-    ctx.obj = _Context(member, store_path or Path(f"{member}.feed.sqlite"), make_reader)
+    ctx.obj = _Context(member_id, store_path or Path(f"{member_id}.feed.sqlite"), make_reader)
 
 
 def _line(delivery: Delivery) -> str:

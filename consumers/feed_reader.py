@@ -15,7 +15,6 @@ only when asked, so a restarted reader resumes after the last record its caller 
 
 from __future__ import annotations
 
-import base64
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,22 +27,22 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
-from broker.errors import ActionError, DecodeError, EventValidationError, ProvenanceError
-from broker.events import Event, avro_values, parse_event
-from broker.policy.decision import decision_id_for
-from broker.policy.loader import load_trust_store
-from broker.policy.treatments import ENCRYPTED_PREFIX, HPKE_SUITE
-from broker.provenance import verify_delivered
-from broker.routing import (
+from broker.contract import (
     DECISION_ID_HEADER,
     EVENT_TYPE_HEADER,
     POLICY_VERSION_HEADER,
     RECORD_ID_HEADER,
     SOURCE_TIMESTAMP_HEADER,
+    decision_id_for,
+    feed_topic,
 )
-from broker.settings import load_settings
+from broker.errors import ActionError, DecodeError, EventValidationError, ProvenanceError
+from broker.events import Event, avro_values, parse_event
+from broker.member_settings import MemberSettings
+from broker.membership import load_trust_store
+from broker.provenance import verify_delivered
+from broker.sealing import is_sealed, sealed_kid, unseal
 from broker.signing import header_map, public_keys, verify_feed_record
-from broker.topics import feed_topic
 
 #: How long a reader with an idle timeout waits to be given partitions, beyond that
 #: timeout: a killed reader's partitions are freed after its session timeout (45 s).
@@ -102,32 +101,27 @@ class Delivery:
 def decrypt_fields(
     record: dict[str, Any], key: X25519PrivateKey | None, kid_prefix: str, record_id: str
 ) -> list[str]:
-    """Decrypt every ``hpke1.`` value in place; returns the paths that could not be."""
+    """Open every sealed value (:mod:`broker.sealing`) in place; returns the paths that
+    could not be opened (sealed to someone else, or corrupt)."""
     failed: list[str] = []
 
     def open_value(value: str, path: str) -> str:
-        _, kid, body = value.split(".", 2)
-        if key is None or not kid.startswith(kid_prefix):
+        if key is None or not sealed_kid(value).startswith(kid_prefix):
             failed.append(path)
             return value
         try:
-            ciphertext = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-            plain = HPKE_SUITE.decrypt(ciphertext, key, info=f"{record_id}:{path}".encode())
-        except Exception:  # noqa: BLE001 - whatever failed, the field stays unreadable
+            return unseal(value, key, record_id=record_id, path=path)
+        except ValueError:
             failed.append(path)
             return value
-        return plain.decode()
 
     def visit(container: dict[str, Any], prefix: str) -> None:
         for name, value in container.items():
             path = f"{prefix}{name}"
-            if isinstance(value, str) and value.startswith(ENCRYPTED_PREFIX + "."):
+            if is_sealed(value):
                 container[name] = open_value(value, path)
             elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-                container[name] = [
-                    open_value(v, path) if v.startswith(ENCRYPTED_PREFIX + ".") else v
-                    for v in value
-                ]
+                container[name] = [open_value(v, path) if is_sealed(v) else v for v in value]
             elif isinstance(value, dict) and not prefix:
                 visit(value, f"{name}.")
 
@@ -147,7 +141,7 @@ class FeedReader:
         self.source_keys = config.source_keys
         if self.router_keys is None or self.source_keys is None:
             # The trust store only (members.yaml): a member needs no one's MOU.
-            registry = load_trust_store(config.trust_store or load_settings().policy_dir)
+            registry = load_trust_store(config.trust_store or MemberSettings.load().trust_store)
             if self.router_keys is None:
                 self.router_keys = public_keys(registry.router_keys)
             if self.source_keys is None:

@@ -17,9 +17,8 @@ import click
 from rich.progress import Progress
 
 from broker.catalog import SchemaCatalog
-from broker.cli.output import emit_rows, info, output_option, run_command_line
-from broker.cli.router import bootstrap_option, resolve_kafka
 from broker.codec import AvroCodec
+from broker.console import bootstrap_option, emit_rows, info, output_option, run_command_line
 from broker.errors import ActionError, ConfigError, EventValidationError
 from broker.events import (
     EnforcementAction,
@@ -32,9 +31,9 @@ from broker.events import (
     Tlp,
     parse_event,
 )
-from broker.keys import newest_signing_kid, signing_key
-from broker.policy.loader import load_trust_store
-from broker.settings import load_settings
+from broker.keys import signing_key
+from broker.member_settings import MemberSettings
+from broker.membership import load_trust_store
 from producers.importing import Accepted, Rejected, read_events
 from producers.publisher import Publisher, PublisherConfig
 
@@ -50,15 +49,12 @@ class _Context:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @bootstrap_option
-@click.option(
-    "--member", envvar="ACTION_MEMBER", required=True, help="Your member id (or ACTION_MEMBER)."
-)
+@click.option("--member", help="Your member id (default: ACTION_MEMBER).")
 @click.option(
     "--signing-key",
     "key_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="ACTION_SIGNING_KEY_FILE",
-    help="Your Ed25519 private key (PEM, mode 0600).",
+    help="Your Ed25519 private key (PEM, mode 0600; default: ACTION_SIGNING_KEY_FILE).",
 )
 @click.option("--kid", help="Key id of the signing key (default: your newest in members.yaml).")
 @click.option(
@@ -71,20 +67,20 @@ class _Context:
 def cli(
     ctx: click.Context,
     bootstrap: str | None,
-    member: str,
+    member: str | None,
     key_file: Path | None,
     kid: str | None,
     demo_keys: bool,
     dry_run: bool,
 ) -> None:
     """Publish your organisation's events to the consortium, signed with your key."""
-    settings = load_settings()
-    registry = load_trust_store(settings.policy_dir)  # public keys only, no MOUs
-    key = signing_key(member, key_file, demo=demo_keys)
-    kid = kid or newest_signing_kid(registry, member)
+    settings = MemberSettings.load()
+    member = settings.member_id(member)
+    key = signing_key(member, key_file or settings.signing_key_file, demo=demo_keys)
+    kid = kid or load_trust_store(settings.trust_store).newest_signing_kid(member)
 
     def make_publisher() -> Publisher:
-        kafka = resolve_kafka(bootstrap, settings)
+        kafka = settings.connection(bootstrap)
         return Publisher(
             PublisherConfig(kafka.bootstrap, member, key, kid, client=kafka.security())
         )

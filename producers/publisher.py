@@ -22,12 +22,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
+from broker.contract import inbound_key, inbound_topic, record_id_of
 from broker.errors import ActionError, PublishError
 from broker.events import EVENT_TYPES, Event
-from broker.policy.engine import record_id_of
 from broker.provenance import sign_fields
 from broker.signing import key_id_header
-from broker.topics import inbound_topic
 
 
 @dataclass(frozen=True)
@@ -52,14 +51,6 @@ def sign_event(
     # Commit to the record exactly as the router will see it: decoded, then normalized.
     seen = EVENT_TYPES[event.avro_type].from_avro(codec.decode(value).record).to_avro()
     return value, key_id_header(kid) + sign_fields(seen, event.avro_type, key, encoded=value)
-
-
-def record_key(record: dict[str, Any]) -> bytes:
-    """The partitioning key: the indicator an event is about, else its own id."""
-    for name in ("indicator_id", "report_id"):
-        if record.get(name):
-            return str(record[name]).encode()
-    return b""
 
 
 class Publisher:
@@ -100,7 +91,7 @@ class Publisher:
         value, headers = sign_event(
             self.codec, event, self.config.signing_key, self.config.signing_kid
         )
-        return record, record_key(record), value, headers
+        return record, inbound_key(record), value, headers
 
     def publish(
         self, event: Event, on_done: Callable[[str, str | None], None] | None = None

@@ -11,10 +11,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from broker.contract import FIELDS_SALTS_HEADER, FIELDS_SIGNATURE_HEADER, KEY_ID_HEADER
 from broker.events import EVENT_TYPES, Event
-from broker.provenance import FIELDS_SALTS_HEADER, FIELDS_SIGNATURE_HEADER
 from broker.routing import MAX_HEADER_BYTES, Inbound
-from broker.signing import KEY_ID_HEADER
 from tests.members import BASE_TIME, indicator, mixed_stream, retraction, signed
 
 Headers = tuple[tuple[str, bytes], ...]

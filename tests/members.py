@@ -8,8 +8,9 @@ from typing import Any
 
 from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
+from broker.contract import inbound_key
 from broker.events import EVENT_TYPES, Event
-from broker.policy.demo_keys import demo_signing_key
+from policies.demo_keys import demo_signing_key
 from producers.publisher import sign_event
 
 CODEC = AvroCodec(SchemaCatalog.load())
@@ -24,9 +25,7 @@ def signed(event: Event) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
     """(key, value, headers) as the member's publisher writes them to its inbound topic."""
     member = event.source_member
     value, headers = sign_event(CODEC, event, demo_signing_key(member), signing_kid(member))
-    record = event.to_avro()
-    key = str(record.get("indicator_id") or record.get("report_id") or uuid.uuid4()).encode()
-    return key, value, headers
+    return inbound_key(event.to_avro()), value, headers
 
 
 def indicator(source: str = "platform-a", number: int = 0, **changes: Any) -> Event:

@@ -10,9 +10,9 @@ import click
 from broker import __version__
 from broker.cli.audit import audit
 from broker.cli.kafka import kafka
-from broker.cli.output import run_command_line
 from broker.cli.router import provision, run
 from broker.cli.schemas import registry, schemas
+from broker.console import run_command_line
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -11,11 +11,11 @@ import click
 from rich.progress import Progress
 
 from broker.audit import ChainHead, ChainReport, verify_chains
-from broker.cli.output import emit_rows, info, output_option
-from broker.cli.router import bootstrap_option, resolve_kafka
+from broker.cli.router import resolve_kafka
 from broker.connection import KafkaConnection
+from broker.console import bootstrap_option, emit_rows, info, output_option
+from broker.contract import AUDIT_TOPIC
 from broker.settings import load_settings
-from broker.topics import AUDIT_TOPIC
 
 EXIT_TAMPERED = 4
 
@@ -124,7 +124,7 @@ def reveal(pseudonym: str, record_id: str, output_format: str) -> None:
     can: it needs the consortium's match-token secret (ACTION_MATCH_SECRET). Exit 0 when
     found, 4 when no member matches."""
     from broker.audit import pseudonym_key, reveal_source
-    from broker.policy.loader import load_trust_store
+    from broker.membership import load_trust_store
     from broker.router import match_key_from
 
     settings = load_settings()

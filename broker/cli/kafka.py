@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
 
 import click
 
-from broker.cli.output import emit_rows, info, output_option
+from broker.console import emit_rows, info, output_option
 from broker.errors import ClusterNotRunningError
 from broker.localkafka import LocalCluster, resolve_distribution
 from broker.localkafka.cluster import live_broker_ids
+from broker.provision import read_password
 from broker.settings import Settings, load_settings
 
 data_dir_option = click.option(
@@ -168,6 +170,33 @@ def status(output_format: str, name: str, data_dir: Path | None) -> None:
     if all(r["state"] == "serving" for r in rows):
         return
     sys.exit(ClusterNotRunningError.exit_code if not any(n.running for n in nodes) else 1)
+
+
+@kafka.command(name="env")
+@click.option(
+    "--user",
+    help="A provisioned SCRAM user (a member's principal name, or the router's); "
+    "default: the cluster's admin.",
+)
+@name_option
+@data_dir_option
+def environment(user: str | None, name: str, data_dir: Path | None) -> None:
+    """Print the ACTION_KAFKA_* variables that reach the local cluster, as shell exports:
+
+    eval "$(action-broker kafka env --user platform-a)"
+
+    so action-publish, action-feed and the SDK connect as that member (its password from
+    the credentials folder `action-broker provision` wrote)."""
+    cluster, settings = _cluster(name, data_dir)
+    if not cluster.exists():
+        raise ClusterNotRunningError(
+            f"no local cluster in {cluster.data_dir}", hint="start it: action-broker kafka up"
+        )
+    connection = cluster.connection()
+    if user and connection.uses_sasl:
+        connection = connection.as_user(user, read_password(settings.credentials_folder, user))
+    for variable, value in sorted(connection.environment().items()):
+        click.echo(f"export {variable}={shlex.quote(value)}")
 
 
 @kafka.command()

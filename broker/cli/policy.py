@@ -12,14 +12,15 @@ import click
 from pydantic import BaseModel
 from rich.progress import track
 
-from broker.cli.output import emit_rows, info, output_option, run_command_line
+from broker.console import emit_rows, info, output_option, run_command_line
 from broker.errors import ActionError, EventValidationError, PolicyError
 from broker.events import parse_typed_event
+from broker.membership import MemberRegistry
 from broker.policy.decision import Decision
 from broker.policy.engine import PolicySet
 from broker.policy.impact import Change, policy_impact
 from broker.policy.loader import load_policies
-from broker.policy.model import MemberRegistry, Mou
+from broker.policy.model import Mou
 from broker.policy.testing import (
     OFFLINE_MATCH_KEY,
     PolicyTestFile,

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from broker.cli.output import emit_rows, info, output_option
-from broker.connection import KafkaConnection, connection_from_settings
+from broker.connection import KafkaConnection
+from broker.console import bootstrap_option, emit_rows, info, output_option
 from broker.errors import ClusterNotRunningError
 from broker.localkafka import LocalCluster
 from broker.policy.loader import load_policies
@@ -22,11 +22,6 @@ from broker.settings import Settings, load_settings
 if TYPE_CHECKING:
     from broker.router import RouterService
 
-bootstrap_option = click.option(
-    "--bootstrap-server",
-    "bootstrap",
-    help="host:port of Kafka (default: ACTION_KAFKA_BOOTSTRAP, else the local cluster).",
-)
 policies_option = click.option(
     "--policies",
     "policy_dir",
@@ -41,7 +36,7 @@ def resolve_kafka(explicit: str | None, settings: Settings) -> KafkaConnection:
     ACTION_KAFKA_SASL_USERNAME names another user."""
     address = explicit or settings.kafka_bootstrap
     if address:
-        return connection_from_settings(address, settings)
+        return settings.connection_to(address)
     local = LocalCluster(settings.cache_dir / "clusters" / "default", settings)
     if not local.exists():
         raise ClusterNotRunningError(

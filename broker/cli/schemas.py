@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from broker.catalog import SchemaCatalog, catalog_problems
-from broker.cli.output import emit_rows, info, output_option
+from broker.console import emit_rows, info, output_option
 from broker.errors import SchemaError
 from broker.registry import RegistryServer
 from schemas import SCHEMA_DIR

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from broker.contract import decision_id_for
 from broker.policy.model import Treatment
-
-
-def decision_id_for(source: str, record_id: str, recipient: str, policy_version: str) -> str:
-    """The id of the decision on one record for one recipient under one policy version.
-
-    ``source`` is the source as the recipient sees it (``source_member`` of the delivered
-    record: the member, or its anonymous label), so two members' records with the same id
-    never share a decision id, the recipient can recompute it from what it received, and
-    it names no source that the delivery itself does not."""
-    key = f"{source}\x1f{record_id}\x1f{recipient}\x1f{policy_version}".encode()
-    return hashlib.sha256(key).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,18 +15,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from broker.contract import record_id_of
 from broker.events import Tlp
+from broker.membership import ANONYMOUS_PREFIX, Member, MemberRegistry
 from broker.policy.decision import Decision, FieldDecision
 from broker.policy.envelope import RECORDS, TEXT, TEXT_LIST, TreatableField, unnamed_fields
 from broker.policy.freetext import IDENTIFIER_FIELDS, STRUCTURED, scrub
 from broker.policy.model import (
-    ANONYMOUS_PREFIX,
     TLP_ORDER,
     AcceptRule,
     Attribution,
     HssCondition,
-    Member,
-    MemberRegistry,
     Mou,
     Parties,
     ShareRule,
@@ -36,11 +35,11 @@ from broker.policy.model import (
 from broker.policy.treatments import (
     MatchTokenKey,
     RecipientKey,
-    encrypt,
     generalize,
     mask,
     match_token,
 )
+from broker.sealing import seal
 
 #: The field that dates each event type: embargo and expiry count from it.
 TIME_FIELDS = {
@@ -50,8 +49,6 @@ TIME_FIELDS = {
     "Retraction": "retracted_at",
     "SeizureReport": "seized_on",
 }
-# Own ids first: a retraction, sighting or action also names the indicator it is about.
-_RECORD_IDS = ("retraction_id", "sighting_id", "action_id", "report_id", "indicator_id")
 #: The rule id of every retraction decision: the ledger (who got the indicator) decides.
 RETRACTION_RULE = "ledger.retraction"
 #: The rule id that withholds a reference from a member that did not get the indicator.
@@ -99,13 +96,6 @@ class Candidate:
 
 def parties_include(parties: Parties, member: Member) -> bool:
     return member.id in parties.members or member.sector in parties.sectors
-
-
-def record_id_of(record: Mapping[str, Any]) -> str:
-    for name in _RECORD_IDS:
-        if name in record:
-            return str(record[name])
-    return "?"
 
 
 class PolicySet:
@@ -661,7 +651,8 @@ class PolicySet:
                 return match_token(match_key, kind, item)
             if treatment is Treatment.MASK:
                 return mask(item)
-            return encrypt(item, self.encryption_keys[recipient], f"{record_id}:{path}")
+            key = self.encryption_keys[recipient]
+            return seal(item, key.kid, key.public_key, record_id=record_id, path=path)
 
         return [one(v) for v in value] if isinstance(value, list) else one(value)
 

@@ -14,70 +14,25 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
-
-import yaml
-from pydantic import BaseModel, ValidationError
 
 from broker.catalog import SchemaCatalog
 from broker.errors import PolicyError
+from broker.membership import REGISTRY_FILE, MemberRegistry
 from broker.policy.engine import PolicySet
 from broker.policy.envelope import EnvelopeError, TreatableField, treatable_fields
 from broker.policy.model import (
     AcceptRule,
     Attribution,
     HssCondition,
-    MemberRegistry,
     Mou,
     Parties,
     ShareRule,
     Treatment,
 )
 from broker.policy.treatments import GENERALIZERS
-
-M = TypeVar("M", bound=BaseModel)
+from broker.typed_yaml import read_model_file
 
 _TEXT_TREATMENTS = {Treatment.HASH, Treatment.MASK, Treatment.ENCRYPT}
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _model_problems(file: Path, exc: ValidationError) -> list[str]:
-    problems = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "<top level>"
-        found = "" if err["type"] == "missing" else f" (found {_describe(err.get('input'))})"
-        problems.append(f"{file}: {where}: {err['msg']}{found}")
-    return problems
-
-
-def _read_yaml(file: Path, problems: list[str]) -> Any:
-    try:
-        return yaml.safe_load(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        problems.append(f"{file}: cannot read: {exc.strerror}")
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problems.append(f"{file}{where}: not valid YAML: {getattr(exc, 'problem', exc)}")
-    return None
-
-
-def parse_policy_file(model: type[M], file: Path, problems: list[str]) -> M | None:
-    """Read a YAML file as ``model``; on failure append its problems and return None."""
-    data = _read_yaml(file, problems)
-    if data is None:
-        if not any(p.startswith(str(file)) for p in problems):
-            problems.append(f"{file}: empty file, expected a {model.__name__}")
-        return None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems.extend(_model_problems(file, exc))
-        return None
 
 
 def policy_version(directory: Path) -> str:
@@ -207,29 +162,13 @@ def _applicability(where: str, path: str, kind: str | None, treatment: Treatment
     return []
 
 
-#: The trust store members need: the registry's public keys, no MOUs.
-TRUST_STORE_FILE = "members.yaml"
-
-
-def load_trust_store(path: Path) -> MemberRegistry:
-    """The member registry alone (``members.yaml``: members' and the router's public keys),
-    what a member's SDK needs to verify what it reads; it never reads other members'
-    MOUs. ``path`` is the file or the policy folder holding it."""
-    file = path / TRUST_STORE_FILE if path.is_dir() else path
-    problems: list[str] = []
-    registry = parse_policy_file(MemberRegistry, file, problems)
-    if registry is None:
-        raise PolicyError(f"{file}: not a valid trust store", problems=problems)
-    return registry
-
-
 def load_policies(directory: Path, catalog: SchemaCatalog | None = None) -> PolicySet:
     """Validate and compile a policy folder; raises PolicyError listing every problem."""
     catalog = catalog or SchemaCatalog.load()
     problems: list[str] = []
     if not directory.is_dir():
         raise PolicyError(f"{directory}: not a folder of policies")
-    registry = parse_policy_file(MemberRegistry, directory / "members.yaml", problems)
+    registry = read_model_file(MemberRegistry, directory / REGISTRY_FILE, problems)
     fields_by_type: dict[str, dict[str, TreatableField]] = {}
     for type_name in catalog.type_names:
         try:
@@ -241,7 +180,7 @@ def load_policies(directory: Path, catalog: SchemaCatalog | None = None) -> Poli
     conditioned = conditioned_fields(catalog)
     mous: dict[str, Mou] = {}
     for file in sorted((directory / "mou").glob("*.yaml")):
-        mou = parse_policy_file(Mou, file, problems)
+        mou = read_model_file(Mou, file, problems)
         if mou is None:
             continue
         if registry is not None:

@@ -1,4 +1,4 @@
-"""The policy files as typed models: the member registry and one MOU per member.
+"""The MOUs as typed models: one per member (the registry is :mod:`broker.membership`).
 
 These models are the single source of the policy files' JSON Schema
 (``policies/schema/*.schema.json``, written by ``action-policy schema``), so editors
@@ -11,16 +11,13 @@ from __future__ import annotations
 from enum import IntEnum, StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
-from broker.events import MEMBER_ID_PATTERN, ProductCategory, SharingPurpose, Tlp
+from broker.events import ProductCategory, SharingPurpose, Tlp
+from broker.membership import MemberId, Sector
+from broker.typed_yaml import StrictModel
 
 RuleId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,79}$")]
-MemberId = Annotated[str, Field(pattern=MEMBER_ID_PATTERN)]
-KeyId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,80}$")]
-PublicKey = Annotated[
-    str, Field(pattern=r"^[A-Za-z0-9_-]{43}=?$", description="raw 32-byte key, base64url")
-]
 
 #: TLP 2.0 levels in order of restriction.
 TLP_ORDER: dict[Tlp, int] = {
@@ -30,14 +27,6 @@ TLP_ORDER: dict[Tlp, int] = {
     Tlp.AMBER_STRICT: 3,
     Tlp.RED: 4,
 }
-
-
-class Sector(StrEnum):
-    PLATFORM = "platform"
-    PAYMENT = "payment"
-    INTERMEDIARY = "intermediary"
-    RIGHTS_HOLDER = "rights_holder"
-    GOVERNMENT = "government"
 
 
 class Treatment(StrEnum):
@@ -78,86 +67,14 @@ class HssCondition(StrEnum):
     NEVER = "never"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class MemberKey(_Strict):
-    kid: KeyId
-    public_key: PublicKey
-
-
-class MemberQuotas(_Strict):
-    """Kafka client quotas of one member's principal, over the consortium's defaults
-    (settings ``member_produce_byte_rate``, ``member_request_percentage``): one member's
-    flood must not slow routing for the others."""
-
-    produce_byte_rate: int | None = Field(
-        default=None, ge=1024, description="bytes per second this member may produce"
-    )
-    request_percentage: float | None = Field(
-        default=None, gt=0, le=1000, description="share of one broker I/O thread, in percent"
-    )
-
-
-#: What a recipient sees instead of an anonymous source's id; no member may be named so.
-ANONYMOUS_PREFIX = "anonymous-"
-
-
-class Member(_Strict):
-    id: MemberId
-    name: str = Field(min_length=1, max_length=200)
-    sector: Sector
-    principal: str = Field(pattern=r"^User:[A-Za-z0-9._-]+$", description="Kafka principal")
-    signing_keys: tuple[MemberKey, ...] = Field(default=(), description="Ed25519, newest last")
-    encryption_keys: tuple[MemberKey, ...] = Field(default=(), description="X25519, newest last")
-    reads_audit: bool = Field(
-        default=False,
-        description="may read the audit topic and the router's committed chain heads (the "
-        "IPR Center's analysts, who oversee the consortium)",
-    )
-    quotas: MemberQuotas = Field(
-        default_factory=MemberQuotas,
-        description="Kafka client quotas for this member, where the defaults do not fit",
-    )
-
-    @model_validator(mode="after")
-    def _not_an_anonymous_label(self) -> Member:
-        if self.id.startswith(ANONYMOUS_PREFIX):
-            raise ValueError(
-                f"member id {self.id!r} looks like an anonymous label ({ANONYMOUS_PREFIX}"
-                "<sector>, what recipients see for an anonymous source): choose another id"
-            )
-        return self
-
-
-class MemberRegistry(_Strict):
-    """``policies/members.yaml``: who is in the consortium."""
-
-    members: tuple[Member, ...] = Field(min_length=1)
-    router_keys: tuple[MemberKey, ...] = Field(
-        default=(),
-        description="Ed25519 keys the consortium's router signs feed records with, newest last",
-    )
-
-    @model_validator(mode="after")
-    def _unique(self) -> MemberRegistry:
-        seen: set[str] = set()
-        for member in self.members:
-            if member.id in seen:
-                raise ValueError(f"member id {member.id!r} appears twice")
-            seen.add(member.id)
-        return self
-
-
-class Parties(_Strict):
+class Parties(StrictModel):
     """Named members and/or whole sectors; an empty list of both means nobody."""
 
     sectors: tuple[Sector, ...] = ()
     members: tuple[MemberId, ...] = ()
 
 
-class Conditions(_Strict):
+class Conditions(StrictModel):
     min_confidence: int = Field(default=0, ge=0, le=100)
     categories: tuple[ProductCategory, ...] = Field(
         default=(), description="share only records with one of these; empty means any"
@@ -175,7 +92,7 @@ class Conditions(_Strict):
 FieldPath = Annotated[str, Field(pattern=r"^[a-z_]+(\.[a-z_]+)?$")]
 
 
-class ShareRule(_Strict):
+class ShareRule(StrictModel):
     """What the member lets go out: a rule in its MOU's ``shares`` list."""
 
     id: RuleId
@@ -203,7 +120,7 @@ class ShareRule(_Strict):
     )
 
 
-class AcceptRule(_Strict):
+class AcceptRule(StrictModel):
     """What the member is willing to receive: a rule in its MOU's ``accepts`` list."""
 
     id: RuleId
@@ -225,7 +142,7 @@ class AcceptRule(_Strict):
     fields: dict[FieldPath, Treatment] = Field(default_factory=dict)
 
 
-class Mou(_Strict):
+class Mou(StrictModel):
     """``policies/mou/<member>.yaml``: one member's sharing rules."""
 
     member: MemberId

@@ -34,11 +34,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from broker.errors import EventValidationError, PolicyError
 from broker.events import parse_typed_event
+from broker.membership import MemberId
 from broker.policy.decision import Decision
 from broker.policy.engine import PolicySet
-from broker.policy.loader import parse_policy_file
-from broker.policy.model import MemberId, Treatment
+from broker.policy.model import Treatment
 from broker.policy.treatments import MatchTokenKey
+from broker.typed_yaml import read_model_file
 
 #: Offline previews (explain, diff, test) never need the consortium secret: what they show
 #: is which fields become match tokens, not the tokens' values.
@@ -101,7 +102,7 @@ def load_case_files(paths: list[Path]) -> list[tuple[Path, PolicyTestFile]]:
     problems: list[str] = []
     loaded = []
     for path in paths:
-        parsed = parse_policy_file(PolicyTestFile, path, problems)
+        parsed = read_model_file(PolicyTestFile, path, problems)
         if parsed is not None:
             loaded.append((path, parsed))
     if problems:

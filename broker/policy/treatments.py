@@ -6,8 +6,8 @@
 * mask: all but the last four characters replaced by ``*``.
 * generalize: a coarser value (address -> country, IP -> network, phone -> country code,
   URL -> registrable domain, e-mail -> its domain).
-* encrypt: HPKE (X25519, HKDF-SHA-256, AES-128-GCM) to the recipient's public key, bound
-  to the record id and field path: ``hpke1.<kid>.<base64url ciphertext>``.
+* encrypt: sealed to the recipient's public key (:mod:`broker.sealing`, the format the
+  recipient's SDK opens).
 """
 
 from __future__ import annotations
@@ -21,13 +21,10 @@ from typing import Any
 
 import phonenumbers
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
 
 from broker.normalize import registrable_domain
 
 MATCH_TOKEN_PREFIX = "mt1"  # noqa: S105 - a format tag, not a secret
-ENCRYPTED_PREFIX = "hpke1"
-HPKE_SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.AES_128_GCM)
 MASK_KEEP_LAST = 4
 
 
@@ -66,11 +63,6 @@ def mask(value: str) -> str:
     if len(value) <= MASK_KEEP_LAST:
         return "*" * len(value)
     return "*" * (len(value) - MASK_KEEP_LAST) + value[-MASK_KEEP_LAST:]
-
-
-def encrypt(value: str, key: RecipientKey, context: str) -> str:
-    ciphertext = HPKE_SUITE.encrypt(value.encode(), key.public_key, info=context.encode())
-    return f"{ENCRYPTED_PREFIX}.{key.kid}.{_b64(ciphertext)}"
 
 
 def _generalize_ip(value: str) -> str:

@@ -21,15 +21,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from broker.contract import EVENT_TYPE_HEADER
 from broker.events import EVENT_TYPES, avro_values
 from broker.ledger import DeliveryLedger
-from broker.policy.demo_keys import demo_match_secret, demo_signing_key
 from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
 from broker.provenance import FieldProof, sign_fields, verify_delivered
-from broker.routing import EVENT_TYPE_HEADER, Inbound, RecordRouter
+from broker.routing import Inbound, RecordRouter
 from broker.signing import SignatureVerifier, header_map, public_keys, sign_record
 from policies import POLICY_DIR
+from policies.demo_keys import demo_match_secret, demo_signing_key
 from tests.members import CODEC, mixed_stream, signed, signing_kid
 
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)

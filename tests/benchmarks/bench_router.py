@@ -40,11 +40,11 @@ from kafka.errors import TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from broker.connection import KafkaConnection
+from broker.contract import INBOUND_PATTERN
 from broker.policy.loader import load_policies
 from broker.provision import Consortium
 from broker.router import default_partition
 from broker.settings import load_settings
-from broker.topics import INBOUND_PATTERN
 from policies import POLICY_DIR
 from tests.benchmarks.kafka import benchmark_kafka
 from tests.integration.routers import RouterProcess, TopicReader, publish

@@ -27,11 +27,11 @@ from rich.progress import Progress
 from rich.table import Table
 
 from broker.ledger import DeliveryLedger
-from broker.policy.demo_keys import demo_match_secret, demo_router_key
 from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
 from broker.routing import UNPROCESSABLE, RecordRouter, Writes
 from policies import POLICY_DIR
+from policies.demo_keys import demo_match_secret, demo_router_key
 from tests import hostile
 from tests.members import CODEC
 

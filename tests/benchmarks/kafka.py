@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from broker.connection import KafkaConnection, connection_from_settings
+from broker.connection import KafkaConnection
 from broker.localkafka import LocalCluster
 from broker.settings import load_settings
 
@@ -20,7 +20,7 @@ def benchmark_kafka() -> Iterator[tuple[KafkaConnection, LocalCluster | None, Pa
     with tempfile.TemporaryDirectory() as tmp:
         address = os.environ.get("ACTION_KAFKA_BOOTSTRAP")
         if address:  # an existing cluster, reached as the ACTION_KAFKA_* super user
-            yield connection_from_settings(address, load_settings()), None, Path(tmp)
+            yield load_settings().connection_to(address), None, Path(tmp)
             return
         cluster = LocalCluster(Path(tmp) / "kafka", load_settings())
         cluster.up(nodes=1)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from broker.connection import KafkaConnection, connection_from_settings
+from broker.connection import KafkaConnection
 from broker.errors import ActionError
 from broker.localkafka import LocalCluster
 from broker.provision import Consortium
@@ -30,7 +30,7 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaConnection]
     """The session's Kafka, reached as a super user."""
     existing = os.environ.get("ACTION_KAFKA_BOOTSTRAP")
     if existing:
-        yield connection_from_settings(existing, load_settings())
+        yield load_settings().connection_to(existing)
         return
     cluster = LocalCluster(tmp_path_factory.mktemp("kafka"), load_settings())
     try:

@@ -41,6 +41,7 @@ class RouterProcess:
             **kafka.environment(),
             "ACTION_ROUTER_INSTANCE": instance,
             "ACTION_METRICS_PORT": "0",
+            "ACTION_DEMO_KEYS": "true",  # the example consortium's match secret and router key
             **{f"ACTION_{k.upper()}": str(v) for k, v in settings.items()},
         }
         self.args = list(args)  # command-line options after `action-broker run`

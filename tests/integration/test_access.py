@@ -22,10 +22,10 @@ from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.structs import TopicPartition
 
 from broker.connection import KafkaConnection
-from broker.policy.model import Member, MemberRegistry
+from broker.contract import AUDIT_TOPIC, DLQ_TOPIC, EMBARGO_TOPIC, LEDGER_TOPIC, RECORD_IDS_TOPIC
+from broker.membership import Member, MemberRegistry
 from broker.provision import Consortium, admin_client, current_acls
 from broker.quotas import current_quotas
-from broker.topics import AUDIT_TOPIC, DLQ_TOPIC, EMBARGO_TOPIC, LEDGER_TOPIC, RECORD_IDS_TOPIC
 from tests.integration.routers import ACTION_BROKER
 
 ROUTER = "action-router"

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from broker.demo import expected_deliveries
-from broker.policy.demo_keys import demo_encryption_key, demo_signing_key
 from broker.policy.loader import load_policies
 from broker.provision import Consortium
 from consumers.feed_reader import FeedReader, FeedReaderConfig
+from demo.consortium import expected_deliveries
 from policies import POLICY_DIR
+from policies.demo_keys import demo_encryption_key, demo_signing_key
 from producers.publisher import Publisher, PublisherConfig
 from tests.integration.routers import RouterProcess, TopicReader, publish
 from tests.members import CODEC, indicator, mixed_stream, retraction

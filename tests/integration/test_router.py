@@ -21,15 +21,15 @@ from typing import Any
 import pytest
 
 from broker.audit import verify_chains
-from broker.demo import expected_deliveries
 from broker.events import Event
-from broker.policy.demo_keys import demo_signing_key
 from broker.policy.loader import load_policies
 from broker.policy.model import Treatment
 from broker.provision import Consortium
 from broker.router import default_partition
 from broker.signing import sign_record
+from demo.consortium import expected_deliveries
 from policies import POLICY_DIR
+from policies.demo_keys import demo_signing_key
 from tests.integration.routers import (
     ACTION_BROKER,
     RouterProcess,

@@ -15,8 +15,8 @@ from broker.access import (
 )
 from broker.connection import KafkaConnection
 from broker.errors import ConfigError, PolicyError
+from broker.membership import Member, MemberRegistry
 from broker.policy.loader import load_policies
-from broker.policy.model import Member, MemberRegistry
 from broker.policy.treatments import MatchTokenKey, match_token
 from policies import POLICY_DIR
 

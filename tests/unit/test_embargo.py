@@ -8,11 +8,11 @@ from pathlib import Path
 
 from broker.embargo import EmbargoBook, HeldRecord
 from broker.ledger import DeliveryLedger, ledger_key
-from broker.policy.demo_keys import demo_match_secret
 from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
 from broker.routing import Inbound, RecordRouter, Writes
 from policies import POLICY_DIR
+from policies.demo_keys import demo_match_secret
 from tests.members import CODEC, indicator, retraction, signed
 
 KEY = MatchTokenKey(1, demo_match_secret())

@@ -12,7 +12,6 @@ import pytest
 from click.testing import CliRunner
 
 from broker.catalog import SchemaCatalog
-from broker.policy.demo_keys import demo_match_secret
 from broker.policy.engine import PolicySet
 from broker.policy.envelope import (
     ENVELOPE,
@@ -24,6 +23,7 @@ from broker.policy.envelope import (
 from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
 from policies import POLICY_DIR
+from policies.demo_keys import demo_match_secret
 from tests.members import indicator
 
 KEY = MatchTokenKey(1, demo_match_secret())

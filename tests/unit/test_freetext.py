@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 from broker.events import EVENT_TYPES
 from broker.ledger import DeliveryLedger
 from broker.normalize import normalize_email
-from broker.policy.demo_keys import demo_match_secret, demo_router_key
 from broker.policy.freetext import STRUCTURED, find_identifiers, scrub
 from broker.policy.loader import load_policies
 from broker.policy.model import Treatment
 from broker.policy.treatments import MatchTokenKey, match_token
 from broker.routing import Inbound, RecordRouter
 from policies import POLICY_DIR
+from policies.demo_keys import demo_match_secret, demo_router_key
 from tests.members import CODEC, indicator, signed
 from tests.strategies import emails, phones
 

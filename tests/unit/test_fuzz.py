@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from broker.errors import PolicyError
 from broker.events import SellerIndicator
 from broker.ledger import DeliveryLedger
-from broker.policy.demo_keys import demo_match_secret
 from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
 from broker.routing import UNPROCESSABLE, Inbound, RecordRouter, Writes
 from policies import POLICY_DIR
+from policies.demo_keys import demo_match_secret
 from producers.importing import Accepted, Rejected, read_events
 from tests import hostile
 from tests.members import CODEC, indicator, signed

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
+from broker.contract import FIELDS_SALTS_HEADER
 from broker.events import EVENT_TYPES
 from broker.ledger import DeliveryLedger
-from broker.policy.demo_keys import demo_match_secret, demo_signing_key
 from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
-from broker.provenance import FIELDS_SALTS_HEADER, SALT_BYTES, sign_fields
+from broker.provenance import SALT_BYTES, sign_fields
 from broker.routing import (
     MAX_HEADER_BYTES,
     MAX_HEADERS,
@@ -28,6 +28,7 @@ from broker.routing import (
 )
 from broker.signing import key_id_header
 from policies import POLICY_DIR
+from policies.demo_keys import demo_match_secret, demo_signing_key
 from tests.members import CODEC, indicator, signed, signing_kid
 
 KEY = MatchTokenKey(1, demo_match_secret())

@@ -16,16 +16,16 @@ from typing import Any
 
 import pytest
 
+from broker.contract import decision_id_for
 from broker.errors import ActionError
 from broker.events import SellerIndicator
-from broker.policy.decision import decision_id_for
-from broker.policy.demo_keys import demo_encryption_key, demo_match_secret
 from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
 from consumers.export import export_csv, export_jsonl, export_misp, stix_bundle
 from consumers.feed_reader import Delivery, decrypt_fields
 from consumers.store import FeedStore
 from policies import POLICY_DIR
+from policies.demo_keys import demo_encryption_key, demo_match_secret
 from producers.importing import Accepted, Rejected, read_events
 from producers.synthetic import SYNTHETIC_LABEL, SyntheticData
 from tests.members import indicator, retraction
@@ -179,12 +179,18 @@ def test_action_publish_dry_run_writes_rejects_and_exits_4(tmp_path: Path) -> No
 
 
 def test_action_publish_refuses_a_key_file_others_can_read(tmp_path: Path) -> None:
-    from broker.keys import write_private_key
-    from broker.policy.demo_keys import demo_signing_key
+    from cryptography.hazmat.primitives import serialization
+
+    from policies.demo_keys import demo_signing_key
 
     key = tmp_path / "key.pem"
-    write_private_key(key, demo_signing_key("platform-a"))
-    assert key.stat().st_mode & 0o777 == 0o600
+    key.write_bytes(
+        demo_signing_key("platform-a").private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     key.chmod(0o644)
     done = subprocess.run(
         [
@@ -446,7 +452,7 @@ def test_the_sdk_needs_only_the_trust_store_never_other_members_mous(tmp_path: P
     folder: with another member's MOU unreadable beside it, publishing works."""
     import shutil
 
-    from broker.policy.loader import load_trust_store
+    from broker.membership import load_trust_store
 
     trust = tmp_path / "trust"
     trust.mkdir()

@@ -11,27 +11,31 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from broker.contract import (
+    EVENT_TYPE_HEADER,
+    FIELDS_SALTS_HEADER,
+    SIGNATURE_HEADER,
+    SOURCE_KEY_ID_HEADER,
+    SOURCE_PROOF_HEADER,
+)
 from broker.errors import ProvenanceError
 from broker.events import avro_values
 from broker.ledger import DeliveryLedger
-from broker.policy.demo_keys import demo_match_secret, demo_signing_key
 from broker.policy.loader import load_policies
 from broker.policy.model import Treatment
 from broker.policy.treatments import MatchTokenKey
 from broker.provenance import (
-    FIELDS_SALTS_HEADER,
     RECORD_LEAF,
-    SOURCE_KEY_ID_HEADER,
-    SOURCE_PROOF_HEADER,
     _b64,
     canonical,
     commitment,
     sign_fields,
     verify_delivered,
 )
-from broker.routing import EVENT_TYPE_HEADER, FeedRecord, Inbound, RecordRouter
-from broker.signing import SIGNATURE_HEADER, header_map, public_keys, sign_record
+from broker.routing import FeedRecord, Inbound, RecordRouter
+from broker.signing import header_map, public_keys, sign_record
 from policies import POLICY_DIR
+from policies.demo_keys import demo_match_secret, demo_signing_key
 from tests.members import CODEC, indicator, mixed_stream, signed, signing_kid
 
 POLICIES = load_policies(POLICY_DIR)

@@ -11,10 +11,10 @@ from typing import Any
 
 from broker.events import EVENT_TYPES
 from broker.ledger import DeliveryLedger, LedgerEntry, ledger_key
-from broker.policy.demo_keys import demo_match_secret
 from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
 from broker.routing import REFERENCE_UNKNOWN, Inbound, RecordRouter, Routed, Writes
+from policies.demo_keys import demo_match_secret
 from tests.members import BASE_TIME, CODEC, signed
 
 KEY = MatchTokenKey(1, demo_match_secret())
@@ -179,7 +179,7 @@ def test_the_audit_names_an_anonymous_source_by_a_pseudonym_only_the_operator_re
     import sys
 
     from broker.audit import ChainHead, pseudonym_key, reveal_source
-    from broker.policy.decision import decision_id_for
+    from broker.contract import decision_id_for
     from broker.routing import RecordRouter as Router
     from policies import POLICY_DIR
     from tests.members import indicator
@@ -205,8 +205,8 @@ def test_the_audit_names_an_anonymous_source_by_a_pseudonym_only_the_operator_re
     members = [m.id for m in router.policy_set.registry.members]
     assert reveal_source(pseudonym_key(KEY.secret), pseudonym, record_id, members) == "platform-b"
     assert {d.source for d in writes.decisions} == {"platform-b"}, "metrics keep the name"
-    env = {**os.environ, "ACTION_MATCH_SECRET": ""}
-    env.pop("ACTION_MATCH_SECRET")
+    env = {**os.environ, "ACTION_DEMO_KEYS": "true"}  # the example's secret, asked for
+    env.pop("ACTION_MATCH_SECRET", None)
     cli = Path(sys.executable).parent / "action-broker"
     done = subprocess.run(
         [str(cli), "audit", "reveal", pseudonym, "--record-id", record_id, "-o", "json"],

@@ -34,7 +34,7 @@ def test_a_reload_releases_the_old_policies_even_after_gc_freeze(
 ) -> None:
     policy_dir = tmp_path / "policies"
     shutil.copytree(POLICY_DIR, policy_dir)
-    settings = load_settings(policy_dir=policy_dir, router_workers=0)
+    settings = load_settings(policy_dir=policy_dir, router_workers=0, demo_keys=True)
     service = RouterService(settings, KafkaConnection("127.0.0.1:9"), RouterMetrics())
     old_core, old_policies = weakref.ref(service.core), weakref.ref(service.core.policy_set)
     gc.freeze()  # as run() does, with the service built
@@ -51,7 +51,7 @@ def test_one_sighup_after_a_folder_change_is_one_reload(tmp_path: Path) -> None:
     same change again 5 s later and reloaded a second time, restarting the workers."""
     policy_dir = tmp_path / "policies"
     shutil.copytree(POLICY_DIR, policy_dir)
-    settings = load_settings(policy_dir=policy_dir, router_workers=0)
+    settings = load_settings(policy_dir=policy_dir, router_workers=0, demo_keys=True)
     registry = CollectorRegistry()
     service = RouterService(settings, KafkaConnection("127.0.0.1:9"), RouterMetrics(registry))
     mou = policy_dir / "mou" / "platform-a.yaml"

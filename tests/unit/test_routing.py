@@ -13,18 +13,19 @@ from hypothesis import strategies as st
 
 from broker.audit import GENESIS, ChainHead, entry_hash, verify_chains
 from broker.codec import AvroCodec
+from broker.contract import DECISION_ID_HEADER, SOURCE_KEY_ID_HEADER, topic_owner
 from broker.errors import ProvenanceError
 from broker.ledger import DeliveryLedger, LedgerEntry
 from broker.policy.decision import Decision, FieldDecision
-from broker.policy.demo_keys import demo_match_secret, demo_signing_key, public_b64
 from broker.policy.loader import load_policies
 from broker.policy.model import Treatment
 from broker.policy.treatments import MatchTokenKey
-from broker.provenance import SOURCE_KEY_ID_HEADER
-from broker.routing import DECISION_ID_HEADER, Inbound, RecordRouter, Routed
+from broker.routing import Inbound, RecordRouter, Routed
+from broker.settings import load_settings
 from broker.signing import SignatureVerifier, header_map, sign_record
-from broker.topics import consortium_topics, durability, topic_owner
+from broker.topics import consortium_topics, durability
 from policies import POLICY_DIR
+from policies.demo_keys import demo_match_secret, demo_signing_key, public_b64
 from tests.members import CODEC, indicator, retraction, signed, signing_kid
 
 POLICIES = load_policies(POLICY_DIR)
@@ -446,7 +447,7 @@ def test_audit_entries_are_json_serializable() -> None:
 
 
 def test_a_retraction_has_its_own_record_and_decision_id() -> None:
-    from broker.policy.engine import record_id_of
+    from broker.contract import record_id_of
 
     original = indicator("platform-b", 4)
     withdrawn = retraction(original).to_avro()
@@ -470,11 +471,12 @@ def test_entries_cut_from_the_end_show_against_the_committed_head() -> None:
 
 
 def test_the_router_signs_each_feed_record_for_its_recipient_and_decision() -> None:
-    from broker.keys import router_signing_key
+    from broker.router import router_signing_key
     from broker.signing import public_keys, verify_feed_record
 
+    settings = load_settings(demo_keys=True)
     signer = RecordRouter(
-        POLICIES, CODEC, KEY, router_key=router_signing_key(POLICIES.registry, None)
+        POLICIES, CODEC, KEY, router_key=router_signing_key(POLICIES.registry, settings)
     )
     routed = route(inbound("action.in.platform-a", *signed(indicator(tlp="GREEN"))), router=signer)
     keys = public_keys(POLICIES.registry.router_keys)

@@ -20,16 +20,15 @@ from typing import Any
 import pytest
 
 from broker.audit import ChainHead
+from broker.contract import ROUTER_SIGNATURE_HEADER, inbound_topic
 from broker.errors import RouterError, RoutingWorkerLostError
 from broker.ledger import DeliveryLedger
-from broker.policy.demo_keys import demo_match_secret, demo_router_key
 from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
 from broker.routing import Checked, FeedRecord, Inbound, RecordRouter, Writes
 from broker.routing_pool import RoutingPool, WorkerSetup
-from broker.signing import ROUTER_SIGNATURE_HEADER
-from broker.topics import inbound_topic
 from policies import POLICY_DIR
+from policies.demo_keys import demo_match_secret, demo_router_key
 from tests.members import CODEC, indicator, mixed_stream, retraction, signed
 from tests.unit import pool_faults
 
@@ -258,7 +257,7 @@ def test_a_pool_needs_a_worker() -> None:
 
 _ORPHAN_SCRIPT = textwrap.dedent("""
     import time
-    from broker.policy.demo_keys import demo_match_secret
+    from policies.demo_keys import demo_match_secret
     from broker.policy.loader import load_policies
     from broker.policy.treatments import MatchTokenKey
     from broker.routing import RecordRouter

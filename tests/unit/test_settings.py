@@ -62,3 +62,58 @@ def test_settings_are_frozen() -> None:
     settings = load_settings()
     with pytest.raises(ValueError, match="frozen"):
         settings.kafka_heap = "1g"  # type: ignore[misc]
+
+
+def test_the_router_refuses_to_start_without_its_secrets_unless_demo_keys_are_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No silent fallback to the example consortium's public secret or router key."""
+    from broker.membership import load_trust_store
+    from broker.router import match_key_from, router_signing_key
+    from policies import POLICY_DIR
+    from policies.demo_keys import demo_match_secret
+
+    for name in ("ACTION_MATCH_SECRET", "ACTION_ROUTER_SIGNING_KEY_FILE", "ACTION_DEMO_KEYS"):
+        monkeypatch.delenv(name, raising=False)
+    registry = load_trust_store(POLICY_DIR)
+    with pytest.raises(ConfigError, match="no match-token secret") as secret:
+        match_key_from(load_settings())
+    assert "ACTION_MATCH_SECRET" in (secret.value.hint or "")
+    with pytest.raises(ConfigError, match="no router signing key") as signing:
+        router_signing_key(registry, load_settings())
+    assert "ACTION_ROUTER_SIGNING_KEY_FILE" in (signing.value.hint or "")
+    monkeypatch.setenv("ACTION_DEMO_KEYS", "true")
+    assert match_key_from(load_settings()).secret == demo_match_secret()
+    kid, _ = router_signing_key(registry, load_settings())
+    assert kid == registry.router_keys[-1].kid
+
+
+def test_member_settings_hold_only_what_a_member_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from broker.member_settings import MemberSettings
+
+    for name in ("ACTION_KAFKA_BOOTSTRAP", "ACTION_MEMBER", "ACTION_POLICY_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError, match="no Kafka to talk to") as missing:
+        MemberSettings.load().connection()
+    assert "--bootstrap-server" in (missing.value.hint or "")
+    with pytest.raises(ConfigError, match="no member id"):
+        MemberSettings.load().member_id(None)
+    monkeypatch.setenv("ACTION_KAFKA_BOOTSTRAP", "kafka.example:9093")
+    monkeypatch.setenv("ACTION_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("ACTION_KAFKA_SASL_USERNAME", "platform-a")
+    monkeypatch.setenv("ACTION_KAFKA_SASL_PASSWORD", "s3cret")
+    monkeypatch.setenv("ACTION_TRUST_STORE", str(tmp_path / "members.yaml"))
+    settings = MemberSettings.load(member="platform-a")
+    connection = settings.connection()
+    assert (connection.bootstrap, connection.username) == ("kafka.example:9093", "platform-a")
+    assert settings.connection("other:9092").bootstrap == "other:9092"
+    assert settings.trust_store == tmp_path / "members.yaml"
+    assert settings.member_id(None) == "platform-a"
+    # A router setting is not a member's: a typo or a misplaced key is refused, not ignored.
+    config = tmp_path / "member.yaml"
+    config.write_text("router_workers: 4\n")
+    monkeypatch.setenv("ACTION_CONFIG_FILE", str(config))
+    with pytest.raises(ConfigError, match="router_workers"):
+        MemberSettings.load()

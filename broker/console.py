@@ -1,4 +1,7 @@
-"""Rendering rows for humans (table) and scripts (json, csv), as ``-o`` selects."""
+"""What every command line shares, the router's and the members' SDK's alike: rows for
+humans (table) and scripts (json, csv) as ``-o`` selects, notices on stderr, the
+``--bootstrap-server`` option, and one ``error:`` line (no traceback) for an expected
+failure."""
 
 from __future__ import annotations
 
@@ -13,6 +16,12 @@ from rich.console import Console
 from rich.table import Table
 
 FORMATS = ("table", "json", "csv")
+
+bootstrap_option = click.option(
+    "--bootstrap-server",
+    "bootstrap",
+    help="host:port of Kafka (default: ACTION_KAFKA_BOOTSTRAP, else the local cluster).",
+)
 
 output_option = click.option(
     "-o",

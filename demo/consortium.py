@@ -32,7 +32,6 @@ from rich.table import Table
 from broker.connection import KafkaConnection
 from broker.events import Event, RetractionReason, parse_event
 from broker.localkafka import LocalCluster
-from broker.policy.demo_keys import demo_encryption_key, demo_match_secret, demo_signing_key
 from broker.policy.engine import PolicySet
 from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
@@ -41,6 +40,7 @@ from broker.settings import load_settings
 from consumers.feed_reader import Delivery, FeedReader, FeedReaderConfig, decrypt_fields
 from consumers.store import FeedStore
 from policies import POLICY_DIR
+from policies.demo_keys import demo_encryption_key, demo_match_secret, demo_signing_key
 from producers.publisher import Publisher, PublisherConfig
 from producers.synthetic import SyntheticData
 
@@ -104,7 +104,12 @@ def publish_all(consortium: Consortium, policies: PolicySet, events: list[Event]
 def start_router(
     kafka: KafkaConnection, log: Path, port: int
 ) -> tuple[subprocess.Popen[bytes], str]:
-    env = {**os.environ, **kafka.environment(), "ACTION_METRICS_PORT": str(port)}
+    env = {
+        **os.environ,
+        **kafka.environment(),
+        "ACTION_METRICS_PORT": str(port),
+        "ACTION_DEMO_KEYS": "true",  # the example consortium's public secret and router key
+    }
     command = [str(Path(sys.executable).parent / "action-broker"), "run"]
     with log.open("wb") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)

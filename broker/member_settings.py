@@ -1,0 +1,59 @@
+"""A member's SDK settings: what ``Publisher``, ``FeedReader``, ``action-publish`` and
+``action-feed`` are configured with, and nothing of the router's.
+
+ACTION_* variables over the ACTION_CONFIG_FILE file over the defaults, as everywhere
+(:mod:`broker.configuration`): ``ACTION_KAFKA_BOOTSTRAP`` and the ``ACTION_KAFKA_*``
+security settings, ``ACTION_MEMBER``, ``ACTION_SIGNING_KEY_FILE``,
+``ACTION_ENCRYPTION_KEY_FILE`` and ``ACTION_TRUST_STORE``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+
+from broker.configuration import KafkaClientSettings
+from broker.connection import KafkaConnection
+from broker.errors import ConfigError
+from broker.events import MEMBER_ID_PATTERN
+from policies import POLICY_DIR
+
+
+class MemberSettings(KafkaClientSettings):
+    member: str | None = Field(
+        default=None, pattern=MEMBER_ID_PATTERN, description="your member id (members.yaml)"
+    )
+    signing_key_file: Path | None = Field(
+        default=None, description="your Ed25519 private key (PEM, 0600), to publish"
+    )
+    encryption_key_file: Path | None = Field(
+        default=None, description="your X25519 private key (PEM, 0600), to open sealed fields"
+    )
+    trust_store: Path = Field(
+        default=POLICY_DIR,
+        # ACTION_POLICY_DIR too: on a development machine the router's folder is the one.
+        validation_alias=AliasChoices("ACTION_TRUST_STORE", "ACTION_POLICY_DIR", "trust_store"),
+        description="the consortium's members.yaml (or a folder holding it): the public keys "
+        "of the members and the router; default: the example consortium's",
+    )
+
+    def connection(self, bootstrap: str | None = None) -> KafkaConnection:
+        """Kafka at ``bootstrap`` (``--bootstrap-server``), else ACTION_KAFKA_BOOTSTRAP,
+        reached with the ACTION_KAFKA_* credentials."""
+        address = bootstrap or self.kafka_bootstrap
+        if not address:
+            raise ConfigError(
+                "no Kafka to talk to",
+                hint="pass --bootstrap-server or set ACTION_KAFKA_BOOTSTRAP with your "
+                'credentials (local cluster: eval "$(action-broker kafka env --user '
+                '<member>)")',
+            )
+        return self.connection_to(address)
+
+    def member_id(self, given: str | None) -> str:
+        """``--member``, else ACTION_MEMBER."""
+        member = given or self.member
+        if not member:
+            raise ConfigError("no member id", hint="pass --member or set ACTION_MEMBER")
+        return member

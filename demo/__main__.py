@@ -1,0 +1,3 @@
+from demo.consortium import main
+
+main()
