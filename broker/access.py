@@ -152,17 +152,3 @@ def managed_principals(
         if acl.resource_type == TOPIC and acl.resource_name.startswith(MEMBER_TOPIC_PREFIXES)
     }
     return frozenset(managed)
-
-
-def is_allowed(
-    acls: Iterable[AclBinding], principal: str, resource_type: str, name: str, operation: str
-) -> bool:
-    """What the authorizer answers under these ALLOW bindings (deny by default), with
-    Kafka's implications: READ, WRITE, DELETE and ALTER each imply DESCRIBE."""
-    implied = {operation}
-    if operation == "DESCRIBE":
-        implied |= {"READ", "WRITE", "DELETE", "ALTER"}
-    return any(
-        acl.principal == principal and acl.operation in implied and acl.matches(resource_type, name)
-        for acl in acls
-    )

@@ -15,24 +15,24 @@ import bisect
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
-from broker.policy.decision import Decision, FieldDecision
+from broker.policy.decision import Decision
 
 GENESIS = "0" * 64
 
-K = TypeVar("K", bound=tuple[Any, ...])
-V = TypeVar("V")
-
 
 # One encoder for every entry (json.dumps with options builds a new one per call).
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+_ENTRY_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
 
-def canonical(document: Mapping[str, Any]) -> bytes:
-    return _CANONICAL.encode(document).encode()
+def entry_json(document: Mapping[str, Any]) -> bytes:
+    """The audit entry format: JSON with sorted keys, no spaces, ASCII only. Every writer
+    (the router, through :func:`prepare_entry`) and every verifier (:func:`entry_hash`)
+    encodes entries with this, and with nothing else."""
+    return _ENTRY_JSON.encode(document).encode()
 
 
 #: Prefix of a source's pseudonym in the audit trail.
@@ -64,11 +64,12 @@ def reveal_source(key: bytes, pseudonym: str, record_id: str, members: Iterable[
 
 def entry_hash(entry: Mapping[str, Any]) -> str:
     body = {k: v for k, v in entry.items() if k != "hash"}
-    return hashlib.sha256(str(entry.get("prev", "")).encode() + canonical(body)).hexdigest()
+    return hashlib.sha256(str(entry.get("prev", "")).encode() + entry_json(body)).hexdigest()
 
 
 def decision_entry(decision: Decision, *, decided_at_ms: int, position: str) -> dict[str, Any]:
-    """The audit content of one decision (chain fields are added by :class:`ChainHead`)."""
+    """The audit content of one decision (chain fields are added by :class:`ChainHead`):
+    the one definition of a decision's entry."""
     return {
         "decision_id": decision.decision_id,
         "record_id": decision.record_id,
@@ -90,118 +91,23 @@ _CHAIN_KEYS = ("chain", "prev", "seq")
 
 
 class PreparedEntry(NamedTuple):  # a tuple: pickled by routing workers (broker.routing PICKLING)
-    """An entry's content serialized ahead of time, as the canonical JSON of the runs of
-    keys that fall before ``chain``, between ``chain`` and ``prev``, between ``prev`` and
-    ``seq``, and after ``seq``. :meth:`ChainHead.append_prepared` slots the chain fields in
+    """An entry's content serialized ahead of time, as the :func:`entry_json` of the runs
+    of keys that fall before ``chain``, between ``chain`` and ``prev``, between ``prev``
+    and ``seq``, and after ``seq``. :meth:`ChainHead.extend` slots the chain fields in
     between, so the content is serialized once, wherever that happens (a routing worker),
     and the chain, which is sequential, only concatenates and hashes."""
 
     runs: tuple[bytes, bytes, bytes, bytes]
 
 
-# The canonical encoder's form of a string (it escapes to ASCII).
-_quoted = json.encoder.encode_basestring_ascii
-
-
-class _ByIdentity(Generic[K, V]):
-    """``compute(key)`` cached by the identity of the tuple ``key``. The compiled policies
-    hand out the same tuples (a rule pair's field treatments, rule ids and reasons) for
-    every record they decide alike, so each is serialized once, not seven times per
-    record. Each entry keeps its tuple alive, so an id is not reused while it is cached;
-    bounded, because some tuples are made per record (a retraction's, say)."""
-
-    def __init__(self, compute: Callable[[K], V], limit: int = 4096) -> None:
-        self.compute, self.limit = compute, limit
-        self.entries: dict[int, tuple[K, V]] = {}
-
-    def __call__(self, key: K) -> V:
-        cached = self.entries.get(id(key))
-        if cached is not None and cached[0] is key:
-            return cached[1]
-        value = self.compute(key)
-        if len(self.entries) >= self.limit:
-            self.entries.clear()
-        self.entries[id(key)] = (key, value)
-        return value
-
-
-def _json_strings(items: tuple[str, ...]) -> str:
-    return "[" + ",".join(map(_quoted, items)) + "]"
-
-
-_strings = _ByIdentity(_json_strings)
-
-
-class _Treatments(NamedTuple):
-    pairs: tuple[tuple[str, str], ...]  # (field, treatment), in the policy's order
-    json: str  # the canonical JSON object's members, sorted by field
-
-
-def _compute_treatments(fields: tuple[FieldDecision, ...]) -> _Treatments:
-    pairs = tuple((f.path, f.treatment.value) for f in fields)
-    ordered = sorted(dict(pairs).items())
-    return _Treatments(pairs, ",".join(f"{_quoted(p)}:{_quoted(t)}" for p, t in ordered))
-
-
-_treatments = _ByIdentity(_compute_treatments)
-
-
-def field_treatments(fields: tuple[FieldDecision, ...]) -> tuple[tuple[str, str], ...]:
-    """(field, treatment value) for each of a decision's fields."""
-    return _treatments(fields).pairs
-
-
-class _RecordRuns(NamedTuple):
-    """The parts of a decision entry's runs that every decision on one record shares."""
-
-    key: tuple[str, str, str, str]  # event type, record id, source, policy version
-    after_id: str  # from the decision id to the field treatments
-    delivered_tail: str  # from the field treatments to the end of the run
-    withheld_tail: str
-    record_id: str  # quoted
-    after_seq: bytes  # the source: one bytes object for all the record's entries
-
-
-def _record_runs(decision: Decision, position: str) -> _RecordRuns:
-    at, version = _quoted(position), _quoted(decision.policy_version)
-    return _RecordRuns(
-        (decision.event_type, decision.record_id, decision.source, decision.policy_version),
-        f',"event_type":{_quoted(decision.event_type)},"fields":{{',
-        f'}},"input":{at},"outcome":"delivered","policy_version":{version}',
-        f'}},"input":{at},"outcome":"withheld","policy_version":{version}',
-        _quoted(decision.record_id),
-        f'"source":{_quoted(decision.source)}'.encode(),
-    )
-
-
 def prepare_decisions(
     decisions: Iterable[Decision], *, decided_at_ms: int, position: str
 ) -> list[PreparedEntry]:
-    """Each decision's entry, as ``prepare_entry(decision_entry(...))`` gives it, without
-    the dictionaries: a decision entry's keys are fixed, so its runs are written in their
-    canonical (sorted) order directly. The decisions on one record share its event type,
-    record id, source and policy version, so those are quoted once. A routing worker
-    writes seven or so entries per record; the general path was a sixth of its time. A
-    property test holds the two paths equal."""
-    head = f'"decided_at_ms":{int(decided_at_ms)},"decision_id":'
-    shared: _RecordRuns | None = None
-    out = []
-    for d in decisions:
-        key = (d.event_type, d.record_id, d.source, d.policy_version)
-        if shared is None or shared.key != key:
-            shared = _record_runs(d, position)
-        tail = shared.delivered_tail if d.delivered else shared.withheld_tail
-        before_prev = (
-            f"{head}{_quoted(d.decision_id)}{shared.after_id}{_treatments(d.fields).json}{tail}"
-        )
-        before_seq = (
-            f'"reasons":{_strings(d.reasons)},"recipient":{_quoted(d.recipient)},'
-            f'"record_id":{shared.record_id},"rule_ids":{_strings(d.rule_ids)}'
-        )
-        out.append(
-            PreparedEntry((b"", before_prev.encode(), before_seq.encode(), shared.after_seq))
-        )
-    return out
+    """Each decision's entry (:func:`decision_entry`), serialized ahead of chaining."""
+    return [
+        prepare_entry(decision_entry(d, decided_at_ms=decided_at_ms, position=position))
+        for d in decisions
+    ]
 
 
 def prepare_entry(content: Mapping[str, Any]) -> PreparedEntry:
@@ -210,7 +116,7 @@ def prepare_entry(content: Mapping[str, Any]) -> PreparedEntry:
         if key in _CHAIN_KEYS or key == "hash":
             raise ValueError(f"audit content may not set the chain's own field {key!r}")
         runs[bisect.bisect(_CHAIN_KEYS, key)][key] = content[key]
-    first, second, third, fourth = (canonical(run)[1:-1] if run else b"" for run in runs)
+    first, second, third, fourth = (entry_json(run)[1:-1] if run else b"" for run in runs)
     return PreparedEntry((first, second, third, fourth))
 
 
@@ -222,21 +128,11 @@ class ChainHead:
     seq: int = 0
     hash: str = GENESIS
 
-    def append(self, content: Mapping[str, Any]) -> tuple[ChainHead, dict[str, Any]]:
-        """The chained entry for ``content`` and the head after it."""
-        head, encoded = self.append_prepared(prepare_entry(content))
-        return head, json.loads(encoded)
-
-    def append_prepared(self, prepared: PreparedEntry) -> tuple[ChainHead, bytes]:
-        """The head after the entry and the entry's JSON (see :meth:`extend`)."""
-        head, (encoded,) = self.extend((prepared,))
-        return head, encoded
-
     def extend(self, prepared: Iterable[PreparedEntry]) -> tuple[ChainHead, list[bytes]]:
-        """The head after the entries and each entry's JSON: the canonical JSON of its
+        """The head after the entries and each entry's JSON: :func:`entry_json` of its
         content plus ``chain``, ``seq`` and ``prev``, which is what the hash covers, with
-        the hash added last (verification re-canonicalizes without it). One call per
-        inbound record in the router, so the chain's own field is encoded once for all."""
+        the hash added last (verification re-encodes without it). One call per inbound
+        record in the router, so the chain's own field is encoded once for all."""
         chain_field = b'"chain":' + json.dumps(self.chain).encode()
         seq, digest = self.seq, self.hash
         sha256 = hashlib.sha256

@@ -21,7 +21,6 @@ from fastavro.validation import ValidationError, validate
 from broker.catalog import SchemaCatalog, SchemaVersion
 from broker.errors import AvroBodyError, EncodeError, RecordTooLargeError
 from broker.wire import (
-    CONFLUENT_MAGIC,
     Framing,
     confluent_header,
     parse_frame,
@@ -113,18 +112,14 @@ class AvroCodec:
                 f"record of {size} bytes is over the {self.max_record_bytes}-byte limit; "
                 "not decoded"
             )
-        if size >= 5 and data[0] == CONFLUENT_MAGIC:  # the common case, without a Frame
-            writer = self.catalog.by_id(int.from_bytes(data[1:5], "big"))
-            offset = 5
+        frame = parse_frame(data)
+        if frame.framing is Framing.CONFLUENT:
+            assert frame.schema_id is not None
+            writer = self.catalog.by_id(frame.schema_id)
         else:
-            frame = parse_frame(data)
-            if frame.framing is Framing.CONFLUENT:
-                assert frame.schema_id is not None
-                writer = self.catalog.by_id(frame.schema_id)
-            else:
-                assert frame.fingerprint is not None
-                writer = self.catalog.by_fingerprint(frame.fingerprint)
-            offset = frame.body_offset
+            assert frame.fingerprint is not None
+            writer = self.catalog.by_fingerprint(frame.fingerprint)
+        offset = frame.body_offset
         reader = self._reader.get(writer.type_name, writer)
         body = io.BytesIO(data)
         body.seek(offset)

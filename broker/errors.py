@@ -67,12 +67,6 @@ class SchemaError(ActionError):
     reason = "schema.invalid"
 
 
-class IncompatibleSchemaError(SchemaError):
-    """A new schema version cannot read, or be read by, the previous one."""
-
-    reason = "schema.incompatible"
-
-
 class DecodeError(ActionError):
     """Bytes from the wire could not be turned into an event."""
 

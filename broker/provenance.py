@@ -6,7 +6,7 @@ a signature over the whole record cannot travel to recipients. Instead:
 1. The source commits to every *leaf* of its record (each top-level field, and each
    field of a nested record such as ``seller.email``)::
 
-       c(path) = SHA-256("action.field.v1" 0x00 salt path 0x00 canonical(value))
+       c(path) = SHA-256("action.field.v1" 0x00 salt path 0x00 leaf_json(value))
 
    with a fresh random 16-byte salt per leaf, and signs the sorted list of
    ``path=c(path)`` lines (with the event type) with its Ed25519 key. Salts and signature
@@ -109,34 +109,19 @@ def _plain(value: Any) -> Any:
 
 
 # One encoder for every commitment (json.dumps with options builds a new one per call).
-_CANONICAL = json.JSONEncoder(
+_LEAF_JSON = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain
 )
 
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
-_quoted = json.encoder.encode_basestring  # the encoder's own form of a string (not ASCII-escaped)
 
 
-def canonical(value: Any) -> bytes:
-    # The common leaves directly, as the encoder writes them; everything else through it.
-    kind = type(value)
-    if kind is str:
-        return _quoted(value).encode()
-    if kind is int:
-        return int.__repr__(value).encode()
-    if value is None:
-        return b"null"
-    if kind is bool:
-        return b"true" if value else b"false"
-    if kind is dt.datetime:
-        return int.__repr__(_plain(value)).encode()
-    if kind is list:
-        try:  # a list of text, as the encoder writes it; it quotes nothing but text
-            return ("[" + ",".join(map(_quoted, value)) + "]").encode()
-        except TypeError:
-            pass
-    return _CANONICAL.encode(value).encode()
+def leaf_json(value: Any) -> bytes:
+    """The leaf format every commitment covers: JSON with sorted keys, no spaces, UTF-8
+    text (not escaped to ASCII), values in their one plain form (:func:`_plain`). The
+    publisher, the router and the recipient all commit through this alone."""
+    return _LEAF_JSON.encode(value).encode()
 
 
 def leaves(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -157,7 +142,7 @@ def _leaf_digest(salt: bytes, path: bytes, body: bytes) -> bytes:
 
 
 def commitment(path: str, value: Any, salt: bytes) -> bytes:
-    return _leaf_digest(salt, path.encode(), canonical(value))
+    return _leaf_digest(salt, path.encode(), leaf_json(value))
 
 
 def _manifest(event_type: str, commitments: Mapping[str, str]) -> bytes:
@@ -167,12 +152,7 @@ def _manifest(event_type: str, commitments: Mapping[str, str]) -> bytes:
 
 
 def _commitments(values: Mapping[str, Any], salts: Mapping[str, bytes]) -> dict[str, str]:
-    # commitment() without its own call level: two dozen leaves per record, on the
-    # router's hot path. The layout stays in _leaf_digest alone.
-    return {
-        path: _b64(_leaf_digest(salts[path], path.encode(), canonical(value)))
-        for path, value in values.items()
-    }
+    return {path: _b64(commitment(path, value, salts[path])) for path, value in values.items()}
 
 
 def record_commitment(encoded: bytes, salt: bytes) -> bytes:
@@ -301,7 +281,7 @@ class FieldProof:
                 hidden[path] = self.commitments[path]
             else:
                 salts[path] = self.salts[path]
-        proof = _proof_json(salts, hidden)
+        proof = _COMPACT.encode({"salts": salts, "commitments": hidden})
         return [
             (SOURCE_KEY_ID_HEADER, self.kid.encode()),
             (SOURCE_SIGNATURE_HEADER, self.signature),
@@ -334,17 +314,6 @@ def _check_salts(salts: Mapping[str, bytes]) -> None:
             "the field proof repeats a salt: every leaf needs its own",
             reason="signature.fields_invalid",
         )
-
-
-def _proof_json(salts: Mapping[str, str], commitments: Mapping[str, str]) -> str:
-    """``{"salts": ..., "commitments": ...}`` as the compact JSON encoder writes it, joined
-    directly: paths are Avro field names (and "@record"), values base64url, so nothing
-    needs escaping; one per delivery. A test holds it equal to the encoder's output."""
-
-    def members(pairs: Mapping[str, str]) -> str:
-        return ",".join([f'"{path}":"{value}"' for path, value in pairs.items()])
-
-    return f'{{"salts":{{{members(salts)}}},"commitments":{{{members(commitments)}}}}}'
 
 
 @functools.lru_cache(maxsize=4096)  # leaf paths are the schemas' field names: a few dozen

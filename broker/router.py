@@ -197,7 +197,7 @@ class RouterService:
         self.metrics.set_policy_version(policy_set.version)
         return RecordRouter(policy_set, self.codec, self.match_key, router_key=router_key)
 
-    def _maybe_reload(self) -> None:
+    def reload_if_changed(self) -> None:
         """Reload on SIGHUP or when the folder's content changes; a folder that fails
         validation is refused and the version in force stays."""
         try:
@@ -338,7 +338,7 @@ class RouterService:
             while not self._stop.is_set():
                 now = time.monotonic()
                 if self._reload.is_set() or now - last_policy_check > _POLICY_CHECK_INTERVAL_S:
-                    self._maybe_reload()
+                    self.reload_if_changed()
                     last_policy_check = now
                 batch = self._consumer.poll(timeout_ms=500)
                 self.health.beat()

@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.audit import (
     PreparedEntry,
-    field_treatments,
     prepare_decisions,
     pseudonym_key,
     source_pseudonym,
@@ -150,7 +149,7 @@ class Routed:
                 d.source,
                 d.recipient,
                 d.delivered,
-                field_treatments(d.fields) if d.delivered else (),
+                tuple((f.path, f.treatment.value) for f in d.fields) if d.delivered else (),
             )
             for d, entry in zip(self.decisions, entries, strict=True)
         )

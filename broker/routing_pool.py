@@ -306,7 +306,6 @@ class RoutingPool:
         self._pending: deque[_Task] = deque()  # tasks no worker holds yet
         self._inbox: queue.SimpleQueue[tuple[_Worker, int, Any]] = queue.SimpleQueue()
         self._task_ids = itertools.count()
-        self._tasks_given = 0
         self._broken: str | None = None
         context = multiprocessing.get_context("spawn")
         setup = WorkerSetup.of(router, crash_key=crash_key)
@@ -327,6 +326,12 @@ class RoutingPool:
             worker, task_id, _ = self._next(max(0.0, deadline - time.monotonic()), late=late)
             if task_id == _READY:
                 starting.discard(worker)
+
+    @property
+    def queued(self) -> int:
+        """Tasks waiting for a worker (none once a routing closed early is dropped)."""
+        with self._lock:
+            return len(self._pending)
 
     def route(
         self, records: Sequence[Inbound], now: dt.datetime, *, alone: Collection[str] = ()
@@ -353,15 +358,17 @@ class RoutingPool:
                 run = []
         if run:
             chunks.append((run, now))
-        for outcomes in self._map(route_chunk, chunks):
+        for outcomes in self.map(route_chunk, chunks):
             yield from outcomes
 
-    def _map(
+    def map(
         self,
         function: Callable[..., Any],
         arguments: Sequence[tuple[Any, ...]],
     ) -> Generator[Any]:
-        """``function(*args)`` in the workers for each of ``arguments``, results in order."""
+        """``function(*args)`` in the workers for each of ``arguments``, results in order
+        (``function`` must be importable by name in a worker). Closing the generator early
+        drops the tasks no worker has been given yet."""
         if self._broken is not None:
             raise RoutingWorkerLostError(self._broken)
         ids = [next(self._task_ids) for _ in arguments]
@@ -434,7 +441,6 @@ class RoutingPool:
                 task = self._pending.popleft()
                 worker.assigned += 1
                 worker.held.append(task)
-                self._tasks_given += 1
             # Pickled when given, not when submitted, so the first chunks leave at once.
             worker.give(pickle.dumps(task, pickle.HIGHEST_PROTOCOL))
 

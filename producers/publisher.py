@@ -62,7 +62,6 @@ class Publisher:
         self.topic = inbound_topic(config.member)
         self.codec = codec or AvroCodec(SchemaCatalog.load())
         self._failures: list[tuple[str, str]] = []
-        self.sent = 0
         try:
             self._producer = KafkaProducer(
                 bootstrap_servers=config.bootstrap,
@@ -100,7 +99,6 @@ class Publisher:
         record, key, value, headers = self._encode(event)
         rid = record_id_of(record)
         future = self._producer.send(self.topic, value=value, key=key, headers=headers)
-        self.sent += 1
 
         def ok(_: Any) -> None:
             if on_done:

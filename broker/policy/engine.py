@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,9 +73,6 @@ def _stricter(a: str, b: str) -> str:
     return a if _TLP_RANK.get(a, len(_TLP_RANK)) >= _TLP_RANK.get(b, len(_TLP_RANK)) else b
 
 
-_SHARED_REASONS_MAX = 4096  # withheld decisions' reasons kept for sharing (see evaluate)
-
-
 @dataclass(frozen=True, slots=True)
 class Candidate:
     """One (share rule, accept rule) pair that may carry records S -> R of one type."""
@@ -122,7 +119,6 @@ class PolicySet:
             if m.encryption_keys
         }
         self.plans = self._compile()
-        self._shared_reasons: dict[tuple[Any, ...], tuple[str, ...]] = {}
         # Rule ids named by a withheld decision that had candidates: fixed per plan.
         self._considered = {
             key: tuple(sorted({c.share.id for c in cands} | {c.accept.id for c in cands}))
@@ -270,7 +266,7 @@ class PolicySet:
                     candidate, record, event_type, source, recipient, record_id, match_key, memo
                 )
             refusals.append(refusal)
-        reasons = self._refusal_reasons(plan_key, candidates, refusals)
+        reasons = self._refusal_reasons(candidates, refusals)
         decision = withheld(reasons, rule_ids=self._considered[plan_key])
         held_until = self._embargo_end(candidates, record, event_type, recipient, now)
         if held_until is None:
@@ -304,44 +300,19 @@ class PolicySet:
                 return end
         return None
 
-    # A withheld decision's reasons are the same text for the same rules and refusals:
-    # built once and shared, so the audit trail (which caches by identity) serializes them
-    # once. Bounded, as a refusal can quote a record's value (a confidence, a date).
-
     def _no_plan_reasons(self, plan_key: tuple[str, str, str]) -> tuple[str, ...]:
         source, event_type, recipient = plan_key
-        return self._shared(
-            plan_key,
-            lambda: (
-                f"no rule allows {event_type} from {source} to {recipient}: {source}'s MOU must "
-                f"share it with {recipient} (or its sector) and {recipient}'s MOU must accept it",
-            ),
+        return (
+            f"no rule allows {event_type} from {source} to {recipient}: {source}'s MOU must "
+            f"share it with {recipient} (or its sector) and {recipient}'s MOU must accept it",
         )
 
-    def _refusal_reasons(
-        self, plan_key: tuple[str, str, str], candidates: tuple[Candidate, ...], refusals: list[str]
-    ) -> tuple[str, ...]:
-        return self._shared(
-            (plan_key, *refusals),
-            lambda: tuple(
-                f"{c.share.id} + {c.accept.id}: {refusal}"
-                for c, refusal in zip(candidates, refusals, strict=True)
-            ),
+    @staticmethod
+    def _refusal_reasons(candidates: tuple[Candidate, ...], refusals: list[str]) -> tuple[str, ...]:
+        return tuple(
+            f"{c.share.id} + {c.accept.id}: {refusal}"
+            for c, refusal in zip(candidates, refusals, strict=True)
         )
-
-    def _shared(
-        self, key: tuple[Any, ...], build: Callable[[], tuple[str, ...]]
-    ) -> tuple[str, ...]:
-        """The reasons kept under ``key``, built on first use. Keyed by value, never by an
-        object's id: the routing workers get this policy set pickled, cache and all, and
-        ids mean nothing in another process."""
-        reasons = self._shared_reasons.get(key)
-        if reasons is None:
-            reasons = build()
-            if len(self._shared_reasons) >= _SHARED_REASONS_MAX:
-                self._shared_reasons.clear()
-            self._shared_reasons[key] = reasons
-        return reasons
 
     def evaluate_all(
         self,

@@ -190,7 +190,8 @@ def test_the_audit_names_an_anonymous_source_by_a_pseudonym_only_the_operator_re
     inbound = Inbound("action.in.platform-b", 0, 0, key, value, tuple(headers), 0)
     writes = router.writes(inbound, now=NOW, ledger=DeliveryLedger(), decided_at_ms=1)
     assert isinstance(writes, Writes)
-    entries = [json.loads(ChainHead("c").append_prepared(d.entry)[1]) for d in writes.decisions]
+    _, encoded = ChainHead("c").extend(d.entry for d in writes.decisions)
+    entries = [json.loads(entry) for entry in encoded]
     by_recipient = {e["recipient"]: e for e in entries}
     assert by_recipient["ipr-center"]["source"] == "platform-b", "a named delivery"
     record_id = str(event.to_avro()["indicator_id"])

@@ -39,7 +39,7 @@ def test_a_reload_releases_the_old_policies_even_after_gc_freeze(
     old_core, old_policies = weakref.ref(service.core), weakref.ref(service.core.policy_set)
     gc.freeze()  # as run() does, with the service built
     service.request_reload()
-    service._maybe_reload()
+    service.reload_if_changed()
     # Frozen objects are still freed by reference counting, but never as cyclic garbage:
     # a reference cycle in the compiled policies would leak them on every reload.
     assert old_core() is None, "the replaced router core is still alive after the reload"
@@ -57,7 +57,7 @@ def test_one_sighup_after_a_folder_change_is_one_reload(tmp_path: Path) -> None:
     mou = policy_dir / "mou" / "platform-a.yaml"
     mou.write_text(mou.read_text().replace("min_confidence: 70", "min_confidence: 71"))
     service.request_reload()  # SIGHUP
-    service._maybe_reload()
-    service._maybe_reload()  # the folder watch's next look
+    service.reload_if_changed()
+    service.reload_if_changed()  # the folder watch's next look
     sample = "action_router_policy_reloads_total"
     assert registry.get_sample_value(sample, {"result": "applied"}) == 1

