@@ -54,9 +54,9 @@ def main() -> None:
     events = mixed_stream(args.records)
     prepared = []
     for event in events:
-        key, value, headers = signed(event)
+        key, value, sent = signed(event)
         record = EVENT_TYPES[event.avro_type].from_avro(CODEC.decode(value).record).to_avro()
-        prepared.append((event, key, value, header_map(headers), record))
+        prepared.append((event, key, value, header_map(sent), record))
     verifier = SignatureVerifier(policies.registry)
     source_keys = public_keys(k for m in policies.registry.members for k in m.signing_keys)
     router = RecordRouter(policies, CODEC, MatchTokenKey(1, demo_match_secret()))
@@ -66,7 +66,9 @@ def main() -> None:
         kid = signing_kid(source)
         proofs.append(
             (
-                FieldProof.verify(record, event.avro_type, headers, kid, verifier.public_key(kid)),
+                FieldProof.verify(
+                    record, event.avro_type, headers, kid, verifier.public_key(kid), encoded=value
+                ),
                 record,
             )
         )
@@ -88,14 +90,21 @@ def main() -> None:
         for event, _, _, _, record in prepared:
             sign_fields(record, event.avro_type, keys[event.source_member])
 
+    # Scheme v1 headers (a signature over the bytes alone), for the plain reference.
+    plain_signed = [
+        header_map(sign_record(value, keys[event.source_member], signing_kid(event.source_member)))
+        for event, _, value, _, _ in prepared
+    ]
+
     def plain_verify() -> None:
-        for event, _, value, headers, _ in prepared:
+        for (event, _, value, _, _), headers in zip(prepared, plain_signed, strict=True):
             verifier.verify(value, headers, event.source_member)
 
     def fields_verify() -> None:
-        for event, _, _, headers, record in prepared:
+        for event, _, value, headers, record in prepared:
             kid = signing_kid(event.source_member)
-            FieldProof.verify(record, event.avro_type, headers, kid, verifier.public_key(kid))
+            public_key = verifier.public_key(kid)
+            FieldProof.verify(record, event.avro_type, headers, kid, public_key, encoded=value)
 
     def disclose() -> None:
         for proof, record in proofs:
