@@ -63,7 +63,7 @@ def build_stream(policies: PolicySet, count: int, seed: int) -> list[Event]:
     """Indicators from every publishing member, IPR Center seizure reports, and a
     retraction by platform-b of one of its indicators."""
     data = SyntheticData(seed=seed, sellers=max(20, count // 3))
-    events: list[Event] = data.stream(PUBLISHERS, count)
+    events: list[Event] = [*data.stream(PUBLISHERS, count)]
     events += [data.seizure("ipr-center", "brand-owner") for _ in range(max(3, count // 20))]
     retracted = next(e for e in events if e.source_member == "platform-b")
     events.append(

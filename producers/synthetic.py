@@ -217,6 +217,6 @@ class SyntheticData:
             }
         )
 
-    def stream(self, members: list[str], count: int) -> list[Event]:
+    def stream(self, members: list[str], count: int) -> list[SellerIndicator]:
         """``count`` indicators from the given members, sellers recurring across them."""
         return [self.indicator(members[i % len(members)]) for i in range(count)]

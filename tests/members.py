@@ -9,7 +9,7 @@ from typing import Any
 from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
 from broker.contract import inbound_key
-from broker.events import EVENT_TYPES, Event
+from broker.events import Event, Retraction, SellerIndicator
 from policies.demo_keys import demo_signing_key
 from producers.publisher import sign_event
 
@@ -28,7 +28,7 @@ def signed(event: Event) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
     return inbound_key(event.to_avro()), value, headers
 
 
-def indicator(source: str = "platform-a", number: int = 0, **changes: Any) -> Event:
+def indicator(source: str = "platform-a", number: int = 0, **changes: Any) -> SellerIndicator:
     record: dict[str, Any] = {
         "indicator_id": str(uuid.uuid4()),
         "source_member": source,
@@ -50,10 +50,10 @@ def indicator(source: str = "platform-a", number: int = 0, **changes: Any) -> Ev
         "purpose": "IPR_ENFORCEMENT",
     }
     record.update(changes)
-    return EVENT_TYPES["SellerIndicator"].parse(record)
+    return SellerIndicator.parse(record)
 
 
-def retraction(of: Event, **changes: Any) -> Event:
+def retraction(of: Event, **changes: Any) -> Retraction:
     record = {
         "retraction_id": str(uuid.uuid4()),
         "indicator_id": of.to_avro()["indicator_id"],
@@ -64,7 +64,7 @@ def retraction(of: Event, **changes: Any) -> Event:
         "tlp": "AMBER",
         **changes,
     }
-    return EVENT_TYPES["Retraction"].parse(record)
+    return Retraction.parse(record)
 
 
 def mixed_stream(count: int) -> list[Event]:

@@ -100,8 +100,9 @@ def test_confluent_avro_deserializer_reads_our_records(
     deadline = dt.datetime.now() + dt.timedelta(seconds=30)
     while len(raw) < len(events) and dt.datetime.now() < deadline:
         message = consumer.poll(1.0)
-        if message is not None and message.error() is None:
-            raw.append(message.value())
+        value = message.value() if message is not None and message.error() is None else None
+        if value is not None:
+            raw.append(value)
     consumer.close()
     assert len(raw) == len(events)
 

@@ -32,7 +32,7 @@ POLICIES = load_policies(POLICY_DIR)
 
 
 def _with_field(event_type: str, field: dict[str, Any]) -> dict[str, Any]:
-    schema = copy.deepcopy(SchemaCatalog.load().latest(event_type).schema)
+    schema = dict(copy.deepcopy(SchemaCatalog.load().latest(event_type).schema))
     schema["fields"].append(field)
     return schema
 

@@ -60,7 +60,9 @@ def test_jsonl_import_accepts_good_lines_and_names_each_bad_one(tmp_path: Path) 
     accepted = [i for i in items if isinstance(i, Accepted)]
     rejected = {i.line: i.reason for i in items if isinstance(i, Rejected)}
     assert [a.line for a in accepted] == [1, 7]
-    assert accepted[0].event.seller.email == "a@shop.example", "normalized"
+    first = accepted[0].event
+    assert isinstance(first, SellerIndicator)
+    assert first.seller.email == "a@shop.example", "normalized"
     assert accepted[0].event.source_member == "platform-a"
     assert set(rejected) == {2, 3, 4, 6}
     assert "not JSON" in rejected[2]
@@ -80,6 +82,7 @@ def test_csv_import_reads_dotted_and_list_columns(tmp_path: Path) -> None:
     items = list(read_events(path, SellerIndicator, "platform-a", NOW))
     (ok,) = [i for i in items if isinstance(i, Accepted)]
     event = ok.event
+    assert isinstance(event, SellerIndicator)
     assert event.seller.payment_accounts == ["acct_1", "acct_2"]
     assert event.seller.addresses[0].city == "Putian"
     assert [c.value for c in event.product_categories] == ["FOOTWEAR", "TOYS"]

@@ -113,7 +113,7 @@ def test_hash_gives_match_tokens_and_keeps_correlation() -> None:
 
 
 def test_mask_generalize_and_most_restrictive_wins() -> None:
-    toys = {"product_categories": ["TOYS"], "purpose": "HEALTH_SAFETY"}
+    toys: dict[str, Any] = {"product_categories": ["TOYS"], "purpose": "HEALTH_SAFETY"}
     carrier = decide(indicator(hss=True, **toys), "express-carrier")
     assert carrier.delivered
     assert carrier.record["seller"]["phone"] == "**********8000"
@@ -142,7 +142,7 @@ def test_encrypt_is_readable_only_by_the_recipient() -> None:
 
 def test_conditions_confidence_hss_embargo_expiry() -> None:
     assert "below the minimum 70" in decide(indicator(confidence=60), "platform-b").reasons[0]
-    toys = {"product_categories": ["TOYS"], "purpose": "HEALTH_SAFETY"}
+    toys: dict[str, Any] = {"product_categories": ["TOYS"], "purpose": "HEALTH_SAFETY"}
     carrier_plain = decide(indicator(**toys), "express-carrier")
     assert "only health/safety/security" in carrier_plain.reasons[0]
     fresh = indicator(
@@ -382,13 +382,15 @@ def test_evaluate_all_matches_one_by_one_evaluation() -> None:
             decision.fields,
         )
         assert alone.record == decision.record
-    first = next(d for d in together if d.delivered and d.record["seller"]["ip_addresses"])
-    first.record["seller"]["ip_addresses"].append("mutated")  # type: ignore[index]
-    others = [d for d in together if d.delivered and d is not first]
-    assert all("mutated" not in d.record["seller"]["ip_addresses"] for d in others)
+    delivered = [(d, d.record) for d in together if d.record is not None]
+    first, first_record = next((d, r) for d, r in delivered if r["seller"]["ip_addresses"])
+    first_record["seller"]["ip_addresses"].append("mutated")
+    others = [r for d, r in delivered if d is not first]
+    assert all("mutated" not in r["seller"]["ip_addresses"] for r in others)
     assert "mutated" not in record["seller"]["ip_addresses"]
     kept = next(d for d in together if d.treatment_of("seller.addresses") is Treatment.KEEP)
-    kept.record["seller"]["addresses"][0]["city"] = "mutated"  # type: ignore[index]
+    assert kept.record is not None
+    kept.record["seller"]["addresses"][0]["city"] = "mutated"
     assert record["seller"]["addresses"][0]["city"] != "mutated", "keep copies, never aliases"
 
 
