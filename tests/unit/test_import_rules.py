@@ -131,3 +131,51 @@ def test_the_router_loads_neither_the_demo_nor_its_keys() -> None:
     )
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert loaded.stdout.strip() == "[]"
+
+
+#: The pure core: what is decided and signed, apart from Kafka I/O.
+PURE_CORE = (
+    "contract.py",
+    "membership.py",
+    "events.py",
+    "codec.py",
+    "wire.py",
+    "signing.py",
+    "provenance.py",
+    "sealing.py",
+    "audit.py",
+    "routing.py",
+    "claims.py",
+    "ledger.py",
+    "embargo.py",
+    "policy",
+)
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_pure_core_imports_no_kafka_client_and_nothing_of_the_service() -> None:
+    """Schemas, policy, crypto and the routing of one record stay testable without a
+    broker: no Kafka client, and nothing of the router service, its CLI or settings."""
+    files = [
+        path
+        for entry in PURE_CORE
+        for path in ((BROKER / entry).rglob("*.py") if entry == "policy" else [BROKER / entry])
+    ]
+    forbidden = ("kafka", "confluent_kafka", "broker.router", "broker.routing_pool")
+    forbidden += ("broker.cli", "broker.settings", "broker.provision", "broker.localkafka")
+    offenders = [
+        f"{path.relative_to(BROKER.parent)}: {name}"
+        for path in files
+        for name in sorted(_imports(path))
+        if any(name == f or name.startswith(f + ".") for f in forbidden)
+    ]
+    assert offenders == []
