@@ -12,10 +12,8 @@ from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
 from broker.routing import Inbound, RecordRouter, Writes
 from policies import POLICY_DIR
-from policies.demo_keys import demo_match_secret
 from tests.members import CODEC, indicator, retraction, signed
 
-KEY = MatchTokenKey(1, demo_match_secret())
 PUBLISHED = dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.UTC)
 DURING = PUBLISHED + dt.timedelta(minutes=20)  # platform-b's embargo for platforms: 60 min
 AFTER = PUBLISHED + dt.timedelta(minutes=61)
@@ -35,8 +33,10 @@ def _route(router: RecordRouter, inbound: Inbound, ledger: DeliveryLedger) -> Wr
     return writes
 
 
-def test_a_record_withheld_only_by_an_embargo_is_held_then_delivered_once() -> None:
-    router = RecordRouter(load_policies(POLICY_DIR), CODEC, KEY)
+def test_a_record_withheld_only_by_an_embargo_is_held_then_delivered_once(
+    match_key: MatchTokenKey,
+) -> None:
+    router = RecordRouter(load_policies(POLICY_DIR), CODEC, match_key)
     event = indicator("platform-b", 3, tlp="GREEN", confidence=95, published_at=PUBLISHED)
     ledger = DeliveryLedger()
     first = _route(router, _inbound(event), ledger)
@@ -62,8 +62,10 @@ def test_a_record_withheld_only_by_an_embargo_is_held_then_delivered_once() -> N
     assert ledger_entry.recipients["platform-a"] == "anonymous-platform"
 
 
-def test_an_mou_revoked_during_the_embargo_stops_the_held_record(policy_copy: Path) -> None:
-    router = RecordRouter(load_policies(POLICY_DIR), CODEC, KEY)
+def test_an_mou_revoked_during_the_embargo_stops_the_held_record(
+    policy_copy: Path, match_key: MatchTokenKey
+) -> None:
+    router = RecordRouter(load_policies(POLICY_DIR), CODEC, match_key)
     event = indicator("platform-b", 4, tlp="GREEN", confidence=95, published_at=PUBLISHED)
     first = _route(router, _inbound(event), DeliveryLedger())
     assert first.embargo is not None
@@ -76,15 +78,15 @@ def test_an_mou_revoked_during_the_embargo_stops_the_held_record(policy_copy: Pa
             "to: {members: []}\n    max_tlp: GREEN\n    when:",
         )
     )
-    revoked = RecordRouter(load_policies(policy_copy), CODEC, KEY)
+    revoked = RecordRouter(load_policies(policy_copy), CODEC, match_key)
     released = revoked.released(key, held, now=AFTER, ledger=DeliveryLedger(), decided_at_ms=2)
     assert not released.feeds
     assert all(not d.delivered for d in released.decisions)
     assert released.embargo == (key, None)
 
 
-def test_a_retraction_ends_what_is_still_held_of_its_indicator() -> None:
-    router = RecordRouter(load_policies(POLICY_DIR), CODEC, KEY)
+def test_a_retraction_ends_what_is_still_held_of_its_indicator(match_key: MatchTokenKey) -> None:
+    router = RecordRouter(load_policies(POLICY_DIR), CODEC, match_key)
     event = indicator("platform-b", 5, tlp="GREEN", confidence=95, published_at=PUBLISHED)
     ledger = DeliveryLedger()
     first = _route(router, _inbound(event), ledger)

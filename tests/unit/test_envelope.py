@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,11 @@ from broker.policy.envelope import (
     TreatableField,
     treatable_fields,
 )
-from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
 from policies import POLICY_DIR
-from policies.demo_keys import demo_match_secret
 from tests.members import indicator
 
-KEY = MatchTokenKey(1, demo_match_secret())
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
-POLICIES = load_policies(POLICY_DIR)
 
 
 def _with_field(event_type: str, field: dict[str, Any]) -> dict[str, Any]:
@@ -62,20 +59,28 @@ def test_every_current_field_is_envelope_or_treatable() -> None:
         assert names == ENVELOPE[event_type] | tops
 
 
-def _policy_set_with_notes() -> PolicySet:
-    treatable = dict(POLICIES.treatable)
-    treatable["SellerIndicator"] = {
-        **treatable["SellerIndicator"],
-        "notes": TreatableField(TEXT, ""),
-    }
-    return PolicySet(POLICIES.registry, POLICIES.mous, treatable, POLICIES.version)
+@pytest.fixture(scope="session")
+def policy_set_with_notes(policies: PolicySet) -> Callable[..., PolicySet]:
+    def policy_set_with_notes() -> PolicySet:
+        treatable = dict(policies.treatable)
+        treatable["SellerIndicator"] = {
+            **treatable["SellerIndicator"],
+            "notes": TreatableField(TEXT, ""),
+        }
+        return PolicySet(policies.registry, policies.mous, treatable, policies.version)
+
+    return policy_set_with_notes
 
 
-def test_a_new_field_is_withheld_under_default_drop_and_kept_where_a_rule_keeps_all() -> None:
-    policies = _policy_set_with_notes()
+def test_a_new_field_is_withheld_under_default_drop_and_kept_where_a_rule_keeps_all(
+    match_key: MatchTokenKey, policy_set_with_notes: Any
+) -> None:
+    policies = policy_set_with_notes()
     record = {**indicator("platform-a", tlp="GREEN").to_avro(), "notes": "call +8613800138000"}
     # platform-a shares with platforms under default_fields: drop
-    to_platform = policies.evaluate(record, "SellerIndicator", "platform-b", now=NOW, match_key=KEY)
+    to_platform = policies.evaluate(
+        record, "SellerIndicator", "platform-b", now=NOW, match_key=match_key
+    )
     assert to_platform.delivered
     assert to_platform.record is not None
     assert to_platform.record["notes"] == "", "withheld: the field's default"
@@ -84,29 +89,33 @@ def test_a_new_field_is_withheld_under_default_drop_and_kept_where_a_rule_keeps_
         "notes": "kept",
     }
     # platform-c's HSS rule to the government keeps every field (default_fields: keep)
-    to_government = policies.evaluate(hss, "SellerIndicator", "ipr-center", now=NOW, match_key=KEY)
+    to_government = policies.evaluate(
+        hss, "SellerIndicator", "ipr-center", now=NOW, match_key=match_key
+    )
     assert to_government.record is not None
     assert to_government.record["notes"] == "kept"
 
 
-def test_recipients_learn_expires_at() -> None:
+def test_recipients_learn_expires_at(policies: PolicySet, match_key: MatchTokenKey) -> None:
     """Part of the envelope: a recipient must know when to stop using an indicator."""
     expires = NOW + dt.timedelta(days=30)
     record = indicator("platform-a", tlp="GREEN", expires_at=expires).to_avro()
-    decision = POLICIES.evaluate(record, "SellerIndicator", "platform-b", now=NOW, match_key=KEY)
+    decision = policies.evaluate(
+        record, "SellerIndicator", "platform-b", now=NOW, match_key=match_key
+    )
     assert decision.delivered
     assert decision.record is not None
     assert decision.record["expires_at"] == expires
 
 
-def test_policy_and_schema_checks_name_the_fields_no_rule_names() -> None:
+def test_policy_and_schema_checks_name_the_fields_no_rule_names(policies: PolicySet) -> None:
     from broker.cli.policy import cli as policy_cli
 
     result = CliRunner().invoke(policy_cli, ["check", str(POLICY_DIR)])
     assert result.exit_code == 0, result.output
-    for event_type, path in POLICIES.unnamed_fields():
+    for event_type, path in policies.unnamed_fields():
         assert f"review: {event_type}.{path} is named by no rule" in result.output
-    named = {(t, p) for t, p in POLICIES.unnamed_fields()}
+    named = {(t, p) for t, p in policies.unnamed_fields()}
     assert ("SellerIndicator", "seller.email") not in named, "named by the MOUs"
 
 
@@ -123,18 +132,20 @@ def _retraction(**changes: Any) -> dict[str, Any]:
     return {**record, **changes}
 
 
-def test_a_retraction_goes_through_the_engines_treatments_like_any_record() -> None:
+def test_a_retraction_goes_through_the_engines_treatments_like_any_record(
+    policies: PolicySet, match_key: MatchTokenKey
+) -> None:
     """The router used to copy a retraction and treat only ``explanation`` by hand, so any
     other field (one a later schema adds) travelled in clear. Now the rules treat every
     field, and a recipient with no retraction rule today gets the envelope only."""
-    treatable = dict(POLICIES.treatable)
+    treatable = dict(policies.treatable)
     treatable["Retraction"] = {**treatable["Retraction"], "notes": TreatableField(TEXT, "")}
-    policies = PolicySet(POLICIES.registry, POLICIES.mous, treatable, POLICIES.version)
+    policies = PolicySet(policies.registry, policies.mous, treatable, policies.version)
     received = {"platform-a": "anonymous-platform", "payments-y": "platform-b"}
     decisions = {
         d.recipient: d
         for d in policies.retraction_decisions(
-            _retraction(notes="ring +8613800138000"), received, now=NOW, match_key=KEY
+            _retraction(notes="ring +8613800138000"), received, now=NOW, match_key=match_key
         )
     }
     to_platform = decisions["platform-a"]

@@ -17,16 +17,12 @@ from broker.errors import PolicyError
 from broker.events import SellerIndicator
 from broker.ledger import DeliveryLedger
 from broker.policy.loader import load_policies
-from broker.policy.treatments import MatchTokenKey
 from broker.routing import UNPROCESSABLE, Inbound, RecordRouter, Writes
 from policies import POLICY_DIR
-from policies.demo_keys import demo_match_secret
 from producers.importing import Accepted, Rejected, read_events
 from tests import hostile
-from tests.members import CODEC, indicator, signed
+from tests.members import indicator, signed
 
-POLICIES = load_policies(POLICY_DIR)
-ROUTER = RecordRouter(POLICIES, CODEC, MatchTokenKey(1, demo_match_secret()))
 MOU_TEXT = (POLICY_DIR / "mou" / "platform-a.yaml").read_text()
 
 
@@ -97,14 +93,16 @@ def test_importers_turn_every_line_into_an_event_or_a_rejection(lines: list[str]
 
 @given(data=st.binary(max_size=400), flips=st.lists(st.integers(0, 10_000), max_size=6))
 @settings(max_examples=150, deadline=None)
-def test_the_router_core_dead_letters_any_garbage(data: bytes, flips: list[int]) -> None:
+def test_the_router_core_dead_letters_any_garbage(
+    data: bytes, flips: list[int], record_router: RecordRouter
+) -> None:
     key, value, headers = signed(indicator("platform-a"))
     mutated = bytearray(value)
     for flip in flips:
         mutated[flip % len(mutated)] ^= 0xFF
     for candidate in (data, bytes(mutated), b"\x00\x00\x00\x00\x01" + data):
         inbound = Inbound("action.in.platform-a", 0, 0, key, candidate, tuple(headers), 0)
-        routed = ROUTER.route(inbound, now=dt.datetime.now(dt.UTC), ledger=DeliveryLedger())
+        routed = record_router.route(inbound, now=dt.datetime.now(dt.UTC), ledger=DeliveryLedger())
         if candidate == value:
             continue
         assert routed.dead_letter is not None, "only the signed original may pass"
@@ -122,7 +120,7 @@ HOSTILE = hostile.corpus()
 )
 @settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_no_mutation_of_a_signed_record_raises_or_passes_unless_it_is_still_the_original(
-    base: int, other: int, rng: random.Random
+    base: int, other: int, rng: random.Random, record_router: RecordRouter
 ) -> None:
     """A member's mutated records (values, headers, both; bit flips, truncations,
     splices, huge declared lengths, invalid UTF-8, deep JSON, giant or many headers) each
@@ -131,7 +129,7 @@ def test_no_mutation_of_a_signed_record_raises_or_passes_unless_it_is_still_the_
     the signed bytes themselves are routed."""
     sample = HOSTILE[base]
     mutated = hostile.mutate(sample, HOSTILE[other], rng)
-    writes = ROUTER.writes(
+    writes = record_router.writes(
         mutated.inbound(), now=dt.datetime.now(dt.UTC), ledger=DeliveryLedger(), decided_at_ms=0
     )
     assert isinstance(writes, Writes)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +29,18 @@ from broker.routing import (
 )
 from broker.signing import key_id_header
 from policies import POLICY_DIR
-from policies.demo_keys import demo_match_secret, demo_signing_key
+from policies.demo_keys import demo_signing_key
 from tests.members import CODEC, indicator, signed, signing_kid
 
-KEY = MatchTokenKey(1, demo_match_secret())
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
 
 
-def _router(folder: Path = POLICY_DIR) -> RecordRouter:
-    return RecordRouter(load_policies(folder), CODEC, KEY)
+@pytest.fixture(scope="session")
+def router_with(match_key: MatchTokenKey) -> Callable[..., RecordRouter]:
+    def router_with(folder: Path = POLICY_DIR) -> RecordRouter:
+        return RecordRouter(load_policies(folder), CODEC, match_key)
+
+    return router_with
 
 
 def _writes(
@@ -58,11 +62,13 @@ def _with_header(headers: list[tuple[str, bytes]], name: str, value: bytes) -> l
     return [(n, value if n == name else v) for n, v in headers]
 
 
-def test_a_deeply_nested_proof_header_is_a_dead_letter_not_a_recursion_error() -> None:
+def test_a_deeply_nested_proof_header_is_a_dead_letter_not_a_recursion_error(
+    router_with: Any,
+) -> None:
     _, value, headers = signed(indicator("platform-a"))
     deep = b"[" * 50_000 + b"]" * 50_000
     writes = _writes(
-        _router(),
+        router_with(),
         "platform-a",
         value,
         _with_header(headers, FIELDS_SALTS_HEADER, deep[:MAX_HEADER_BYTES]),
@@ -70,23 +76,23 @@ def test_a_deeply_nested_proof_header_is_a_dead_letter_not_a_recursion_error() -
     assert _reason(writes) == "proof.too_complex"
 
 
-def test_too_many_or_too_large_headers_are_refused_before_parsing() -> None:
+def test_too_many_or_too_large_headers_are_refused_before_parsing(router_with: Any) -> None:
     _, value, headers = signed(indicator("platform-a"))
     many = headers + [(f"x-{i}", b"") for i in range(MAX_HEADERS)]
-    assert _reason(_writes(_router(), "platform-a", value, many)) == "headers.too_many"
+    assert _reason(_writes(router_with(), "platform-a", value, many)) == "headers.too_many"
     large = [*headers, ("x-large", b"a" * (MAX_HEADER_BYTES + 1))]
-    assert _reason(_writes(_router(), "platform-a", value, large)) == "headers.too_large"
+    assert _reason(_writes(router_with(), "platform-a", value, large)) == "headers.too_large"
 
 
 def test_a_store_url_without_a_registrable_domain_cannot_crash_a_generalize_treatment(
-    policy_copy: Path,
+    policy_copy: Path, router_with: Any
 ) -> None:
     """The URL used to pass validation when a store domain came with it, then made a
     generalize treatment raise ValueError, which stopped the router."""
     mou = policy_copy / "mou" / "platform-a.yaml"
     text = mou.read_text().replace("seller.store_url: keep", "seller.store_url: generalize")
     mou.write_text(text)
-    router = _router(policy_copy)
+    router = router_with(policy_copy)
     record = indicator("platform-a").to_avro()
     record["seller"] = {
         **record["seller"],
@@ -102,11 +108,11 @@ def test_a_store_url_without_a_registrable_domain_cannot_crash_a_generalize_trea
 
 
 def test_any_exception_while_deciding_is_the_records_dead_letter(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, router_with: Any
 ) -> None:
     """A fault the policies raise on one record (a bug, reached through its content)
     becomes that record's dead letter, naming the exception; the next record routes."""
-    router = _router()
+    router = router_with()
     _, value, headers = signed(indicator("platform-a"))
 
     def explode(*args: object, **kwargs: object) -> None:
@@ -123,8 +129,8 @@ def test_any_exception_while_deciding_is_the_records_dead_letter(
     assert _writes(router, "platform-a", value, headers).feeds
 
 
-def test_a_retraction_without_the_ledger_comes_back_checked() -> None:
-    router = _router()
+def test_a_retraction_without_the_ledger_comes_back_checked(router_with: Any) -> None:
+    router = router_with()
     of = indicator("platform-a")
     retraction = EVENT_TYPES["Retraction"].parse(
         {
@@ -156,20 +162,20 @@ def _resalted(record: dict[str, Any], value: bytes, salt_of: Any) -> list[tuple[
     ("name", "salt_of"),
     [("shared", lambda i: b"s" * SALT_BYTES), ("short", lambda i: bytes([i % 256]) * 4)],
 )
-def test_weak_salts_are_refused(name: str, salt_of: Any) -> None:
+def test_weak_salts_are_refused(name: str, salt_of: Any, router_with: Any) -> None:
     """A shared or short salt lets a recipient brute-force a withheld field with few
     possible values (a country) from its commitment and another leaf's salt."""
     record = EVENT_TYPES["SellerIndicator"].from_avro(indicator("platform-a").to_avro()).to_avro()
     value = CODEC.encode("SellerIndicator", record)
-    writes = _writes(_router(), "platform-a", value, _resalted(record, value, salt_of))
+    writes = _writes(router_with(), "platform-a", value, _resalted(record, value, salt_of))
     assert _reason(writes) == "signature.fields_invalid", name
     assert "salt" in (writes.dead_letter.detail if writes.dead_letter else "")
 
 
-def test_a_proof_header_of_json_that_is_not_an_object_is_a_dead_letter() -> None:
+def test_a_proof_header_of_json_that_is_not_an_object_is_a_dead_letter(router_with: Any) -> None:
     _, value, headers = signed(indicator("platform-a"))
     for junk in (b"[]", b'"text"', b"1e999999", json.dumps({"a": 1}).encode(), b"\xff\xfe"):
         writes = _writes(
-            _router(), "platform-a", value, _with_header(headers, FIELDS_SALTS_HEADER, junk)
+            router_with(), "platform-a", value, _with_header(headers, FIELDS_SALTS_HEADER, junk)
         )
         assert _reason(writes).startswith("signature."), junk

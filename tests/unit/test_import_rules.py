@@ -170,7 +170,12 @@ def test_the_pure_core_imports_no_kafka_client_and_nothing_of_the_service() -> N
         for entry in PURE_CORE
         for path in ((BROKER / entry).rglob("*.py") if entry == "policy" else [BROKER / entry])
     ]
-    forbidden = ("kafka", "confluent_kafka", "broker.router", "broker.routing_pool")
+    forbidden: tuple[str, ...] = (
+        "kafka",
+        "confluent_kafka",
+        "broker.router",
+        "broker.routing_pool",
+    )
     forbidden += ("broker.cli", "broker.settings", "broker.provision", "broker.localkafka")
     offenders = [
         f"{path.relative_to(BROKER.parent)}: {name}"

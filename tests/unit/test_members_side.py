@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +20,17 @@ import pytest
 from broker.contract import decision_id_for
 from broker.errors import ActionError
 from broker.events import SellerIndicator
-from broker.policy.loader import load_policies
+from broker.policy.engine import PolicySet
 from broker.policy.treatments import MatchTokenKey
 from consumers.export import export_csv, export_jsonl, export_misp, stix_bundle
 from consumers.feed_reader import Delivery, decrypt_fields
 from consumers.store import FeedStore
 from policies import POLICY_DIR
-from policies.demo_keys import demo_encryption_key, demo_match_secret
+from policies.demo_keys import demo_encryption_key
 from producers.importing import Accepted, Rejected, read_events
 from producers.synthetic import SYNTHETIC_LABEL, SyntheticData
 from tests.members import indicator, retraction
 
-POLICIES = load_policies(POLICY_DIR)
-KEY = MatchTokenKey(1, demo_match_secret())
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
 BIN = Path(sys.executable).parent
 
@@ -220,40 +219,48 @@ def test_action_publish_refuses_a_key_file_others_can_read(tmp_path: Path) -> No
 # --- decryption, store, correlation -------------------------------------------------------
 
 
-def _delivered(event: Any, recipient: str) -> Delivery:
-    record = event.to_avro()
-    decision = POLICIES.evaluate(record, event.avro_type, recipient, now=NOW, match_key=KEY)
-    assert decision.delivered, decision.reasons
-    plain = json.loads(json.dumps(decision.record, default=str))
-    failed = decrypt_fields(
-        plain, demo_encryption_key(recipient), f"{recipient}-", decision.record_id
-    )
-    return Delivery(
-        event.avro_type,
-        decision.record_id,
-        decision.decision_id,
-        decision.policy_version,
-        plain["source_member"],
-        0,
-        plain,
-        "t/0@0",
-        tuple(failed),
-    )
+@pytest.fixture(scope="session")
+def deliver(policies: PolicySet, match_key: MatchTokenKey) -> Callable[..., Delivery]:
+    def deliver(event: Any, recipient: str) -> Delivery:
+        record = event.to_avro()
+        decision = policies.evaluate(
+            record, event.avro_type, recipient, now=NOW, match_key=match_key
+        )
+        assert decision.delivered, decision.reasons
+        plain = json.loads(json.dumps(decision.record, default=str))
+        failed = decrypt_fields(
+            plain, demo_encryption_key(recipient), f"{recipient}-", decision.record_id
+        )
+        return Delivery(
+            event.avro_type,
+            decision.record_id,
+            decision.decision_id,
+            decision.policy_version,
+            plain["source_member"],
+            0,
+            plain,
+            "t/0@0",
+            tuple(failed),
+        )
+
+    return deliver
 
 
-def test_deliveries_become_typed_events_where_values_are_in_clear() -> None:
-    full = _delivered(indicator("platform-a", 5), "ipr-center").event()
+def test_deliveries_become_typed_events_where_values_are_in_clear(deliver: Any) -> None:
+    full = deliver(indicator("platform-a", 5), "ipr-center").event()
     assert isinstance(full, SellerIndicator)
     assert full.seller.email == "seller5@shop.example"
-    assert _delivered(indicator("platform-a", 5), "platform-b").event() is None, "tokens"
+    assert deliver(indicator("platform-a", 5), "platform-b").event() is None, "tokens"
 
 
-def test_fields_encrypted_to_a_member_open_with_its_key_only() -> None:
+def test_fields_encrypted_to_a_member_open_with_its_key_only(
+    policies: PolicySet, match_key: MatchTokenKey, deliver: Any
+) -> None:
     event = indicator("payments-x", 1, purpose="FRAUD_PREVENTION")
-    delivery = _delivered(event, "platform-a")
+    delivery = deliver(event, "platform-a")
     assert delivery.record["seller"]["payment_accounts"] == ["acct_000001"]
-    record = POLICIES.evaluate(
-        event.to_avro(), "SellerIndicator", "platform-a", now=NOW, match_key=KEY
+    record = policies.evaluate(
+        event.to_avro(), "SellerIndicator", "platform-a", now=NOW, match_key=match_key
     ).record
     assert record is not None
     stolen = json.loads(json.dumps(record, default=str))
@@ -263,7 +270,7 @@ def test_fields_encrypted_to_a_member_open_with_its_key_only() -> None:
     assert failed == ["seller.payment_accounts"]
 
 
-def _store_with_correlated_sellers(tmp_path: Path) -> tuple[FeedStore, list[Any]]:
+def _store_with_correlated_sellers(tmp_path: Path, deliver: Any) -> tuple[FeedStore, list[Any]]:
     store = FeedStore(tmp_path / "ipr.sqlite")
     shared = {
         "account_id": "S-77",
@@ -285,23 +292,23 @@ def _store_with_correlated_sellers(tmp_path: Path) -> tuple[FeedStore, list[Any]
         ),
         indicator("platform-a", 4, seller={"account_id": "LONER", "country": "CN"}),
     ]
-    deliveries = [_delivered(e, "ipr-center") for e in events]
+    deliveries = [deliver(e, "ipr-center") for e in events]
     assert store.add(deliveries) == 4
     assert store.add(deliveries) == 0, "a replayed delivery is ignored"
     return store, events
 
 
 def test_the_store_correlates_sellers_across_sources_and_applies_retractions(
-    tmp_path: Path,
+    tmp_path: Path, deliver: Any
 ) -> None:
-    store, events = _store_with_correlated_sellers(tmp_path)
+    store, events = _store_with_correlated_sellers(tmp_path, deliver)
     (seller,) = store.sellers(2)
     assert seller.sources == ("express-carrier", "payments-x", "platform-a")
     assert len(seller.indicators) == 3
     assert seller.hss
     assert ("seller.email", "x@repeat.example") in seller.identifiers
     assert len(store.sellers(1)) == 2
-    store.add([_delivered(retraction(events[1]), "ipr-center")])
+    store.add([deliver(retraction(events[1]), "ipr-center")])
     (after,) = store.sellers(2)
     assert after.sources == ("express-carrier", "platform-a")
     assert store.counts()["retracted"] == 1
@@ -309,7 +316,7 @@ def test_the_store_correlates_sellers_across_sources_and_applies_retractions(
 
 
 def test_a_rivals_record_with_a_known_id_neither_shadows_nor_retracts_the_original(
-    tmp_path: Path,
+    tmp_path: Path, deliver: Any
 ) -> None:
     """platform-b learned platform-a's indicator id from its own feed and publishes a
     decoy with that id, then a retraction of it. Records are (source, id) in the store:
@@ -321,13 +328,13 @@ def test_a_rivals_record_with_a_known_id_neither_shadows_nor_retracts_the_origin
         "platform-b", 2, indicator_id=genuine_id, seller={"email": "decoy@shop.example"}
     )
     for event in (genuine, decoy, retraction(decoy)):
-        assert store.add([_delivered(event, "ipr-center")]) == 1
+        assert store.add([deliver(event, "ipr-center")]) == 1
     assert store.counts()["indicators"] == 2
     assert store.retracted() == {("platform-b", str(genuine_id))}
     live = {seller.sources for seller in store.sellers(1)}
     assert live == {("platform-a",)}, "the genuine indicator is live and correlated"
     # The same record again under another policy version is a duplicate, not a second row.
-    again = dataclasses.replace(_delivered(genuine, "ipr-center"), decision_id="other-version")
+    again = dataclasses.replace(deliver(genuine, "ipr-center"), decision_id="other-version")
     assert store.add([again]) == 0
     store.close()
 
@@ -342,7 +349,7 @@ def test_an_older_store_is_refused_with_a_hint(tmp_path: Path) -> None:
     assert "new --store" in (raised.value.hint or "")
 
 
-def test_decision_ids_belong_to_the_source_as_delivered() -> None:
+def test_decision_ids_belong_to_the_source_as_delivered(deliver: Any) -> None:
     """Two members' records with one id never share a decision id; an anonymous delivery's
     id is computed from its label, so it names no source the delivery does not."""
     ids = {
@@ -350,20 +357,22 @@ def test_decision_ids_belong_to_the_source_as_delivered() -> None:
         for source in ("platform-a", "platform-b", "anonymous-platform")
     }
     assert len(ids) == 3
-    anonymous = _delivered(indicator("platform-b", 3, tlp="GREEN"), "platform-a")
+    anonymous = deliver(indicator("platform-b", 3, tlp="GREEN"), "platform-a")
     assert anonymous.source.startswith("anonymous-")
     assert anonymous.decision_id == decision_id_for(
         anonymous.source, anonymous.record_id, "platform-a", anonymous.policy_version
     )
 
 
-def test_match_tokens_correlate_where_clear_values_are_withheld(tmp_path: Path) -> None:
+def test_match_tokens_correlate_where_clear_values_are_withheld(
+    tmp_path: Path, deliver: Any
+) -> None:
     store = FeedStore(tmp_path / "b.sqlite")
     same = {"email": "seller@twice.example", "country": "CN"}
     store.add(
         [
-            _delivered(indicator("platform-b", 1, seller=same, tlp="GREEN"), "platform-a"),
-            _delivered(
+            deliver(indicator("platform-b", 1, seller=same, tlp="GREEN"), "platform-a"),
+            deliver(
                 indicator("payments-x", 2, seller=same, purpose="FRAUD_PREVENTION"), "platform-a"
             ),
         ]
@@ -378,10 +387,10 @@ def test_match_tokens_correlate_where_clear_values_are_withheld(tmp_path: Path) 
 # --- exports ----------------------------------------------------------------------------
 
 
-def test_stix_export_validates_and_carries_tlp2_markings(tmp_path: Path) -> None:
+def test_stix_export_validates_and_carries_tlp2_markings(tmp_path: Path, deliver: Any) -> None:
     from stix2validator import ValidationOptions, validate_string
 
-    store, _ = _store_with_correlated_sellers(tmp_path)
+    store, _ = _store_with_correlated_sellers(tmp_path, deliver)
     bundle = stix_bundle(store, exported_by="ipr-center")
     text = bundle.serialize()
     result = validate_string(text, ValidationOptions(version="2.1", strict=False))
@@ -395,10 +404,10 @@ def test_stix_export_validates_and_carries_tlp2_markings(tmp_path: Path) -> None
     store.close()
 
 
-def test_misp_feed_loads_with_pymisp(tmp_path: Path) -> None:
+def test_misp_feed_loads_with_pymisp(tmp_path: Path, deliver: Any) -> None:
     from pymisp import MISPEvent
 
-    store, _ = _store_with_correlated_sellers(tmp_path)
+    store, _ = _store_with_correlated_sellers(tmp_path, deliver)
     folder = tmp_path / "misp"
     assert export_misp(store, folder, exported_by="ipr-center") == 4
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -414,8 +423,8 @@ def test_misp_feed_loads_with_pymisp(tmp_path: Path) -> None:
     store.close()
 
 
-def test_jsonl_and_csv_exports(tmp_path: Path) -> None:
-    store, _ = _store_with_correlated_sellers(tmp_path)
+def test_jsonl_and_csv_exports(tmp_path: Path, deliver: Any) -> None:
+    store, _ = _store_with_correlated_sellers(tmp_path, deliver)
     assert export_jsonl(store, tmp_path / "out.jsonl") == 4
     first = json.loads((tmp_path / "out.jsonl").read_text().splitlines()[0])
     assert first["type"] == "SellerIndicator"

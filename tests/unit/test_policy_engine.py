@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from broker.errors import PolicyError
 from broker.events import SellerIndicator
+from broker.membership import load_trust_store
 from broker.policy.engine import PolicySet
 from broker.policy.loader import load_policies
 from broker.policy.model import Treatment
@@ -24,9 +26,13 @@ from policies import POLICY_DIR
 from policies.demo_keys import demo_encryption_key
 from tests.strategies import seller_indicators
 
-POLICIES = load_policies(POLICY_DIR)
-KEY = MatchTokenKey(version=3, secret=b"k" * 32)
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="session")
+def match_key() -> MatchTokenKey:
+    """Version 3, so the tests see the key version travel in every token."""
+    return MatchTokenKey(version=3, secret=b"k" * 32)
 
 
 def indicator(source: str = "platform-a", **changes: Any) -> dict[str, Any]:
@@ -56,26 +62,30 @@ def indicator(source: str = "platform-a", **changes: Any) -> dict[str, Any]:
     return SellerIndicator.parse(record).to_avro()
 
 
-def decide(record: dict[str, Any], recipient: str, now: dt.datetime = NOW) -> Any:
-    return POLICIES.evaluate(record, "SellerIndicator", recipient, now=now, match_key=KEY)
+@pytest.fixture(scope="session")
+def decide(policies: PolicySet, match_key: MatchTokenKey) -> Callable[..., Any]:
+    def decide(record: dict[str, Any], recipient: str, now: dt.datetime = NOW) -> Any:
+        return policies.evaluate(record, "SellerIndicator", recipient, now=now, match_key=match_key)
+
+    return decide
 
 
-def test_policy_version_is_a_content_hash(policy_copy: Path) -> None:
+def test_policy_version_is_a_content_hash(policy_copy: Path, policies: PolicySet) -> None:
     copy = policy_copy
-    assert load_policies(copy).version == POLICIES.version
+    assert load_policies(copy).version == policies.version
     mou = copy / "mou" / "platform-c.yaml"
     mou.write_text(mou.read_text().replace("min_confidence: 50", "min_confidence: 55"))
-    assert load_policies(copy).version != POLICIES.version
+    assert load_policies(copy).version != policies.version
 
 
-def test_no_rule_means_no_delivery() -> None:
+def test_no_rule_means_no_delivery(decide: Any) -> None:
     decision = decide(indicator(), "brand-owner")
     assert not decision.delivered
     assert decision.record is None
     assert "no rule allows SellerIndicator from platform-a to brand-owner" in decision.reasons[0]
 
 
-def test_a_policy_set_pickled_to_another_process_decides_alike() -> None:
+def test_a_policy_set_pickled_to_another_process_decides_alike(match_key: MatchTokenKey) -> None:
     """The routing workers get the policy set pickled; each decision's reasons must
     still name its own rules there."""
     import pickle
@@ -85,16 +95,18 @@ def test_a_policy_set_pickled_to_another_process_decides_alike() -> None:
     policies = load_policies(POLICY_DIR)
     record = indicator(tlp="RED")
     expected = {
-        m.id: policies.evaluate(record, "SellerIndicator", m.id, now=NOW, match_key=KEY).reasons
+        m.id: policies.evaluate(
+            record, "SellerIndicator", m.id, now=NOW, match_key=match_key
+        ).reasons
         for m in policies.registry.members
     }
     copied = pickle.loads(pickle.dumps(policies))
     for member, reasons in expected.items():
-        again = copied.evaluate(record, "SellerIndicator", member, now=NOW, match_key=KEY)
+        again = copied.evaluate(record, "SellerIndicator", member, now=NOW, match_key=match_key)
         assert again.reasons == reasons
 
 
-def test_recipient_must_accept_too() -> None:
+def test_recipient_must_accept_too(decide: Any) -> None:
     # platform-c accepts only TLP:GREEN and below.
     decision = decide(indicator(), "platform-c")
     assert not decision.delivered
@@ -102,17 +114,19 @@ def test_recipient_must_accept_too() -> None:
     assert decide(indicator(tlp="GREEN"), "platform-c").delivered
 
 
-def test_hash_gives_match_tokens_and_keeps_correlation() -> None:
+def test_hash_gives_match_tokens_and_keeps_correlation(
+    match_key: MatchTokenKey, decide: Any
+) -> None:
     decision = decide(indicator(), "platform-b")
     assert decision.delivered
     seller = decision.record["seller"]
-    assert seller["email"] == match_token(KEY, "email", "sales@cheap-kicks.example")
+    assert seller["email"] == match_token(match_key, "email", "sales@cheap-kicks.example")
     assert seller["email"].startswith("mt1.k3.")
     other = decide(indicator(source="platform-c", tlp="GREEN"), "platform-a")
     assert other.record["seller"]["email"] != seller["email"], "platform-c masks instead"
 
 
-def test_mask_generalize_and_most_restrictive_wins() -> None:
+def test_mask_generalize_and_most_restrictive_wins(decide: Any) -> None:
     toys: dict[str, Any] = {"product_categories": ["TOYS"], "purpose": "HEALTH_SAFETY"}
     carrier = decide(indicator(hss=True, **toys), "express-carrier")
     assert carrier.delivered
@@ -124,7 +138,7 @@ def test_mask_generalize_and_most_restrictive_wins() -> None:
     assert platform_b.record["seller"]["ip_addresses"] == ["203.0.113.0/24"]
 
 
-def test_encrypt_is_readable_only_by_the_recipient() -> None:
+def test_encrypt_is_readable_only_by_the_recipient(decide: Any) -> None:
     record = indicator(source="payments-x", purpose="FRAUD_PREVENTION")
     decision = decide(record, "platform-a")
     assert decision.delivered
@@ -140,7 +154,7 @@ def test_encrypt_is_readable_only_by_the_recipient() -> None:
         suite.decrypt(ciphertext, demo_encryption_key("platform-b"), info=context)
 
 
-def test_conditions_confidence_hss_embargo_expiry() -> None:
+def test_conditions_confidence_hss_embargo_expiry(decide: Any) -> None:
     assert "below the minimum 70" in decide(indicator(confidence=60), "platform-b").reasons[0]
     toys: dict[str, Any] = {"product_categories": ["TOYS"], "purpose": "HEALTH_SAFETY"}
     carrier_plain = decide(indicator(**toys), "express-carrier")
@@ -156,7 +170,7 @@ def test_conditions_confidence_hss_embargo_expiry() -> None:
     assert "180-day limit" in decide(fresh, "platform-a", NOW + dt.timedelta(days=181)).reasons[0]
 
 
-def test_red_goes_only_to_named_recipients() -> None:
+def test_red_goes_only_to_named_recipients(decide: Any) -> None:
     red = indicator(source="payments-x", tlp="RED", purpose="FRAUD_PREVENTION")
     assert decide(red, "ipr-center").delivered, "payments-x names ipr-center"
     to_sector = decide(indicator(tlp="RED", purpose="IPR_ENFORCEMENT"), "ipr-center")
@@ -164,14 +178,14 @@ def test_red_goes_only_to_named_recipients() -> None:
     assert "TLP:RED goes only to recipients the share rule names" in to_sector.reasons[0]
 
 
-def test_anonymous_attribution() -> None:
+def test_anonymous_attribution(decide: Any) -> None:
     decision = decide(indicator(source="platform-b", tlp="GREEN"), "platform-a")
     assert decision.delivered
     assert decision.record["source_member"] == "anonymous-platform"
     assert decision.source == "platform-b", "the decision itself still records the source"
 
 
-def test_decision_ids_are_deterministic_per_recipient_and_version() -> None:
+def test_decision_ids_are_deterministic_per_recipient_and_version(decide: Any) -> None:
     record = indicator()
     a, b = decide(record, "platform-b"), decide(record, "platform-b")
     assert a.decision_id == b.decision_id
@@ -179,7 +193,7 @@ def test_decision_ids_are_deterministic_per_recipient_and_version() -> None:
     assert json.loads(json.dumps(a.to_json()))["fields"]["seller.email"]["treatment"] == "hash"
 
 
-def test_caller_record_is_never_modified() -> None:
+def test_caller_record_is_never_modified(decide: Any) -> None:
     record = indicator()
     before = json.dumps(record, default=str, sort_keys=True)
     decide(record, "platform-b")
@@ -188,7 +202,8 @@ def test_caller_record_is_never_modified() -> None:
 
 # --- properties over generated records ---------------------------------------------------
 
-MEMBERS = [m.id for m in POLICIES.registry.members]
+# Strategies need the member ids when the tests are collected: the registry alone.
+MEMBERS = [m.id for m in load_trust_store(POLICY_DIR).members]
 
 
 def _clear_values(record: dict[str, Any]) -> dict[str, set[str]]:
@@ -206,7 +221,9 @@ def _clear_values(record: dict[str, Any]) -> dict[str, set[str]]:
     event=seller_indicators(), source=st.sampled_from(MEMBERS), recipient=st.sampled_from(MEMBERS)
 )
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-def test_properties_of_every_decision(event: SellerIndicator, source: str, recipient: str) -> None:
+def test_properties_of_every_decision(
+    event: SellerIndicator, source: str, recipient: str, policies: PolicySet, decide: Any
+) -> None:
     record = event.model_copy(update={"source_member": source}).to_avro()
     decision = decide(record, recipient, now=dt.datetime.now(dt.UTC))
     again = decide(record, recipient, now=dt.datetime.now(dt.UTC))
@@ -220,8 +237,8 @@ def test_properties_of_every_decision(event: SellerIndicator, source: str, recip
         return
     # Deny by default: an allowing share rule of the source and accept rule of the recipient.
     share_id, accept_id = decision.rule_ids
-    assert any(r.id == share_id for r in POLICIES.mous[source].shares)
-    accept = next(r for r in POLICIES.mous[recipient].accepts if r.id == accept_id)
+    assert any(r.id == share_id for r in policies.mous[source].shares)
+    accept = next(r for r in policies.mous[recipient].accepts if r.id == accept_id)
     # The TLP marking travels unchanged, and AMBER+STRICT/RED never go to a rule whose
     # member passes records on to its clients.
     assert decision.record["tlp"] == record["tlp"]
@@ -249,12 +266,14 @@ def test_properties_of_every_decision(event: SellerIndicator, source: str, recip
                     assert json.dumps(value)[1:-1] not in delivered, (path, treatment)
 
 
-def test_members_without_an_mou_neither_send_nor_receive(policy_copy: Path) -> None:
+def test_members_without_an_mou_neither_send_nor_receive(
+    policy_copy: Path, match_key: MatchTokenKey
+) -> None:
     copy = policy_copy
     (copy / "mou" / "platform-b.yaml").unlink()
     reduced: PolicySet = load_policies(copy)
     decision = reduced.evaluate(
-        indicator(), "SellerIndicator", "platform-b", now=NOW, match_key=KEY
+        indicator(), "SellerIndicator", "platform-b", now=NOW, match_key=match_key
     )
     assert not decision.delivered
 
@@ -369,9 +388,11 @@ def test_json_schemas_are_current() -> None:
         assert shipped == model.model_json_schema(), f"run: action-policy schema ({name})"
 
 
-def test_evaluate_all_matches_one_by_one_evaluation() -> None:
+def test_evaluate_all_matches_one_by_one_evaluation(
+    policies: PolicySet, match_key: MatchTokenKey, decide: Any
+) -> None:
     record = indicator(tlp="GREEN", hss=True, purpose="HEALTH_SAFETY")
-    together = POLICIES.evaluate_all(record, "SellerIndicator", now=NOW, match_key=KEY)
+    together = policies.evaluate_all(record, "SellerIndicator", now=NOW, match_key=match_key)
     assert [d.recipient for d in together] == [m for m in MEMBERS if m != "platform-a"]
     assert sum(d.delivered for d in together) >= 3
     for decision in together:
@@ -394,7 +415,9 @@ def test_evaluate_all_matches_one_by_one_evaluation() -> None:
     assert record["seller"]["addresses"][0]["city"] != "mutated", "keep copies, never aliases"
 
 
-def test_amber_strict_never_reaches_a_rule_that_shares_with_clients(policy_copy: Path) -> None:
+def test_amber_strict_never_reaches_a_rule_that_shares_with_clients(
+    policy_copy: Path, match_key: MatchTokenKey
+) -> None:
     mou = policy_copy / "mou" / "brand-owner.yaml"
     text = mou.read_text()
     mou.write_text(text[: text.index("  # AMBER+STRICT and RED stay")])
@@ -417,7 +440,9 @@ def test_amber_strict_never_reaches_a_rule_that_shares_with_clients(policy_copy:
 
     def decide_tlp(tlp: str) -> Any:
         record = {**seizure, "tlp": tlp}
-        return reduced.evaluate(record, "SeizureReport", "brand-owner", now=NOW, match_key=KEY)
+        return reduced.evaluate(
+            record, "SeizureReport", "brand-owner", now=NOW, match_key=match_key
+        )
 
     assert decide_tlp("AMBER").delivered
     for tlp in ("AMBER_STRICT", "RED"):

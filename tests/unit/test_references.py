@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from broker.events import EVENT_TYPES
 from broker.ledger import DeliveryLedger, LedgerEntry, ledger_key
 from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
 from broker.routing import REFERENCE_UNKNOWN, Inbound, RecordRouter, Routed, Writes
-from policies.demo_keys import demo_match_secret
 from tests.members import BASE_TIME, CODEC, signed
 
-KEY = MatchTokenKey(1, demo_match_secret())
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
 INDICATOR = "5d0c4c1e-3f65-4c59-9a53-0d1f0c6a0401"
 
@@ -51,23 +52,27 @@ EXTRA_RULES = {
 }
 
 
-def _router(policy_copy: Path) -> RecordRouter:
-    for name, (old, new) in EXTRA_RULES.items():
-        mou = policy_copy / "mou" / name
-        text = mou.read_text()
-        assert old in text, name
-        mou.write_text(text.replace(old, new, 1))
-    (policy_copy / "mou" / "express-carrier.yaml").write_text(
-        (policy_copy / "mou" / "express-carrier.yaml")
-        .read_text()
-        .replace(
-            "  - id: ec.shipper-events\n    event_types: [EnforcementAction, Retraction]\n"
-            "    to: {sectors: [government, rights_holder]}\n    max_tlp: AMBER\n",
-            "  - id: ec.shipper-events\n    event_types: [EnforcementAction, Retraction]\n"
-            "    to: {sectors: [government, rights_holder]}\n    max_tlp: AMBER_STRICT\n",
+@pytest.fixture(scope="session")
+def router_with(match_key: MatchTokenKey) -> Callable[..., RecordRouter]:
+    def router_with(policy_copy: Path) -> RecordRouter:
+        for name, (old, new) in EXTRA_RULES.items():
+            mou = policy_copy / "mou" / name
+            text = mou.read_text()
+            assert old in text, name
+            mou.write_text(text.replace(old, new, 1))
+        (policy_copy / "mou" / "express-carrier.yaml").write_text(
+            (policy_copy / "mou" / "express-carrier.yaml")
+            .read_text()
+            .replace(
+                "  - id: ec.shipper-events\n    event_types: [EnforcementAction, Retraction]\n"
+                "    to: {sectors: [government, rights_holder]}\n    max_tlp: AMBER\n",
+                "  - id: ec.shipper-events\n    event_types: [EnforcementAction, Retraction]\n"
+                "    to: {sectors: [government, rights_holder]}\n    max_tlp: AMBER_STRICT\n",
+            )
         )
-    )
-    return RecordRouter(load_policies(policy_copy), CODEC, KEY)
+        return RecordRouter(load_policies(policy_copy), CODEC, match_key)
+
+    return router_with
 
 
 def _action(source: str, **changes: Any) -> Inbound:
@@ -96,11 +101,11 @@ def _delivered(routed: Routed) -> dict[str, dict[str, Any]]:
 
 
 def test_a_green_action_on_an_amber_strict_indicator_travels_as_amber_strict(
-    policy_copy: Path,
+    policy_copy: Path, router_with: Any
 ) -> None:
     """It used to reach brand-owner's vendor rule, which passes records on to clients, as
     GREEN: the indicator's marking was laundered by the record that quoted it."""
-    router = _router(policy_copy)
+    router = router_with(policy_copy)
     received = {
         "express-carrier": "platform-a",
         "brand-owner": "platform-a",
@@ -115,9 +120,9 @@ def test_a_green_action_on_an_amber_strict_indicator_travels_as_amber_strict(
 
 
 def test_a_reference_reaches_only_members_that_received_the_indicator(
-    policy_copy: Path,
+    policy_copy: Path, router_with: Any
 ) -> None:
-    router = _router(policy_copy)
+    router = router_with(policy_copy)
     ledger = _ledger("platform-a", {"express-carrier": "platform-a"}, "GREEN")
     routed = router.route(_action("express-carrier"), now=NOW, ledger=ledger)
     withheld = {d.recipient: d for d in routed.decisions if not d.delivered}
@@ -126,17 +131,21 @@ def test_a_reference_reaches_only_members_that_received_the_indicator(
     assert "ledger.reference" in withheld["ipr-center"].rule_ids
 
 
-def test_the_indicators_own_source_hears_of_actions_on_it(policy_copy: Path) -> None:
-    router = _router(policy_copy)
+def test_the_indicators_own_source_hears_of_actions_on_it(
+    policy_copy: Path, router_with: Any
+) -> None:
+    router = router_with(policy_copy)
     ledger = _ledger("ipr-center", {"express-carrier": "ipr-center"}, "GREEN")
     routed = router.route(_action("express-carrier"), now=NOW, ledger=ledger)
     assert "ipr-center" in _delivered(routed), "the source counts as having its indicator"
 
 
-def test_a_named_action_on_an_anonymous_indicator_keeps_the_label(policy_copy: Path) -> None:
+def test_a_named_action_on_an_anonymous_indicator_keeps_the_label(
+    policy_copy: Path, router_with: Any
+) -> None:
     """platform-b shared the indicator with platform-a anonymously; a named action of
     platform-b's about it would tell platform-a who shared it."""
-    router = _router(policy_copy)
+    router = router_with(policy_copy)
     ledger = _ledger("platform-b", {"platform-a": "anonymous-platform"}, "GREEN")
     routed = router.route(_action("platform-b"), now=NOW, ledger=ledger)
     delivered = _delivered(routed)
@@ -145,17 +154,17 @@ def test_a_named_action_on_an_anonymous_indicator_keeps_the_label(policy_copy: P
     assert b"platform-b" not in feed.value, "the delivered bytes do not name the source"
 
 
-def test_an_unknown_marking_in_the_ledger_fails_closed(policy_copy: Path) -> None:
-    router = _router(policy_copy)
+def test_an_unknown_marking_in_the_ledger_fails_closed(policy_copy: Path, router_with: Any) -> None:
+    router = router_with(policy_copy)
     ledger = _ledger("platform-a", {"ipr-center": "platform-a", "express-carrier": "x"}, "?")
     routed = router.route(_action("express-carrier"), now=NOW, ledger=ledger)
     assert not _delivered(routed)
 
 
 def test_a_reference_to_an_unknown_or_unreceived_indicator_is_a_dead_letter(
-    policy_copy: Path,
+    policy_copy: Path, router_with: Any
 ) -> None:
-    router = _router(policy_copy)
+    router = router_with(policy_copy)
     unknown = router.route(_action("express-carrier"), now=NOW, ledger=DeliveryLedger())
     assert unknown.dead_letter is not None
     assert unknown.dead_letter.reason == REFERENCE_UNKNOWN
@@ -167,7 +176,7 @@ def test_a_reference_to_an_unknown_or_unreceived_indicator_is_a_dead_letter(
 
 
 def test_the_audit_names_an_anonymous_source_by_a_pseudonym_only_the_operator_reverses(
-    tmp_path: Path,
+    tmp_path: Path, match_key: MatchTokenKey
 ) -> None:
     """platform-b shares anonymously with platforms and named with the government. The
     audit trail (which the IPR Center reads) names platform-b only in the named delivery;
@@ -184,7 +193,7 @@ def test_the_audit_names_an_anonymous_source_by_a_pseudonym_only_the_operator_re
     from policies import POLICY_DIR
     from tests.members import indicator
 
-    router = Router(load_policies(POLICY_DIR), CODEC, KEY)
+    router = Router(load_policies(POLICY_DIR), CODEC, match_key)
     event = indicator("platform-b", 5, tlp="GREEN", confidence=95)
     key, value, headers = signed(event)
     inbound = Inbound("action.in.platform-b", 0, 0, key, value, tuple(headers), 0)
@@ -204,7 +213,10 @@ def test_the_audit_names_an_anonymous_source_by_a_pseudonym_only_the_operator_re
                 "platform-b", record_id, entry["recipient"], entry["policy_version"]
             )
     members = [m.id for m in router.policy_set.registry.members]
-    assert reveal_source(pseudonym_key(KEY.secret), pseudonym, record_id, members) == "platform-b"
+    assert (
+        reveal_source(pseudonym_key(match_key.secret), pseudonym, record_id, members)
+        == "platform-b"
+    )
     assert {d.source for d in writes.decisions} == {"platform-b"}, "metrics keep the name"
     env = {**os.environ, "ACTION_DEMO_KEYS": "true"}  # the example's secret, asked for
     env.pop("ACTION_MATCH_SECRET", None)

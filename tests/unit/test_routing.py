@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,18 +13,16 @@ from broker.codec import AvroCodec
 from broker.contract import DECISION_ID_HEADER, SOURCE_KEY_ID_HEADER, topic_owner
 from broker.errors import ProvenanceError
 from broker.ledger import DeliveryLedger, LedgerEntry
+from broker.policy.engine import PolicySet
 from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
 from broker.routing import Inbound, RecordRouter, Routed
 from broker.settings import load_settings
 from broker.signing import SignatureVerifier, header_map, sign_record
 from broker.topics import consortium_topics, durability
-from policies import POLICY_DIR
-from policies.demo_keys import demo_match_secret, demo_signing_key, public_b64
+from policies.demo_keys import demo_signing_key, public_b64
 from tests.members import CODEC, indicator, retraction, signed, signing_kid
 
-POLICIES = load_policies(POLICY_DIR)
-KEY = MatchTokenKey(1, demo_match_secret())
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
 
 
@@ -36,18 +36,22 @@ def inbound(
     return Inbound(topic, 0, offset, key, value, tuple(headers), 1_795_000_000_000)
 
 
-def route(
-    record: Inbound, ledger: DeliveryLedger | None = None, router: RecordRouter | None = None
-) -> Routed:
-    router = router or RecordRouter(POLICIES, CODEC, KEY)
-    return router.route(record, now=NOW, ledger=ledger or DeliveryLedger())
+@pytest.fixture(scope="session")
+def route(policies: PolicySet, match_key: MatchTokenKey) -> Callable[..., Routed]:
+    def route(
+        record: Inbound, ledger: DeliveryLedger | None = None, router: RecordRouter | None = None
+    ) -> Routed:
+        router = router or RecordRouter(policies, CODEC, match_key)
+        return router.route(record, now=NOW, ledger=ledger or DeliveryLedger())
+
+    return route
 
 
 # --- signatures -------------------------------------------------------------------------
 
 
-def test_signatures_verify_and_name_what_is_wrong() -> None:
-    verifier = SignatureVerifier(POLICIES.registry)
+def test_signatures_verify_and_name_what_is_wrong(policies: PolicySet) -> None:
+    verifier = SignatureVerifier(policies.registry)
     value = b"\x00\x00\x00\x00\x01payload"
     headers = header_map(sign_record(value, demo_signing_key("platform-a"), "platform-a-sig-2026"))
     assert verifier.verify(value, headers, "platform-a") == "platform-a-sig-2026"
@@ -97,11 +101,11 @@ def test_ledger_entries_count_only_once_committed() -> None:
     assert len(ledger) == 0
 
 
-def test_topics_follow_the_registry_and_the_cluster_size() -> None:
+def test_topics_follow_the_registry_and_the_cluster_size(policies: PolicySet) -> None:
     assert durability(1) == (1, 1)
     assert durability(3) == (3, 2)
-    specs = {s.name: s for s in consortium_topics(POLICIES.registry, brokers=3, partitions=6)}
-    assert len(specs) == 2 * len(POLICIES.members) + 5
+    specs = {s.name: s for s in consortium_topics(policies.registry, brokers=3, partitions=6)}
+    assert len(specs) == 2 * len(policies.members) + 5
     assert specs["action.ledger"].configs["cleanup.policy"] == "compact"
     # Record ids are remembered a bounded time: compacted, and deleted after the window.
     ids = specs["action.record-ids"].configs
@@ -115,11 +119,15 @@ def test_topics_follow_the_registry_and_the_cluster_size() -> None:
 # --- routing one record -----------------------------------------------------------------
 
 
-def test_feeds_carry_exactly_the_engine_decisions() -> None:
+def test_feeds_carry_exactly_the_engine_decisions(
+    policies: PolicySet, match_key: MatchTokenKey, route: Any
+) -> None:
     event = indicator("platform-a", 7, tlp="GREEN")
     routed = route(inbound("action.in.platform-a", *signed(event)))
     assert routed.dead_letter is None
-    expected = POLICIES.evaluate_all(event.to_avro(), "SellerIndicator", now=NOW, match_key=KEY)
+    expected = policies.evaluate_all(
+        event.to_avro(), "SellerIndicator", now=NOW, match_key=match_key
+    )
     assert [(d.recipient, d.delivered) for d in routed.decisions] == [
         (d.recipient, d.delivered) for d in expected
     ]
@@ -140,38 +148,44 @@ def test_feeds_carry_exactly_the_engine_decisions() -> None:
     assert set(routed.ledger_update[1].recipients) == set(delivered)
 
 
-def _dead_reason(record: Inbound, router: RecordRouter | None = None) -> str:
-    routed = route(record, router=router)
-    assert routed.dead_letter is not None
-    assert not routed.feeds
-    assert not routed.decisions
-    return routed.dead_letter.reason
+@pytest.fixture(scope="session")
+def dead_reason(route: Any) -> Callable[..., str]:
+    def dead_reason(record: Inbound, router: RecordRouter | None = None) -> str:
+        routed = route(record, router=router)
+        assert routed.dead_letter is not None
+        assert not routed.feeds
+        assert not routed.decisions
+        return str(routed.dead_letter.reason)
+
+    return dead_reason
 
 
-def test_bad_input_becomes_a_dead_letter_with_a_reason() -> None:
+def test_bad_input_becomes_a_dead_letter_with_a_reason(
+    policies: PolicySet, match_key: MatchTokenKey, dead_reason: Any
+) -> None:
     key, value, headers = signed(indicator("platform-a"))
     topic = "action.in.platform-a"
-    assert _dead_reason(inbound(topic, key, None, headers)) == "record.empty"
-    assert _dead_reason(inbound(topic, key, b"\x07junk", headers)) == "wire.bad_magic"
-    assert _dead_reason(inbound(topic, key, value[:-3], headers)) in (
+    assert dead_reason(inbound(topic, key, None, headers)) == "record.empty"
+    assert dead_reason(inbound(topic, key, b"\x07junk", headers)) == "wire.bad_magic"
+    assert dead_reason(inbound(topic, key, value[:-3], headers)) in (
         "avro.truncated",
         "avro.corrupt",
     )
-    assert _dead_reason(inbound("action.in.platform-b", key, value, headers)) == (
+    assert dead_reason(inbound("action.in.platform-b", key, value, headers)) == (
         "source.topic_mismatch"
     )
-    assert _dead_reason(inbound("action.in.nobody", key, value, headers)) == "source.unknown_topic"
-    assert _dead_reason(inbound(topic, key, value, [])) == "signature.missing"
+    assert dead_reason(inbound("action.in.nobody", key, value, headers)) == "source.unknown_topic"
+    assert dead_reason(inbound(topic, key, value, [])) == "signature.missing"
     forged = sign_record(value, demo_signing_key("platform-b"), signing_kid("platform-b"))
-    assert _dead_reason(inbound(topic, key, value, forged)) == "signature.wrong_signer"
+    assert dead_reason(inbound(topic, key, value, forged)) == "signature.wrong_signer"
     altered = value.replace(b"seller0@", b"seller9@")  # still a valid event: only the
     assert altered != value  # signature can tell
-    assert _dead_reason(inbound(topic, key, altered, headers)) == "signature.invalid"
-    small = RecordRouter(POLICIES, AvroCodec(CODEC.catalog, max_record_bytes=64), KEY)
-    assert _dead_reason(inbound(topic, key, value, headers), small) == "record.too_large"
+    assert dead_reason(inbound(topic, key, altered, headers)) == "signature.invalid"
+    small = RecordRouter(policies, AvroCodec(CODEC.catalog, max_record_bytes=64), match_key)
+    assert dead_reason(inbound(topic, key, value, headers), small) == "record.too_large"
 
 
-def test_a_schema_valid_but_invalid_event_is_a_dead_letter() -> None:
+def test_a_schema_valid_but_invalid_event_is_a_dead_letter(route: Any) -> None:
     record = indicator("platform-a").to_avro()
     record["seller"]["email"] = "not an e-mail"
     value = CODEC.encode("SellerIndicator", record)
@@ -182,7 +196,9 @@ def test_a_schema_valid_but_invalid_event_is_a_dead_letter() -> None:
     assert "seller.email" in routed.dead_letter.detail
 
 
-def test_a_retraction_reaches_exactly_the_recipients_of_the_original(policy_copy: Path) -> None:
+def test_a_retraction_reaches_exactly_the_recipients_of_the_original(
+    policy_copy: Path, match_key: MatchTokenKey, route: Any
+) -> None:
     ledger = DeliveryLedger()
     original = indicator("platform-b", 3, tlp="GREEN", confidence=95)
     first = route(inbound("action.in.platform-b", *signed(original)), ledger)
@@ -195,7 +211,7 @@ def test_a_retraction_reaches_exactly_the_recipients_of_the_original(policy_copy
     mou = policy_copy / "mou" / "platform-b.yaml"
     text = mou.read_text()
     mou.write_text(text[: text.index("  - id: pb.to-platforms")] + text[text.index("accepts:") :])
-    changed = RecordRouter(load_policies(policy_copy), CODEC, KEY)
+    changed = RecordRouter(load_policies(policy_copy), CODEC, match_key)
     retracted = route(
         inbound("action.in.platform-b", *signed(retraction(original))), ledger, changed
     )
@@ -218,22 +234,24 @@ def test_a_retraction_has_its_own_record_and_decision_id() -> None:
     assert record_id_of(original.to_avro()) == str(original.to_avro()["indicator_id"])
 
 
-def test_the_router_signs_each_feed_record_for_its_recipient_and_decision() -> None:
+def test_the_router_signs_each_feed_record_for_its_recipient_and_decision(
+    policies: PolicySet, match_key: MatchTokenKey, route: Any
+) -> None:
     from broker.router import router_signing_key
     from broker.signing import public_keys, verify_feed_record
 
     settings = load_settings(demo_keys=True)
     signer = RecordRouter(
-        POLICIES, CODEC, KEY, router_key=router_signing_key(POLICIES.registry, settings)
+        policies, CODEC, match_key, router_key=router_signing_key(policies.registry, settings)
     )
     routed = route(inbound("action.in.platform-a", *signed(indicator(tlp="GREEN"))), router=signer)
-    keys = public_keys(POLICIES.registry.router_keys)
+    keys = public_keys(policies.registry.router_keys)
     feed = routed.feeds[0]
     headers = header_map(feed.headers)
     recipient = feed.topic.removeprefix("action.feed.")
     decision = headers[DECISION_ID_HEADER].decode()
     verify_feed_record(feed.value, headers, decision, recipient, keys)
-    elsewhere = next(m for m in POLICIES.members if m not in (recipient, "platform-a"))
+    elsewhere = next(m for m in policies.members if m not in (recipient, "platform-a"))
     wrong = [
         (feed.value, headers, decision, elsewhere, "router_signature.invalid"),
         (feed.value + b"x", headers, decision, recipient, "router_signature.invalid"),

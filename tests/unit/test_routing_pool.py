@@ -23,28 +23,17 @@ from broker.audit import ChainHead
 from broker.contract import ROUTER_SIGNATURE_HEADER, inbound_topic
 from broker.errors import RouterError, RoutingWorkerLostError
 from broker.ledger import DeliveryLedger
-from broker.policy.loader import load_policies
-from broker.policy.treatments import MatchTokenKey
 from broker.routing import Checked, FeedRecord, Inbound, RecordRouter, Writes
 from broker.routing_pool import RoutingPool, WorkerSetup
-from policies import POLICY_DIR
-from policies.demo_keys import demo_match_secret, demo_router_key
 from tests.members import CODEC, indicator, mixed_stream, retraction, signed
 from tests.unit import pool_faults
 
-POLICIES = load_policies(POLICY_DIR)
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
-ROUTER = RecordRouter(
-    POLICIES,
-    CODEC,
-    MatchTokenKey(1, demo_match_secret()),
-    router_key=("action-router-2026", demo_router_key()),
-)
 
 
 @pytest.fixture(scope="module")
-def pool() -> Iterator[RoutingPool]:
-    pool = RoutingPool(ROUTER, workers=2)
+def pool(record_router: RecordRouter) -> Iterator[RoutingPool]:
+    pool = RoutingPool(record_router, workers=2)
     yield pool
     pool.close()
 
@@ -88,7 +77,7 @@ def _comparable(writes: Writes) -> dict[str, Any]:
 
 
 def test_workers_write_what_the_router_writes_in_process_in_input_order(
-    pool: RoutingPool,
+    pool: RoutingPool, record_router: RecordRouter
 ) -> None:
     events = [e for e in mixed_stream(300) if type(e).__name__ != "Retraction"]
     records = _inbound(events)
@@ -99,7 +88,7 @@ def test_workers_write_what_the_router_writes_in_process_in_input_order(
     for record, (writes, seconds) in zip(records, outcomes, strict=True):
         assert isinstance(writes, Writes)
         assert seconds > 0
-        expected = ROUTER.route(record, now=NOW, ledger=DeliveryLedger())
+        expected = record_router.route(record, now=NOW, ledger=DeliveryLedger())
         assert _comparable(writes) == _comparable(expected.writes(record, decided_at_ms=0))
     reasons = [
         w.dead_letter.reason
@@ -111,7 +100,7 @@ def test_workers_write_what_the_router_writes_in_process_in_input_order(
 
 
 def test_a_retraction_comes_back_checked_for_the_ledger_holder_to_decide(
-    pool: RoutingPool,
+    pool: RoutingPool, record_router: RecordRouter
 ) -> None:
     original = indicator("platform-a", 7)
     records = _inbound([original, retraction(original)])
@@ -122,14 +111,16 @@ def test_a_retraction_comes_back_checked_for_the_ledger_holder_to_decide(
     assert second.needs_ledger
     ledger = DeliveryLedger()
     ledger.stage(*first.ledger_update)
-    decided = ROUTER.decide(second, now=NOW, ledger=ledger)
+    decided = record_router.decide(second, now=NOW, ledger=ledger)
     received = set(first.ledger_update[1].recipients)
     assert {d.recipient for d in decided.decisions if d.delivered} == received
     with pytest.raises(ValueError, match="ledger"):
-        ROUTER.decide(second, now=NOW, ledger=None)
+        record_router.decide(second, now=NOW, ledger=None)
 
 
-def test_closing_a_routing_early_drops_the_chunks_no_worker_was_given(pool: RoutingPool) -> None:
+def test_closing_a_routing_early_drops_the_chunks_no_worker_was_given(
+    pool: RoutingPool, record_router: RecordRouter
+) -> None:
     """The router drops the rest of a poll after an abort: those chunks must not keep the
     workers busy, and the pool must route the next poll as if nothing happened."""
     records = _inbound([indicator("platform-a", i) for i in range(800)])
@@ -139,7 +130,7 @@ def test_closing_a_routing_early_drops_the_chunks_no_worker_was_given(pool: Rout
     assert pool.queued == 0
     again = records[:3]
     outcomes = list(pool.route(again, NOW))
-    in_process = [ROUTER.route(r, now=NOW, ledger=DeliveryLedger()) for r in again]
+    in_process = [record_router.route(r, now=NOW, ledger=DeliveryLedger()) for r in again]
     assert [
         w.ledger_update[0] for w, _ in outcomes if isinstance(w, Writes) and w.ledger_update
     ] == [routed.ledger_update[0] for routed in in_process if routed.ledger_update]
@@ -156,9 +147,11 @@ def _lost(pool: RoutingPool, routing: Iterator[Any]) -> str:
     return str(raised.value)
 
 
-def test_a_killed_worker_breaks_the_pool_which_closes_and_is_replaced() -> None:
+def test_a_killed_worker_breaks_the_pool_which_closes_and_is_replaced(
+    record_router: RecordRouter,
+) -> None:
     records = _inbound(mixed_stream(1_000))  # about a second of work: still running when killed
-    broken = RoutingPool(ROUTER, workers=2)
+    broken = RoutingPool(record_router, workers=2)
     broken.warm_up()
     outcomes = broken.route(records, NOW)
     next(outcomes)
@@ -166,20 +159,22 @@ def test_a_killed_worker_breaks_the_pool_which_closes_and_is_replaced() -> None:
     assert "exit code -9" in _lost(broken, outcomes)
     with pytest.raises(RoutingWorkerLostError):
         next(broken.route(records, NOW))  # a broken pool stays broken
-    replacement = RoutingPool(ROUTER, workers=2)
+    replacement = RoutingPool(record_router, workers=2)
     try:
         assert len(list(replacement.route(records, NOW))) == len(records)
     finally:
         replacement.close()
 
 
-def test_a_worker_killed_by_a_record_names_the_task_it_held_and_alone_names_the_record() -> None:
+def test_a_worker_killed_by_a_record_names_the_task_it_held_and_alone_names_the_record(
+    record_router: RecordRouter,
+) -> None:
     """The fault hook kills a worker on one chosen record: the loss names the records of
     the task in hand. Routed again with those records each alone, the next loss names
     that one record, and the others route."""
     records = _inbound(mixed_stream(120))
     poison = records[57]
-    first = RoutingPool(ROUTER, workers=2, crash_key=poison.key)
+    first = RoutingPool(record_router, workers=2, crash_key=poison.key)
     try:
         with pytest.raises(RoutingWorkerLostError) as raised:
             list(first.route(records, NOW))
@@ -188,14 +183,14 @@ def test_a_worker_killed_by_a_record_names_the_task_it_held_and_alone_names_the_
     suspects = raised.value.suspects
     assert poison in suspects
     assert 1 < len(suspects) < len(records), "the task in hand, not the whole routing"
-    second = RoutingPool(ROUTER, workers=2, crash_key=poison.key)
+    second = RoutingPool(record_router, workers=2, crash_key=poison.key)
     try:
         with pytest.raises(RoutingWorkerLostError) as again:
             list(second.route(records, NOW, alone={r.position for r in suspects}))
     finally:
         second.close()
     assert again.value.suspects == (poison,)
-    third = RoutingPool(ROUTER, workers=2, crash_key=poison.key)
+    third = RoutingPool(record_router, workers=2, crash_key=poison.key)
     try:
         rest = [r for r in records if r is not poison]
         assert len(list(third.route(rest, NOW, alone={r.position for r in suspects}))) == 119
@@ -203,11 +198,13 @@ def test_a_worker_killed_by_a_record_names_the_task_it_held_and_alone_names_the_
         third.close()
 
 
-def test_a_worker_killed_half_way_through_sending_its_result_is_noticed_at_once() -> None:
+def test_a_worker_killed_half_way_through_sending_its_result_is_noticed_at_once(
+    record_router: RecordRouter,
+) -> None:
     """The stdlib's ProcessPoolExecutor waits for the rest of such a message for ever (its
     workers share one result pipe). Here the worker's own pipe ends: the loss is reported
     as an exit, long before the deadline."""
-    pool = RoutingPool(ROUTER, workers=2, deadline_s=60)
+    pool = RoutingPool(record_router, workers=2, deadline_s=60)
     pool.warm_up()
     started = time.monotonic()
     reason = _lost(pool, pool.map(pool_faults.die_half_way_through_a_result, [()]))
@@ -215,9 +212,11 @@ def test_a_worker_killed_half_way_through_sending_its_result_is_noticed_at_once(
     assert time.monotonic() - started < 30
 
 
-def test_a_stopped_worker_breaks_the_pool_at_the_deadline_and_is_killed() -> None:
+def test_a_stopped_worker_breaks_the_pool_at_the_deadline_and_is_killed(
+    record_router: RecordRouter,
+) -> None:
     records = _inbound(mixed_stream(1_000))
-    pool = RoutingPool(ROUTER, workers=2, deadline_s=1)
+    pool = RoutingPool(record_router, workers=2, deadline_s=1)
     pool.warm_up()
     stopped = pool.pids[0]
     os.kill(stopped, signal.SIGSTOP)
@@ -236,12 +235,14 @@ def test_an_exception_in_a_worker_is_raised_with_its_traceback_and_the_pool_goes
     assert sorted(set(pool.map(pool_faults.pid, [()] * 8))) == pool.pids  # both still work
 
 
-def test_a_worker_that_cannot_start_fails_the_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_worker_that_cannot_start_fails_the_warm_up(
+    monkeypatch: pytest.MonkeyPatch, record_router: RecordRouter
+) -> None:
     def unstartable(cls: type, router: RecordRouter, crash_key: bytes | None) -> WorkerSetup:
         return pool_faults.UnstartableSetup(router.policy_set, router.match_key, None, None, 1024)
 
     monkeypatch.setattr(WorkerSetup, "of", classmethod(unstartable))
-    pool = RoutingPool(ROUTER, workers=1)
+    pool = RoutingPool(record_router, workers=1)
     try:
         with pytest.raises(RouterError, match=r"(?s)could not start:.*manifest\.json"):
             pool.warm_up()
@@ -249,9 +250,9 @@ def test_a_worker_that_cannot_start_fails_the_warm_up(monkeypatch: pytest.Monkey
         pool.close()
 
 
-def test_a_pool_needs_a_worker() -> None:
+def test_a_pool_needs_a_worker(record_router: RecordRouter) -> None:
     with pytest.raises(ValueError, match="at least one worker"):
-        RoutingPool(ROUTER, workers=0)
+        RoutingPool(record_router, workers=0)
 
 
 _ORPHAN_SCRIPT = textwrap.dedent("""
