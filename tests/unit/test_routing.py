@@ -1,4 +1,4 @@
-"""Routing one record (broker.routing), with the signatures, ledger and topics it uses."""
+"""Routing one record (broker.routing): feeds, dead letters, retractions, signatures."""
 
 from __future__ import annotations
 
@@ -10,17 +10,16 @@ from typing import Any
 import pytest
 
 from broker.codec import AvroCodec
-from broker.contract import DECISION_ID_HEADER, SOURCE_KEY_ID_HEADER, topic_owner
+from broker.contract import DECISION_ID_HEADER, SOURCE_KEY_ID_HEADER
 from broker.errors import ProvenanceError
-from broker.ledger import DeliveryLedger, LedgerEntry
+from broker.ledger import DeliveryLedger
 from broker.policy.engine import PolicySet
 from broker.policy.loader import load_policies
 from broker.policy.treatments import MatchTokenKey
 from broker.routing import Inbound, RecordRouter, Routed
 from broker.settings import load_settings
-from broker.signing import SignatureVerifier, header_map, sign_record
-from broker.topics import consortium_topics, durability
-from policies.demo_keys import demo_signing_key, public_b64
+from broker.signing import header_map, sign_record
+from policies.demo_keys import demo_signing_key
 from tests.members import CODEC, indicator, retraction, signed, signing_kid
 
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
@@ -45,78 +44,6 @@ def route(policies: PolicySet, match_key: MatchTokenKey) -> Callable[..., Routed
         return router.route(record, now=NOW, ledger=ledger or DeliveryLedger())
 
     return route
-
-
-# --- signatures -------------------------------------------------------------------------
-
-
-def test_signatures_verify_and_name_what_is_wrong(policies: PolicySet) -> None:
-    verifier = SignatureVerifier(policies.registry)
-    value = b"\x00\x00\x00\x00\x01payload"
-    headers = header_map(sign_record(value, demo_signing_key("platform-a"), "platform-a-sig-2026"))
-    assert verifier.verify(value, headers, "platform-a") == "platform-a-sig-2026"
-    cases = {
-        "signature.invalid": (value + b"!", headers, "platform-a"),
-        "signature.wrong_signer": (value, headers, "platform-b"),
-        "signature.missing": (value, {}, "platform-a"),
-        "signature.unknown_key": (value, {**headers, "action.kid": b"nobody-1"}, "platform-a"),
-    }
-    for reason, (data, hdrs, source) in cases.items():
-        with pytest.raises(ProvenanceError) as info:
-            verifier.verify(data, hdrs, source)
-        assert info.value.reason == reason
-
-
-def test_records_signed_before_a_rotation_still_verify(policy_copy: Path) -> None:
-    members = policy_copy / "members.yaml"
-    new_key = demo_signing_key("platform-a-2027")
-    text = members.read_text().replace(
-        "      - kid: platform-a-sig-2026\n",
-        f"      - kid: platform-a-sig-2027\n        public_key: {public_b64(new_key)}\n"
-        "      - kid: platform-a-sig-2026\n",
-    )
-    members.write_text(text)
-    verifier = SignatureVerifier(load_policies(policy_copy).registry)
-    for key, kid in (
-        (demo_signing_key("platform-a"), "platform-a-sig-2026"),
-        (new_key, "platform-a-sig-2027"),
-    ):
-        assert verifier.verify(b"v", header_map(sign_record(b"v", key, kid)), "platform-a") == kid
-
-
-# --- ledger and topics ------------------------------------------------------------------
-
-
-def test_ledger_entries_count_only_once_committed() -> None:
-    ledger = DeliveryLedger()
-    entry = LedgerEntry({"platform-b": "anonymous-platform"}, "pv-1")
-    ledger.stage("platform-a/1", entry)
-    assert ledger.get("platform-a/1") == entry, "visible to a retraction in the same batch"
-    ledger.abort()
-    assert ledger.get("platform-a/1") is None
-    ledger.stage("platform-a/1", entry)
-    ledger.commit()
-    assert LedgerEntry.decode(entry.encode()) == ledger.get("platform-a/1")
-    ledger.load("platform-a/1", None)
-    assert len(ledger) == 0
-
-
-def test_topics_follow_the_registry_and_the_cluster_size(policies: PolicySet) -> None:
-    assert durability(1) == (1, 1)
-    assert durability(3) == (3, 2)
-    specs = {s.name: s for s in consortium_topics(policies.registry, brokers=3, partitions=6)}
-    assert len(specs) == 2 * len(policies.members) + 5
-    assert specs["action.ledger"].configs["cleanup.policy"] == "compact"
-    # Record ids are remembered a bounded time: compacted, and deleted after the window.
-    ids = specs["action.record-ids"].configs
-    assert ids["cleanup.policy"] == "compact,delete"
-    assert int(ids["retention.ms"]) > 400 * 24 * 3600 * 1000
-    assert specs["action.in.platform-a"].configs["min.insync.replicas"] == "2"
-    assert topic_owner("action.in.platform-ab") == "platform-ab"
-    assert topic_owner("action.feed.platform-a") is None
-
-
-# --- routing one record -----------------------------------------------------------------
 
 
 def test_feeds_carry_exactly_the_engine_decisions(
