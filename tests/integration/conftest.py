@@ -21,6 +21,7 @@ import pytest
 from broker.connection import KafkaConnection
 from broker.errors import ActionError
 from broker.localkafka import LocalCluster
+from broker.policy.engine import PolicySet
 from broker.provision import Consortium
 from broker.settings import load_settings
 
@@ -71,15 +72,15 @@ def new_topic(kafka: KafkaConnection) -> Iterator[Callable[..., str]]:
 
 
 @pytest.fixture(scope="session")
-def consortium(kafka: KafkaConnection, tmp_path_factory: pytest.TempPathFactory) -> Consortium:
+def consortium(
+    kafka: KafkaConnection, tmp_path_factory: pytest.TempPathFactory, policies: PolicySet
+) -> Consortium:
     """The session's Kafka with the example consortium provisioned: topics, a SCRAM user
     per member and for the router, and the ACLs (checked idempotent: provisioning twice
     changes nothing the second time)."""
-    from broker.policy.loader import load_policies
     from broker.provision import provision_access, provision_topics
-    from policies import POLICY_DIR
 
-    registry = load_policies(POLICY_DIR).registry
+    registry = policies.registry
     credentials = tmp_path_factory.mktemp("credentials")
     consortium = Consortium.provision(kafka, registry, credentials)
     again = provision_topics(kafka, registry, partitions=3, dry_run=False)

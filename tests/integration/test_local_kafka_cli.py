@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -16,7 +18,8 @@ from broker.connection import KafkaConnection
 from broker.localkafka import LocalCluster
 from broker.localkafka.cluster import free_port, live_broker_ids
 from broker.localkafka.tls import create_local_pki
-from broker.provision import admin_client
+from broker.member_settings import MemberSettings
+from broker.provision import admin_client, password_file
 from broker.settings import load_settings
 
 
@@ -30,6 +33,39 @@ def _script() -> str:
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([_script(), *args], capture_output=True, text=True, timeout=180)
+
+
+def _assert_env_reaches_the_cluster(data_dir: Path, tmp_path: Path) -> None:
+    """``kafka env`` prints what a member's SDK needs to reach the local cluster: its
+    exports make MemberSettings connect, as the admin or as a provisioned user."""
+    printed = _run("kafka", "env", "--data-dir", str(data_dir))
+    assert printed.returncode == 0, printed.stderr
+    exported = dict(
+        shlex.split(line.removeprefix("export "))[0].split("=", 1)
+        for line in printed.stdout.splitlines()
+    )
+    assert exported["ACTION_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    connection = MemberSettings(
+        kafka_bootstrap=exported["ACTION_KAFKA_BOOTSTRAP"],
+        kafka_security_protocol=exported["ACTION_KAFKA_SECURITY_PROTOCOL"],
+        kafka_sasl_username=exported["ACTION_KAFKA_SASL_USERNAME"],
+        kafka_sasl_password=exported["ACTION_KAFKA_SASL_PASSWORD"],
+        kafka_ssl_cafile=Path(exported["ACTION_KAFKA_SSL_CAFILE"]),
+    ).connection()
+    assert live_broker_ids(connection) == {1}
+    credentials = tmp_path / "credentials"
+    password_file(credentials, "platform-a").parent.mkdir(parents=True, exist_ok=True)
+    password_file(credentials, "platform-a").write_text("pa-secret\n")
+    as_member = subprocess.run(
+        [_script(), "kafka", "env", "--data-dir", str(data_dir), "--user", "platform-a"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "ACTION_CREDENTIALS_DIR": str(credentials)},
+    )
+    assert as_member.returncode == 0, as_member.stderr
+    assert "export ACTION_KAFKA_SASL_USERNAME=platform-a" in as_member.stdout
+    assert "export ACTION_KAFKA_SASL_PASSWORD=pa-secret" in as_member.stdout
 
 
 def _kafka_pids_under(folder: Path) -> list[int]:
@@ -71,6 +107,8 @@ def test_up_status_logs_down_leaves_nothing_running(tmp_path: Path) -> None:
         (node,) = json.loads(status.stdout)
         assert node["state"] == "serving"
         assert node["address"] == f"127.0.0.1:{port}"
+
+        _assert_env_reaches_the_cluster(data_dir, tmp_path)
 
         logs = _run("kafka", "logs", "--data-dir", str(data_dir), "-n", "400")
         assert "Kafka Server started" in logs.stdout

@@ -15,18 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from broker.policy.loader import load_policies
+from broker.policy.engine import PolicySet
 from broker.provision import Consortium
 from consumers.feed_reader import FeedReader, FeedReaderConfig
 from demo.consortium import expected_deliveries
-from policies import POLICY_DIR
 from policies.demo_keys import demo_encryption_key, demo_signing_key
 from producers.publisher import Publisher, PublisherConfig
 from tests.integration.routers import RouterProcess, TopicReader, publish
 from tests.members import CODEC, indicator, mixed_stream, retraction
 
 BIN = Path(sys.executable).parent
-POLICIES = load_policies(POLICY_DIR)
 
 
 @pytest.fixture(scope="module")
@@ -251,10 +249,10 @@ def _feed_identities(consortium: Consortium, member: str) -> set[tuple[str, str]
     return out
 
 
-def _stream_to_ipr_center(consortium: Consortium, count: int) -> set[str]:
+def _stream_to_ipr_center(consortium: Consortium, policies: PolicySet, count: int) -> set[str]:
     """Publish ``count`` indicators and wait for those the MOUs give the IPR Center."""
     events = mixed_stream(count)
-    expected = {rid for who, rid in expected_deliveries(POLICIES, events) if who == "ipr-center"}
+    expected = {rid for who, rid in expected_deliveries(policies, events) if who == "ipr-center"}
     publish(consortium, events)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -264,11 +262,13 @@ def _stream_to_ipr_center(consortium: Consortium, count: int) -> set[str]:
     raise AssertionError("the stream did not reach the IPR Center's feed")
 
 
-def test_commit_covers_exactly_what_was_yielded_not_the_fetched_batch(routed: Consortium) -> None:
+def test_commit_covers_exactly_what_was_yielded_not_the_fetched_batch(
+    routed: Consortium, policies: PolicySet
+) -> None:
     """After poll(), the consumer's position is past the whole fetched batch. A reader
     that stops after 7 deliveries and commits must resume at the 8th: together the two
     readers see the whole feed, with no gap and nothing twice."""
-    _stream_to_ipr_center(routed, 60)
+    _stream_to_ipr_center(routed, policies, 60)
     everything = _feed_identities(routed, "ipr-center")
     group = f"ipr-center.partial-{uuid.uuid4().hex[:8]}"
     with _reader(routed, "ipr-center", group) as reader:
@@ -282,12 +282,12 @@ def test_commit_covers_exactly_what_was_yielded_not_the_fetched_batch(routed: Co
 
 
 def test_sync_killed_mid_feed_then_restarted_stores_every_record_once(
-    routed: Consortium, tmp_path: Path
+    routed: Consortium, tmp_path: Path, policies: PolicySet
 ) -> None:
     """``action-feed sync`` SIGKILLed once its store holds some of the feed; a second
     sync resumes from its committed offsets. The store then holds every record of the
     feed exactly once."""
-    _stream_to_ipr_center(routed, 1_500)
+    _stream_to_ipr_center(routed, policies, 1_500)
     store = tmp_path / "killed.sqlite"
     command = [
         str(BIN / "action-feed"),

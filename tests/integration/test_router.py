@@ -22,6 +22,8 @@ import pytest
 
 from broker.audit import verify_chains
 from broker.events import Event
+from broker.membership import load_trust_store
+from broker.policy.engine import PolicySet
 from broker.policy.loader import load_policies
 from broker.policy.model import Treatment
 from broker.provision import Consortium
@@ -40,8 +42,7 @@ from tests.integration.routers import (
 )
 from tests.members import CODEC, indicator, mixed_stream, retraction, signed, signing_kid
 
-POLICIES = load_policies(POLICY_DIR)
-MEMBERS = [m.id for m in POLICIES.registry.members]
+MEMBERS = [m.id for m in load_trust_store(POLICY_DIR).members]
 FEEDS = [f"action.feed.{m}" for m in MEMBERS]
 
 
@@ -78,10 +79,10 @@ def _without_ciphertext(record: Any) -> Any:
 
 
 def test_feeds_hold_exactly_what_the_engine_decides(
-    consortium: Consortium, router: RouterProcess
+    consortium: Consortium, router: RouterProcess, policies: PolicySet
 ) -> None:
     events = mixed_stream(300)
-    expected = expected_deliveries(POLICIES, events)
+    expected = expected_deliveries(policies, events)
     assert len({recipient for recipient, _ in expected}) >= 6, "the stream fans out widely"
     ids = {str(e.to_avro()["indicator_id"]) for e in events}
     publish(consortium, events)
@@ -102,7 +103,7 @@ def test_feeds_hold_exactly_what_the_engine_decides(
         want = expected[feed_key(record)]
         assert _without_ciphertext(decoded) == _without_ciphertext(want), feed_key(record)
         headers = dict(record.headers)
-        assert headers["action.policy-version"] == POLICIES.version.encode()
+        assert headers["action.policy-version"] == policies.version.encode()
     # Encrypted fields open only with the recipient's key (checked in the unit tier); here:
     # payment accounts reach platforms only encrypted.
     encrypted = [
@@ -206,12 +207,12 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_router_keeps_going(
 
 
 def test_a_retraction_reaches_exactly_the_recipients_of_the_original(
-    consortium: Consortium, router: RouterProcess
+    consortium: Consortium, router: RouterProcess, policies: PolicySet
 ) -> None:
     original = indicator("platform-b", 5, tlp="GREEN", confidence=95)
     publish(consortium, [original, retraction(original)])
     indicator_id = str(original.to_avro()["indicator_id"])
-    received = {r for (r, i) in expected_deliveries(POLICIES, [original]) if i == indicator_id}
+    received = {r for (r, i) in expected_deliveries(policies, [original]) if i == indicator_id}
     reader = TopicReader(consortium.admin, FEEDS)
     retractions: dict[str, Any] = {}
     copies: Counter[str] = Counter()
@@ -335,7 +336,7 @@ def test_an_embargoed_record_arrives_when_the_embargo_ends_once_across_a_restart
 
 
 def test_policies_reload_on_sighup_and_a_broken_folder_is_refused(
-    consortium: Consortium, tmp_path: Path
+    consortium: Consortium, tmp_path: Path, policies: PolicySet
 ) -> None:
     policy_dir = tmp_path / "policies"
     shutil.copytree(POLICY_DIR, policy_dir, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
@@ -356,7 +357,7 @@ def test_policies_reload_on_sighup_and_a_broken_folder_is_refused(
         third = indicator("platform-a", 13)
         publish(consortium, [third])
         versions = _audited_versions(consortium, [first, second, third])
-        assert versions == [POLICIES.version, new_version, new_version]
+        assert versions == [policies.version, new_version, new_version]
         assert metric_value(router.metrics(), "action_router_policy_info", version=new_version) == 1
         assert "policy reload refused" in router.log()
     finally:
@@ -387,14 +388,14 @@ def _audited_versions(consortium: Consortium, events: list[Event]) -> list[str]:
 
 
 def test_audit_verify_names_a_removed_entry(
-    consortium: Consortium, router: RouterProcess, new_topic: Any
+    consortium: Consortium, router: RouterProcess, new_topic: Any, policies: PolicySet
 ) -> None:
     from kafka import KafkaProducer
 
     events = mixed_stream(30)
     publish(consortium, events)
     reader = TopicReader(consortium.admin, FEEDS)
-    wait_for(reader, set(expected_deliveries(POLICIES, events)), Counter(), 120)
+    wait_for(reader, set(expected_deliveries(policies, events)), Counter(), 120)
     reader.close()
     assert router.stop() == 0, "stopped: the committed heads no longer move"
     verify = [ACTION_BROKER, "audit", "verify", "-o", "json"]
@@ -444,10 +445,10 @@ class FeedWatcher(threading.Thread):
     """A read_committed consumer counting deliveries of ``events`` while the faults happen;
     ``expected`` is what the policy engine says they must be."""
 
-    def __init__(self, consortium: Consortium, events: list[Event]) -> None:
+    def __init__(self, consortium: Consortium, policies: PolicySet, events: list[Event]) -> None:
         super().__init__(daemon=True)
         self.reader = TopicReader(consortium.admin, FEEDS)
-        self.expected = set(expected_deliveries(POLICIES, events))
+        self.expected = set(expected_deliveries(policies, events))
         self.ids = {str(e.to_avro()["indicator_id"]) for e in events}
         self.seen: Counter[tuple[str, str]] = Counter()
         self.halt = threading.Event()
@@ -495,10 +496,10 @@ def _assert_exactly_once(consortium: Consortium, watcher: FeedWatcher) -> None:
 
 @pytest.mark.slow
 def test_exactly_once_when_the_router_is_killed_repeatedly(
-    consortium: Consortium, tmp_path: Path
+    consortium: Consortium, tmp_path: Path, policies: PolicySet
 ) -> None:
     events = mixed_stream(50_000)
-    watcher = FeedWatcher(consortium, events)
+    watcher = FeedWatcher(consortium, policies, events)
     router = RouterProcess(consortium.router, tmp_path, router_batch_records=500).start()
     publisher = threading.Thread(target=publish, args=(consortium, events), daemon=True)
     publisher.start()
@@ -520,10 +521,10 @@ def test_exactly_once_when_the_router_is_killed_repeatedly(
 
 
 def test_exactly_once_with_aborted_transactions_and_two_instances(
-    consortium: Consortium, tmp_path: Path
+    consortium: Consortium, tmp_path: Path, policies: PolicySet
 ) -> None:
     events = mixed_stream(4_000)
-    watcher = FeedWatcher(consortium, events)
+    watcher = FeedWatcher(consortium, policies, events)
     # Instance 1 routes in its own process (no workers): both paths under the same faults.
     routers = [
         RouterProcess(
@@ -558,10 +559,10 @@ def test_exactly_once_with_aborted_transactions_and_two_instances(
 
 
 def test_a_killed_routing_worker_costs_an_aborted_transaction_and_nothing_else(
-    consortium: Consortium, tmp_path: Path
+    consortium: Consortium, tmp_path: Path, policies: PolicySet
 ) -> None:
     events = mixed_stream(3_000)
-    watcher = FeedWatcher(consortium, events)
+    watcher = FeedWatcher(consortium, policies, events)
     router = (
         RouterProcess(consortium.router, tmp_path, router_batch_records=100, router_workers=2)
         .start()
@@ -591,7 +592,7 @@ def test_a_killed_routing_worker_costs_an_aborted_transaction_and_nothing_else(
 
 
 def test_a_record_that_kills_a_routing_worker_each_time_is_dead_lettered_and_routing_goes_on(
-    consortium: Consortium, tmp_path: Path
+    consortium: Consortium, tmp_path: Path, policies: PolicySet
 ) -> None:
     """A record that crashes the worker routing it (the fault hook SIGKILLs the worker, as a
     segfault in a C library would) is retried alone once, then dead-lettered as
@@ -600,7 +601,7 @@ def test_a_record_that_kills_a_routing_worker_each_time_is_dead_lettered_and_rou
     poison = events[200]
     poison_key, _, _ = signed(poison)
     others = [e for e in events if e is not poison]
-    watcher = FeedWatcher(consortium, others)
+    watcher = FeedWatcher(consortium, policies, others)
     router = RouterProcess(
         consortium.router,
         tmp_path,
