@@ -30,7 +30,6 @@ Pure code: no Kafka.
 
 from __future__ import annotations
 
-import binascii
 import datetime as dt
 import enum
 import functools
@@ -46,6 +45,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from broker import base64url
 from broker.contract import (
     FIELDS_SALTS_HEADER,
     FIELDS_SIGNATURE_HEADER,
@@ -71,22 +71,9 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_MS = dt.timedelta(milliseconds=1)
 
 
-# base64url through binascii directly: the base64 module's wrappers cost more than the
-# coding itself for 16- and 32-byte values, dozens of times per record.
-_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
-_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
-
-
-def _b64(data: bytes) -> str:
-    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_TO_URLSAFE).decode()
-
-
-def _unb64(text: str) -> bytes:
-    """Raises ValueError on anything but base64 text. Strict: a character outside the
-    alphabet is refused, not skipped, so the text of a salt that verified is forwarded
-    as it came and needs no escaping in JSON."""
-    raw = text.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4)
-    return binascii.a2b_base64(raw, strict_mode=True)
+# Salts are decoded strictly (base64url.decode): the text of a salt that verified is
+# forwarded as it came and needs no escaping in JSON.
+_b64, _unb64 = base64url.encode, base64url.decode
 
 
 def _plain(value: Any) -> Any:

@@ -8,10 +8,10 @@ field or record: ``hpke1.<kid>.<base64url ciphertext>``. Pure code: no Kafka.
 
 from __future__ import annotations
 
-import base64
-
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
+
+from broker import base64url
 
 SEALED_PREFIX = "hpke1"
 _SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.AES_128_GCM)
@@ -24,7 +24,7 @@ def _context(record_id: str, path: str) -> bytes:
 def seal(value: str, kid: str, key: X25519PublicKey, *, record_id: str, path: str) -> str:
     """``value`` encrypted to the holder of ``kid``'s private key."""
     ciphertext = _SUITE.encrypt(value.encode(), key, info=_context(record_id, path))
-    return f"{SEALED_PREFIX}.{kid}.{base64.urlsafe_b64encode(ciphertext).rstrip(b'=').decode()}"
+    return f"{SEALED_PREFIX}.{kid}.{base64url.encode(ciphertext)}"
 
 
 def is_sealed(value: object) -> bool:
@@ -41,7 +41,7 @@ def unseal(value: str, key: X25519PrivateKey, *, record_id: str, path: str) -> s
     recipient's key, another field or record, or altered bytes)."""
     try:
         _, _, body = value.split(".", 2)
-        ciphertext = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        ciphertext = base64url.decode(body)
         return _SUITE.decrypt(ciphertext, key, info=_context(record_id, path)).decode()
     except Exception as exc:
         raise ValueError(f"sealed value at {path} does not open with this key") from exc

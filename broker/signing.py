@@ -16,12 +16,12 @@ rotation still verify after it. Pure code: no Kafka.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable, Mapping
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from broker import base64url
 from broker.contract import (
     KEY_ID_HEADER,
     ROUTER_KEY_ID_HEADER,
@@ -62,7 +62,7 @@ def sign_feed_record(
 def public_keys(keys: Iterable[MemberKey]) -> dict[str, Ed25519PublicKey]:
     out = {}
     for key in keys:
-        raw = base64.urlsafe_b64decode(key.public_key + "=" * (-len(key.public_key) % 4))
+        raw = base64url.decode(key.public_key)
         out[key.kid] = Ed25519PublicKey.from_public_bytes(raw)
     return out
 

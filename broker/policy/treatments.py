@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import ipaddress
@@ -22,14 +21,11 @@ from typing import Any
 import phonenumbers
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from broker import base64url
 from broker.normalize import registrable_domain
 
 MATCH_TOKEN_PREFIX = "mt1"  # noqa: S105 - a format tag, not a secret
 MASK_KEEP_LAST = 4
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 @dataclass(frozen=True)
@@ -49,14 +45,14 @@ class RecipientKey:
 
     @classmethod
     def from_base64(cls, kid: str, value: str) -> RecipientKey:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        raw = base64url.decode(value)
         return cls(kid, X25519PublicKey.from_public_bytes(raw))
 
 
 def match_token(key: MatchTokenKey, kind: str, normalized: str) -> str:
     """Keyed hash of one normalized identifier; ``kind`` separates e-mails from phones."""
     mac = hmac.new(key.secret, f"{kind}\x1f{normalized}".encode(), hashlib.sha256).digest()
-    return f"{MATCH_TOKEN_PREFIX}.k{key.version}.{_b64(mac)}"
+    return f"{MATCH_TOKEN_PREFIX}.k{key.version}.{base64url.encode(mac)}"
 
 
 def mask(value: str) -> str:

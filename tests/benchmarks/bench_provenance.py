@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from broker.contract import EVENT_TYPE_HEADER
+from broker.contract import EVENT_TYPE_HEADER, SOURCE_KEY_ID_HEADER
 from broker.events import EVENT_TYPES, avro_values
 from broker.ledger import DeliveryLedger
 from broker.policy.loader import load_policies
@@ -77,7 +77,7 @@ def main() -> None:
             got = header_map(feed.headers)
             plain = avro_values(CODEC.decode(feed.value).record)
             deliveries.append((plain, got[EVENT_TYPE_HEADER].decode(), got))
-    named = [d for d in deliveries if "action.src-kid" in d[2]]
+    named = [d for d in deliveries if SOURCE_KEY_ID_HEADER in d[2]]
     n = len(prepared)
 
     keys = {m.id: demo_signing_key(m.id) for m in policies.registry.members}

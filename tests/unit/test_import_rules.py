@@ -30,6 +30,7 @@ ALLOWED = frozenset(
     {
         "broker",
         "broker.avro_names",
+        "broker.base64url",
         "broker.catalog",
         "broker.codec",
         "broker.configuration",
@@ -136,6 +137,7 @@ def test_the_router_loads_neither_the_demo_nor_its_keys() -> None:
 #: The pure core: what is decided and signed, apart from Kafka I/O.
 PURE_CORE = (
     "contract.py",
+    "base64url.py",
     "membership.py",
     "events.py",
     "codec.py",
