@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from broker import __version__
+from broker import __version__, early_signals
 from broker.cli.audit import audit
 from broker.cli.kafka import kafka
 from broker.cli.router import provision, run
@@ -24,6 +24,8 @@ from broker.console import run_command_line
 )
 def cli(config: Path | None) -> None:
     """Policy-enforcing information-sharing broker for the ACTION consortium."""
+    if click.get_current_context().invoked_subcommand != "run":
+        early_signals.release()  # only the router keeps what came during start-up
     if config is not None:
         os.environ["ACTION_CONFIG_FILE"] = str(config)
 
