@@ -125,7 +125,7 @@ def reveal(pseudonym: str, record_id: str, output_format: str) -> None:
     found, 4 when no member matches."""
     from broker.audit import pseudonym_key, reveal_source
     from broker.membership import load_trust_store
-    from broker.router import match_key_from
+    from broker.router_keys import match_key_from
 
     settings = load_settings()
     key = pseudonym_key(match_key_from(settings).secret)

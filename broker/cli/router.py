@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING
 
 import click
 
+from broker import early_signals
 from broker.connection import KafkaConnection
 from broker.console import bootstrap_option, emit_rows, info, output_option
 from broker.errors import ClusterNotRunningError
 from broker.localkafka import LocalCluster
 from broker.policy.loader import load_policies
+from broker.quiet_logs import quiet_kafka_client
 from broker.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -162,7 +164,8 @@ def run(
     """Run the router: every inbound record is decoded, checked, decided for every member
     and written to the feeds, the audit trail or the dead-letter topic, exactly once.
     SIGHUP reloads the policies; SIGTERM or Ctrl-C stops after the open transaction."""
-    # Signals first: one that arrives while the router is still starting is kept, not fatal.
+    # Signals kept since the process began (broker.entrypoint) come here, and any that
+    # arrives while the router is still starting is applied once it is up: none is fatal.
     early: list[str] = []
     service: RouterService | None = None
 
@@ -173,13 +176,13 @@ def run(
     def reload(_signum: int, _frame: FrameType | None) -> None:
         service.request_reload() if service else early.append("reload")
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, reload)
+    early_signals.hand_over({signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: reload})
     logging.basicConfig(
         level=log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(log_level)))
+    for handler in logging.getLogger().handlers:
+        quiet_kafka_client(handler)  # one line per state change, not one per retry
     settings = load_settings(
         policy_dir=policy_dir,
         router_instance=instance,

@@ -41,9 +41,9 @@ from kafka.structs import OffsetAndMetadata
 
 from broker.connection import KafkaConnection
 from broker.contract import INBOUND_PATTERN
+from broker.feed_writer import default_partition
 from broker.policy.loader import load_policies
 from broker.provision import Consortium
-from broker.router import default_partition
 from broker.settings import load_settings
 from policies import POLICY_DIR
 from tests.benchmarks.kafka import benchmark_kafka

@@ -71,6 +71,13 @@ class RouterProcess:
         assert self.process is not None
         self.process.send_signal(signum)
 
+    def catches(self, signum: int) -> bool:
+        """Whether the process has a handler for ``signum`` (SigCgt in /proc)."""
+        assert self.process is not None
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+        return bool(int(caught.split()[1], 16) >> (signum - 1) & 1)
+
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM and wait; the exit code."""
         if self.process is None or self.process.poll() is not None:

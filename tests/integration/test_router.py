@@ -22,12 +22,12 @@ import pytest
 
 from broker.audit import verify_chains
 from broker.events import Event
+from broker.feed_writer import default_partition
 from broker.membership import load_trust_store
 from broker.policy.engine import PolicySet
 from broker.policy.loader import load_policies
 from broker.policy.model import Treatment
 from broker.provision import Consortium
-from broker.router import default_partition
 from broker.signing import sign_record
 from demo.consortium import expected_deliveries
 from policies import POLICY_DIR
@@ -96,7 +96,7 @@ def test_feeds_hold_exactly_what_the_engine_decides(
     assert set(got) == set(expected), "every delivery and nothing else"
     assert max(got.values()) == 1, "no duplicate"
     for record in records:
-        # The router picks partitions itself (broker.router.default_partition): a record
+        # The router picks partitions itself (broker.feed_writer.default_partition): a record
         # must still land where the client's partitioner would put its key.
         assert record.partition == default_partition(record.key, partitions[record.topic])
         decoded = CODEC.decode(record.value).record
@@ -360,6 +360,30 @@ def test_policies_reload_on_sighup_and_a_broken_folder_is_refused(
         assert versions == [policies.version, new_version, new_version]
         assert metric_value(router.metrics(), "action_router_policy_info", version=new_version) == 1
         assert "policy reload refused" in router.log()
+    finally:
+        assert router.stop() == 0
+
+
+def test_a_sighup_from_the_first_moment_reloads_once_and_never_kills(
+    consortium: Consortium, tmp_path: Path
+) -> None:
+    """A SIGHUP sent as soon as the process can catch one (before its heavy imports)
+    is applied once the router is up: the router lives, and one SIGHUP is one reload."""
+    router = RouterProcess(consortium.router, tmp_path).start()
+    try:
+        deadline = time.monotonic() + 10
+        while not router.catches(signal.SIGHUP):
+            assert time.monotonic() < deadline, "SIGHUP is never caught"
+            time.sleep(0.001)
+        router.signal(signal.SIGHUP)
+        router.wait_ready()
+        _wait_metric(router, "action_router_policy_reloads_total", 1, result="applied")
+        time.sleep(6)  # past the folder watch's next look
+        text = router.metrics()
+        assert metric_value(text, "action_router_policy_reloads_total", result="applied") == 1
+        assert metric_value(text, "action_router_policy_reloads_total", result="refused") == 0
+        assert router.process is not None
+        assert router.process.poll() is None
     finally:
         assert router.stop() == 0
 

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kafka.partitioner.default import DefaultPartitioner
 
-from broker.router import default_partition
+from broker.feed_writer import default_partition
 
 
 class _Cluster:

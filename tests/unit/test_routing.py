@@ -164,7 +164,7 @@ def test_a_retraction_has_its_own_record_and_decision_id() -> None:
 def test_the_router_signs_each_feed_record_for_its_recipient_and_decision(
     policies: PolicySet, match_key: MatchTokenKey, route: Any
 ) -> None:
-    from broker.router import router_signing_key
+    from broker.router_keys import router_signing_key
     from broker.signing import public_keys, verify_feed_record
 
     settings = load_settings(demo_keys=True)

@@ -69,7 +69,7 @@ def test_the_router_refuses_to_start_without_its_secrets_unless_demo_keys_are_as
 ) -> None:
     """No silent fallback to the example consortium's public secret or router key."""
     from broker.membership import load_trust_store
-    from broker.router import match_key_from, router_signing_key
+    from broker.router_keys import match_key_from, router_signing_key
     from policies import POLICY_DIR
     from policies.demo_keys import demo_match_secret
 
