@@ -86,6 +86,25 @@ class KafkaConnection:
         """Keyword arguments for any kafka-python client: address plus :meth:`security`."""
         return {"bootstrap_servers": self.bootstrap, **self.security()}
 
+    def librdkafka_config(self) -> dict[str, Any]:
+        """The same connection as confluent-kafka (librdkafka) configuration: the router's
+        own clients use it (the members' SDK stays on kafka-python)."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": self.security_protocol,
+        }
+        if self.uses_sasl:
+            config |= {
+                "sasl.mechanism": self.sasl_mechanism,
+                "sasl.username": self.username,
+                "sasl.password": self.password,
+            }
+        if self.uses_tls:
+            config |= {"ssl.endpoint.identification.algorithm": "https"}
+            if self.ssl_cafile:
+                config |= {"ssl.ca.location": self.ssl_cafile}
+        return config
+
     def environment(self) -> dict[str, str]:
         """ACTION_KAFKA_* variables that make a child process (the router) connect so."""
         env = {

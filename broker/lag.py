@@ -7,31 +7,33 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from kafka import KafkaConsumer
-from kafka.structs import TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
+from broker.checkpoint import Partition
 from broker.metrics import RouterMetrics
 
 
 def report_lag(
-    consumer: KafkaConsumer, metrics: RouterMetrics, last_routed_ms: Mapping[TopicPartition, int]
+    consumer: Consumer, metrics: RouterMetrics, last_routed_ms: Mapping[Partition, int]
 ) -> None:
-    """Set the lag gauges from the consumer's positions and high watermarks;
-    ``last_routed_ms`` holds each partition's last routed record's timestamp."""
+    """Set the lag gauges from the consumer's positions and the high watermarks its
+    fetches saw; ``last_routed_ms`` holds each partition's last routed record's time."""
     assigned = consumer.assignment()
     metrics.assigned_partitions.set(len(assigned))
     lag: dict[str, int] = {}
     age: dict[str, float] = {}
     now_ms = time.time() * 1000
-    for tp in assigned:
-        high = consumer.highwater(tp)
-        if high is None:
-            continue
-        behind = max(0, high - consumer.position(tp))
-        lag[tp.topic] = lag.get(tp.topic, 0) + behind
-        last = last_routed_ms.get(tp)
+    for at in consumer.position(assigned) if assigned else ():
+        _, high = consumer.get_watermark_offsets(
+            TopicPartition(at.topic, at.partition), cached=True
+        )
+        if high < 0 or at.offset < 0:
+            continue  # nothing fetched from it yet
+        behind = max(0, high - at.offset)
+        lag[at.topic] = lag.get(at.topic, 0) + behind
+        last = last_routed_ms.get((at.topic, at.partition))
         seconds = (now_ms - last) / 1000 if behind and last else 0.0
-        age[tp.topic] = max(age.get(tp.topic, 0.0), seconds)
+        age[at.topic] = max(age.get(at.topic, 0.0), seconds)
     for topic, value in lag.items():
         metrics.lag_records.labels(topic).set(value)
         metrics.lag_seconds.labels(topic).set(age.get(topic, 0.0))

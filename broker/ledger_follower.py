@@ -9,8 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from kafka import KafkaConsumer
-from kafka.structs import TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from broker.claims import RecordClaims
 from broker.connection import KafkaConnection
@@ -29,18 +28,26 @@ class LedgerFollower:
         self,
         kafka: KafkaConnection,
         client_id: str,
+        group_id: str,
         ledger: DeliveryLedger,
         claims: RecordClaims,
         embargo: EmbargoBook,
     ) -> None:
-        self._reader = KafkaConsumer(
-            **kafka.client_config(),
-            client_id=client_id,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
+        # Assigned, never subscribed and never committing: the group id is only one
+        # librdkafka requires; the router's own (the one its principal may use).
+        self._reader = Consumer(
+            {
+                **kafka.librdkafka_config(),
+                "client.id": client_id,
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "logger": logging.getLogger("kafka.librdkafka"),
+            }
         )
+        self._assigned: list[tuple[str, int]] = []
         self._load: dict[str, Callable[[str, bytes | None], None]] = {
             LEDGER_TOPIC: ledger.load,
             RECORD_IDS_TOPIC: claims.load,
@@ -50,24 +57,45 @@ class LedgerFollower:
     def catch_up(self, timeout_s: float = 30.0) -> None:
         """Read the followed topics up to their last stable offsets."""
         reader = self._reader
-        partitions = []
-        for topic in FOLLOWED:
-            numbers = sorted(reader.partitions_for_topic(topic) or ())
-            if not numbers:
-                raise RouterError(f"topic {topic} is missing", hint="run action-broker provision")
-            partitions += [TopicPartition(topic, p) for p in numbers]
-        if set(reader.assignment()) != set(partitions):
-            reader.assign(partitions)
-        end = reader.end_offsets(partitions)
+        partitions = self._partitions(timeout_s)
+        if partitions != self._assigned:
+            reader.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in partitions])
+            self._assigned = partitions
+        # With read_committed, the end librdkafka reports is the last stable offset.
+        ends = {
+            tp: reader.get_watermark_offsets(TopicPartition(*tp), timeout=timeout_s)
+            for tp in partitions
+        }
         deadline = time.monotonic() + timeout_s
-        while any(reader.position(tp) < end[tp] for tp in partitions):
+        while self._behind(ends):
             if time.monotonic() > deadline:
                 log.warning("ledger catch-up incomplete after %.0f s", timeout_s)
                 break
-            for tp, records in reader.poll(timeout_ms=200).items():
-                load = self._load[tp.topic]
-                for record in records:
-                    load(record.key.decode(), record.value)
+            for message in reader.consume(num_messages=1000, timeout=0.2):
+                if message.error() is not None:
+                    log.warning("reading %s: %s", message.topic(), message.error())
+                    continue
+                key = message.key()
+                if key is not None:
+                    self._load[str(message.topic())](key.decode(), message.value())
+
+    def _partitions(self, timeout_s: float) -> list[tuple[str, int]]:
+        partitions = []
+        for topic in FOLLOWED:
+            found = self._reader.list_topics(topic, timeout=timeout_s).topics.get(topic)
+            if found is None or found.error is not None or not found.partitions:
+                raise RouterError(f"topic {topic} is missing", hint="run action-broker provision")
+            partitions += [(topic, p) for p in sorted(found.partitions)]
+        return partitions
+
+    def _behind(self, ends: dict[tuple[str, int], tuple[int, int]]) -> bool:
+        """Whether some partition's position is short of its end."""
+        asked = [TopicPartition(*tp) for tp, (low, high) in ends.items() if high > low]
+        for at in self._reader.position(asked) if asked else ():
+            low, high = ends[(at.topic, at.partition)]
+            if max(at.offset, low) < high:
+                return True
+        return False
 
     def close(self) -> None:
-        self._reader.close(autocommit=False)
+        self._reader.close()

@@ -23,22 +23,17 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import cast
 
-from kafka import KafkaConsumer
-from kafka import errors as kafka_errors
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.coordinator.assignors.range import RangePartitionAssignor
-from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from kafka.structs import TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from broker.catalog import SchemaCatalog
-from broker.checkpoint import Checkpoint
+from broker.checkpoint import Checkpoint, Partition
 from broker.claims import RecordClaims
 from broker.clock import now_ms
 from broker.codec import AvroCodec
 from broker.connection import KafkaConnection
-from broker.contract import INBOUND_PATTERN
+from broker.contract import INBOUND_PATTERN, topic_owner
 from broker.embargo import EmbargoBook
 from broker.errors import (
     PolicyError,
@@ -97,11 +92,12 @@ class RouterService:
             kafka, settings, self.transactional_id, metrics, self.health, self._stop
         )
         self.writer = FeedWriter(self.producer)
-        self._consumer: KafkaConsumer | None = None
+        self._consumer: Consumer | None = None
+        self._poll_records = settings.router_batch_records * settings.router_poll_transactions
         self._checkpoint: Checkpoint | None = None
         self._follower: LedgerFollower | None = None
         self.workers = WorkerSupervisor(settings)
-        self._last_routed_ms: dict[TopicPartition, int] = {}
+        self._last_routed_ms: dict[Partition, int] = {}
 
     # --- control (signal handlers call these) -----------------------------------------
 
@@ -164,23 +160,21 @@ class RouterService:
         # process: frozen, the collector's full passes stop walking them (see routing_pool).
         gc.freeze()
         last_policy_check = last_lag = last_embargo_check = time.monotonic()
-        consumer = self._consumer
-        assert consumer is not None
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
                 if self._reload.is_set() or now - last_policy_check > _POLICY_CHECK_INTERVAL_S:
                     self.reload_if_changed()
                     last_policy_check = now
-                batch = consumer.poll(timeout_ms=500)
+                batch = self._poll()
                 self.health.beat()
                 self.health.ready = True
                 if batch:
                     self._route_poll(batch)
-                if now - last_lag > _LAG_INTERVAL_S:
+                if now - last_lag > _LAG_INTERVAL_S and self._consumer is not None:
                     self.claims.expire(now_ms())
                     self.metrics.record_ids.set(len(self.claims))
-                    report_lag(consumer, self.metrics, self._last_routed_ms)
+                    report_lag(self._consumer, self.metrics, self._last_routed_ms)
                     last_lag = now
                 if now - last_embargo_check > _EMBARGO_CHECK_INTERVAL_S:
                     self._release_ended_embargoes()
@@ -189,6 +183,40 @@ class RouterService:
             self.close()
         log.info("router %s stopped", self.transactional_id)
         return 0
+
+    def _poll(self) -> list[Inbound]:
+        """The next records; a consumer that failed fatally (fenced after a coordinator
+        moved, say) is replaced, and the new one starts at the committed offsets."""
+        assert self._consumer is not None
+        inbound = []
+        for message in self._consumer.consume(num_messages=self._poll_records, timeout=0.5):
+            error = message.error()
+            if error is None:
+                inbound.append(_inbound(message))
+            elif error.fatal() or error.code() == KafkaError._FATAL:
+                # (A consumer's fatal error arrives as an event whose flag is not set.)
+                self._renew_consumer(error.str())
+                return []
+            else:
+                log.warning("consuming %s: %s", message.topic(), error.str())
+        return inbound
+
+    def _renew_consumer(self, why: str) -> None:
+        """A new consumer in place of one that cannot go on: nothing staged survives, and
+        it starts from the committed offsets and chain heads (what a rewind gives)."""
+        log.warning("the inbound consumer failed (%s); replacing it", why)
+        self.metrics.transactions.labels("failed").inc()
+        self.state.abort()
+        if self._consumer is not None:
+            try:
+                self._consumer.close()
+            except KafkaException as exc:
+                log.warning("closing the failed consumer: %s", exc)
+        self._consumer = self._new_consumer()
+        self._checkpoint = Checkpoint(self._consumer)
+        self._last_routed_ms.clear()
+        self._ledger_stale = True
+        self._sole_instance = None
 
     def _connect(self) -> bool:
         """The Kafka clients, tried again with backoff while Kafka does not answer (one
@@ -199,6 +227,7 @@ class RouterService:
                 self._follower = LedgerFollower(
                     self.kafka,
                     f"{self.transactional_id}.ledger",
+                    self.settings.router_group,
                     self.ledger,
                     self.claims,
                     self.embargo,
@@ -207,7 +236,7 @@ class RouterService:
                 self._consumer = self._new_consumer()
                 self._checkpoint = Checkpoint(self._consumer)
                 return True
-            except kafka_errors.KafkaError as exc:
+            except KafkaException as exc:
                 if attempt == 0:
                     log.warning("cannot reach Kafka at %s yet (%s); retrying", self.kafka, exc)
                 self._close_clients()
@@ -226,56 +255,57 @@ class RouterService:
 
     def _close_clients(self) -> None:
         if self._consumer is not None:
-            self._consumer.close(autocommit=False)
+            self._consumer.close()
         if self._follower is not None:
             self._follower.close()
         self.producer.close()
         self._consumer = self._follower = self._checkpoint = None
 
-    def _new_consumer(self) -> KafkaConsumer:
-        consumer = KafkaConsumer(
-            **self.kafka.client_config(),
-            group_id=self.settings.router_group,
-            client_id=f"{self.transactional_id}.consumer",
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            # Round robin over all inbound partitions: the range assignor splits each
-            # topic on its own, and with three partitions per topic gave one of two
-            # instances two of every three (16 against 8). Range stays as the fallback an
-            # instance of an older version still speaks, so a rolling upgrade can agree.
-            partition_assignment_strategy=(RoundRobinPartitionAssignor, RangePartitionAssignor),
-            max_poll_records=self.settings.router_batch_records
-            * self.settings.router_poll_transactions,
-            max_partition_fetch_bytes=DLQ_MAX_BYTES,
-            metadata_max_age_ms=10_000,  # new members' topics are picked up quickly
-            # Static membership: a restarted instance takes its partitions straight back
-            # instead of waiting out the dead member's session.
-            group_instance_id=self.transactional_id,
-            session_timeout_ms=self.settings.router_session_timeout_ms,
+    def _new_consumer(self) -> Consumer:
+        consumer = Consumer(
+            {
+                **self.kafka.librdkafka_config(),
+                "group.id": self.settings.router_group,
+                "client.id": f"{self.transactional_id}.consumer",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                # Round robin over all inbound partitions: the range assignor splits each
+                # topic on its own, and with three partitions per topic gave one of two
+                # instances two of every three (16 against 8). Range stays as the
+                # fallback an instance of an older version still speaks, so a rolling
+                # upgrade can agree.
+                "partition.assignment.strategy": "roundrobin,range",
+                "max.partition.fetch.bytes": DLQ_MAX_BYTES,
+                "topic.metadata.refresh.interval.ms": 10_000,  # new members' topics soon
+                # Static membership: a restarted instance takes its partitions straight
+                # back instead of waiting out the dead member's session.
+                "group.instance.id": self.transactional_id,
+                "session.timeout.ms": self.settings.router_session_timeout_ms,
+                "logger": logging.getLogger("kafka.librdkafka"),
+            }
         )
-        consumer.subscribe(pattern=INBOUND_PATTERN, listener=_Rebalance(self))
+        consumer.subscribe(
+            [INBOUND_PATTERN],
+            on_assign=lambda _consumer, partitions: self.assigned(partitions),
+            on_revoke=lambda _consumer, partitions: self.forget(partitions),
+            on_lost=lambda _consumer, partitions: self.forget(partitions),
+        )
         return consumer
 
-    def _route_poll(self, polled: dict[TopicPartition, list[Any]]) -> None:
+    def _route_poll(self, inbound: list[Inbound]) -> None:
         """One poll's records, in transactions of ``router_batch_records``. The workers get
         the whole poll at once, so they route the next transaction's records while the
         current one flushes and commits. An abort drops the rest of the poll (the consumer
         is rewound to the committed offsets); no rebalance can come between, as that only
-        happens inside poll()."""
+        happens inside consume()."""
         if self._ledger_stale or not self._routes_alone():
             # With other instances routing, their claims are read before each poll's
             # records are decided: a record a rival sends after seeing another member's
             # delivery is routed after that delivery's transaction committed, and so after
             # its claim, which this read then includes.
             self._catch_up_ledger()
-        inbound = [
-            Inbound(
-                r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp
-            )
-            for records in polled.values()
-            for r in records
-        ]
         size = self.settings.router_batch_records
         routed = self.workers.routed(inbound, self.core, self.ledger)
         try:
@@ -293,9 +323,9 @@ class RouterService:
     ) -> bool:
         """Write ``records`` (the next ones ``routed`` yields) in one transaction; whether
         it committed."""
-        last: dict[TopicPartition, Inbound] = {}
+        last: dict[Partition, Inbound] = {}
 
-        def fill(work: Transaction) -> dict[TopicPartition, int]:
+        def fill(work: Transaction) -> dict[Partition, int]:
             for expected in records:
                 record, writes, seconds = next(routed)
                 assert record is expected, "routed results come back in input order"
@@ -303,7 +333,7 @@ class RouterService:
                 work.write(writes, record)
                 self.metrics.processing.observe(seconds + time.perf_counter() - started)
                 work.records += 1
-                last[TopicPartition(record.topic, record.partition)] = record
+                last[(record.topic, record.partition)] = record
             if self._random.random() < self.settings.router_abort_ratio:
                 raise _InjectedAbortError
             return {tp: record.offset + 1 for tp, record in last.items()}
@@ -315,7 +345,7 @@ class RouterService:
         return True
 
     def _in_transaction(
-        self, fill: Callable[[Transaction], dict[TopicPartition, int]]
+        self, fill: Callable[[Transaction], dict[Partition, int]]
     ) -> Transaction | None:
         """Begin a transaction, let ``fill`` write it and say the inbound positions it
         consumed, and commit them with the chain heads reached; the transaction, or None
@@ -325,7 +355,7 @@ class RouterService:
             self.producer.begin()
             positions = fill(work)
             self._commit_transaction(positions, work)
-        except (_InjectedAbortError, kafka_errors.KafkaError) as exc:
+        except (_InjectedAbortError, KafkaException) as exc:
             self._abort(exc)
             return None
         except TransactionTimeoutError as exc:
@@ -346,14 +376,14 @@ class RouterService:
         assert self._checkpoint is not None
         return Transaction(self._checkpoint, self.writer, self.state, self.metrics)
 
-    def _commit_transaction(self, positions: dict[TopicPartition, int], work: Transaction) -> None:
+    def _commit_transaction(self, positions: dict[Partition, int], work: Transaction) -> None:
         """Commit the open transaction with ``positions`` and the chain heads ``work``
         reached (every transactional call with its deadline)."""
         assert self._consumer is not None
         assert self._checkpoint is not None
         heads = {tp: work.head(tp) for tp in positions}
         offsets = self._checkpoint.offsets(positions, heads)
-        self.producer.commit(offsets, self._consumer.group_metadata())
+        self.producer.commit(offsets, self._consumer.consumer_group_metadata())
 
     def _release_ended_embargoes(self) -> None:
         """Decide, in one transaction, every held record of this instance's partitions
@@ -362,7 +392,9 @@ class RouterService:
         consumer, checkpoint = self._consumer, self._checkpoint
         if consumer is None or checkpoint is None:
             return
-        assigned = {(tp.topic, tp.partition): tp for tp in consumer.assignment()}
+        assigned = {
+            (tp.topic, tp.partition): (tp.topic, tp.partition) for tp in consumer.assignment()
+        }
         if not assigned:
             return
         if self._ledger_stale:  # started or rebalanced, and no record polled since
@@ -374,8 +406,8 @@ class RouterService:
         outcomes: Counter[str] = Counter()
         now = dt.datetime.now(dt.UTC)
 
-        def fill(work: Transaction) -> dict[TopicPartition, int]:
-            touched: set[TopicPartition] = set()
+        def fill(work: Transaction) -> dict[Partition, int]:
+            touched: set[Partition] = set()
             for key, held in due:
                 writes = self.core.released(
                     key, held, now=now, ledger=self.ledger, decided_at_ms=now_ms()
@@ -393,7 +425,7 @@ class RouterService:
                 touched.add(assigned[(held.topic, held.partition)])
                 for decision in writes.decisions:
                     outcomes["delivered" if decision.delivered else "withheld"] += 1
-            return {tp: consumer.position(tp) for tp in touched}
+            return {tp: checkpoint.position(tp) for tp in touched}
 
         work = self._in_transaction(fill)
         if work is None:
@@ -408,7 +440,7 @@ class RouterService:
             ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())),
         )
 
-    def _committed(self, last: dict[TopicPartition, Inbound], work: Transaction) -> None:
+    def _committed(self, last: dict[Partition, Inbound], work: Transaction) -> None:
         assert self._checkpoint is not None
         self._checkpoint.committed(work.heads)
         self.workers.settled({tp: record.offset for tp, record in last.items()})
@@ -428,7 +460,7 @@ class RouterService:
             log.warning("transaction failed (%s: %s); aborting", type(cause).__name__, cause)
         try:
             self.producer.abort()
-        except (TransactionTimeoutError, kafka_errors.KafkaError) as exc:
+        except (TransactionTimeoutError, KafkaException) as exc:
             log.error("abort failed (%s); replacing the producer", exc)
             self._fail()
             return
@@ -445,18 +477,27 @@ class RouterService:
         record-id claims and embargo holds go."""
         assert self._checkpoint is not None
         self.state.abort()
-        self._checkpoint.rewind()
+        try:
+            positions = self._checkpoint.rewind()
+        except KafkaException as exc:  # the consumer cannot read or seek to its offsets
+            self._renew_consumer(f"rewind failed: {exc}")
+            return
+        log.info("rewound %d inbound partitions to their committed offsets", len(positions))
 
     def forget(self, partitions: list[TopicPartition]) -> None:
+        """Partitions revoked (or lost): called inside consume(), no transaction open."""
+        gone = [(tp.topic, tp.partition) for tp in partitions]
         if self._checkpoint is not None:
-            self._checkpoint.forget(partitions)
-        for tp in partitions:
+            self._checkpoint.forget(gone)
+        for tp in gone:
             self._last_routed_ms.pop(tp, None)
 
-    def assigned(self) -> None:
-        """After a rebalance: read the ledger and claims again, and find out (outside the
-        callback, which may not block) whether this instance now routes every inbound
-        partition alone."""
+    def assigned(self, partitions: list[TopicPartition]) -> None:
+        """After a rebalance (inside consume(), no transaction open): read the ledger and
+        claims again, as another instance may have committed indicators on these
+        partitions, and find out (outside the callback, which may not block) whether
+        this instance now routes every inbound partition alone."""
+        log.info("assigned %d inbound partitions", len(partitions))
         self._ledger_stale = True
         self._sole_instance = None
 
@@ -467,8 +508,10 @@ class RouterService:
         if self._sole_instance is None:
             assert self._consumer is not None
             assignment = self._consumer.assignment()
-            topics = self._consumer.subscription() or set()
-            total = sum(len(self._consumer.partitions_for_topic(t) or ()) for t in topics)
+            topics = self._consumer.list_topics(timeout=30).topics
+            total = sum(
+                len(found.partitions) for name, found in topics.items() if topic_owner(name)
+            )
             self._sole_instance = len(assignment) >= total > 0
             log.info(
                 "routing %d of %d inbound partitions%s",
@@ -500,16 +543,16 @@ class RouterService:
         self._ledger_stale = False
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Called inside poll(), when no transaction is open."""
-
-    def __init__(self, service: RouterService) -> None:
-        self.service = service
-
-    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        self.service.forget(revoked)
-
-    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        log.info("assigned %d inbound partitions", len(assigned))
-        # Another instance may have committed indicators on these partitions.
-        self.service.assigned()
+def _inbound(message: Message) -> Inbound:
+    _, timestamp_ms = message.timestamp()
+    # A header's null value is kept as None, so a dead letter repeats it as it came.
+    headers = cast("list[tuple[str, bytes]]", message.headers() or [])
+    return Inbound(
+        str(message.topic()),
+        int(message.partition() or 0),
+        int(message.offset() or 0),
+        message.key(),
+        message.value(),
+        tuple(headers),
+        timestamp_ms,
+    )

@@ -79,9 +79,11 @@ class Settings(KafkaClientSettings):
         "replaced and the transaction aborted",
     )
     router_transaction_deadline_s: float = Field(
-        default=30.0,
+        default=10.0,
         gt=0,
-        description="bound on each transactional call; over it, the producer is replaced",
+        description="bound on each transactional call; over it, the producer is replaced "
+        "(librdkafka's send_offsets_to_transaction can stall past its own timeout when a "
+        "coordinator's broker dies; a commit here takes well under a second)",
     )
     router_transaction_timeout_ms: int = Field(default=60_000, ge=1_000)
     router_session_timeout_ms: int = Field(

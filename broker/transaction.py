@@ -14,10 +14,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from kafka.structs import TopicPartition
-
 from broker.audit import ChainHead
-from broker.checkpoint import Checkpoint
+from broker.checkpoint import Checkpoint, Partition
 from broker.claims import Claim, RecordClaims, content_digest
 from broker.clock import now_ms
 from broker.contract import topic_owner
@@ -58,7 +56,7 @@ class Transaction:
     metrics: RouterMetrics
     feed_timestamps: list[int] = field(default_factory=list)
     #: The chain heads this transaction reached (the checkpoint's stay until it commits).
-    heads: dict[TopicPartition, ChainHead] = field(default_factory=dict)
+    heads: dict[Partition, ChainHead] = field(default_factory=dict)
     records: int = 0
     # Counted per batch and added to the metrics once: a counter per decision and per
     # field was a measurable share of the router's own process.
@@ -66,7 +64,7 @@ class Transaction:
     decisions: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     treatments: Counter[tuple[str, str]] = field(default_factory=Counter)
 
-    def head(self, tp: TopicPartition) -> ChainHead:
+    def head(self, tp: Partition) -> ChainHead:
         return self.heads.get(tp) or self.checkpoint.head(tp)
 
     def count(self) -> None:
@@ -118,7 +116,7 @@ class Transaction:
             self.writer.feed(feed)
             if count_input:  # a release's wait is the embargo's, not the router's latency
                 self.feed_timestamps.append(inbound.timestamp_ms)
-        tp = TopicPartition(inbound.topic, inbound.partition)
+        tp = (inbound.topic, inbound.partition)
         head, entries = self.head(tp).extend(decision.entry for decision in writes.decisions)
         self.writer.audit(head.chain, entries)
         for decision in writes.decisions:

@@ -1,24 +1,24 @@
-"""The router's transactional producer: a deadline on every transactional call, and a
-producer that is replaced, and replaced again until Kafka answers, when one fails.
+"""The router's transactional producer (confluent-kafka, librdkafka): a deadline on every
+transactional call, and a producer that is replaced, and replaced again until Kafka
+answers, when one fails.
 
-kafka-python lacks KIP-890 part 2, and its commit, abort and offset calls wait without a
-timeout. So every transactional call runs with ``router_transaction_deadline_s``; a call
-that times out or fails fatally replaces the producer with a new one under the same
-transactional id, whose epoch bump fences the old one. While Kafka is unreachable or
-failing over, the replacement is retried with backoff (not ready meanwhile) until it
-succeeds or the router is told to stop: the router does not exit on its own.
+librdkafka's ``send_offsets_to_transaction`` is known to overrun its timeout
+(librdkafka #5456) and it lacks KIP-890 part 2 (#5423), so every transactional call also
+runs under ``router_transaction_deadline_s`` in a thread of its own; a call that times
+out or fails fatally replaces the producer with a new one under the same transactional
+id, whose epoch bump fences the old one. While Kafka is unreachable or failing over, the
+replacement is retried with backoff (not ready meanwhile) until it succeeds or the
+router is told to stop: the router does not exit on its own.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
-from kafka import KafkaProducer
-from kafka import errors as kafka_errors
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from confluent_kafka import KafkaException, Producer, TopicPartition
 
 from broker.connection import KafkaConnection
 from broker.errors import RouterError, TransactionTimeoutError
@@ -33,10 +33,9 @@ T = TypeVar("T")
 _BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 #: What a transactional call can fail with: the transaction is then aborted or the
 #: producer replaced.
-TRANSACTION_ERRORS: tuple[type[BaseException], ...] = (
-    kafka_errors.KafkaError,
-    TransactionTimeoutError,
-)
+TRANSACTION_ERRORS: tuple[type[BaseException], ...] = (KafkaException, TransactionTimeoutError)
+#: Where librdkafka's own log lines go (filtered like the rest: broker.quiet_logs).
+_CLIENT_LOG = logging.getLogger("kafka.librdkafka")
 
 
 class TransactionalProducer:
@@ -55,7 +54,7 @@ class TransactionalProducer:
         self.metrics = metrics
         self.health = health
         self._stopping = stopping
-        self._producer: KafkaProducer | None = None
+        self._producer: Producer | None = None
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -63,23 +62,23 @@ class TransactionalProducer:
         """The first producer, tried until Kafka answers (see :meth:`replace`)."""
         self._connect("start the transactional producer")
 
-    def _new(self) -> KafkaProducer:
-        producer = KafkaProducer(
-            **self.kafka.client_config(),
-            client_id=f"{self.transactional_id}.producer",
-            transactional_id=self.transactional_id,
-            transaction_timeout_ms=self.settings.router_transaction_timeout_ms,
-            acks="all",
-            max_request_size=DLQ_MAX_BYTES + 100_000,
-            # Nothing in a transaction is visible before its commit, which sends whatever
-            # still waits, so lingering costs no latency. It fills batches: Kafka's cost
-            # per partition append, across ~40 partitions per transaction, was most of
-            # its CPU at 5 ms (0.7 ms per input record against 0.2 for the passthrough).
-            linger_ms=2000,
-            batch_size=256 * 1024,
+    def _new(self) -> Producer:
+        timeout_s = self.settings.router_transaction_deadline_s
+        producer = Producer(
+            {
+                **self.kafka.librdkafka_config(),
+                "client.id": f"{self.transactional_id}.producer",
+                "transactional.id": self.transactional_id,
+                "transaction.timeout.ms": self.settings.router_transaction_timeout_ms,
+                "message.max.bytes": DLQ_MAX_BYTES + 100_000,
+                # Nothing in a transaction is visible before its commit, which sends
+                # whatever still waits: lingering fills batches at no cost in latency.
+                "linger.ms": 100,
+                "logger": _CLIENT_LOG,
+            }
         )
         try:
-            self.bounded("init_transactions", producer.init_transactions)
+            self.bounded("init_transactions", producer.init_transactions, timeout_s)
         except BaseException:
             _close_quietly(producer)
             raise
@@ -121,13 +120,13 @@ class TransactionalProducer:
 
     def close(self) -> None:
         if self._producer is not None:
-            self._producer.close(timeout=5)
+            _close_quietly(self._producer)
             self._producer = None
 
     # --- a transaction ----------------------------------------------------------------
 
     @property
-    def _live(self) -> KafkaProducer:
+    def _live(self) -> Producer:
         if self._producer is None:
             raise RouterError("the transactional producer is not running")
         return self._producer
@@ -144,30 +143,46 @@ class TransactionalProducer:
         partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        self._live.send(topic, value=value, key=key, partition=partition, headers=headers)
-
-    def commit(
-        self, offsets: Mapping[TopicPartition, OffsetAndMetadata], group_metadata: Any
-    ) -> None:
-        """Flush, send ``offsets`` (with their chain heads) and commit, each with its
-        deadline."""
         producer = self._live
-        # Flushed here, not by the commit: kafka-python's commit starts a flush it
-        # never ends, after which every record goes out alone whatever linger_ms says.
-        self.bounded("flush", producer.flush)
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    partition=-1 if partition is None else partition,
+                    headers=cast("list[tuple[str, str | bytes | None]] | None", headers),
+                )
+                return
+            except BufferError:  # the local queue is full: let librdkafka send some
+                producer.poll(0.1)
+
+    def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
+        """Send ``offsets`` (with their chain heads) and commit, which flushes, each with
+        its deadline."""
+        producer = self._live
+        timeout_s = self.settings.router_transaction_deadline_s
         self.bounded(
             "send_offsets_to_transaction",
             producer.send_offsets_to_transaction,
-            dict(offsets),
+            offsets,
             group_metadata,
+            timeout_s,
         )
-        self.bounded("commit_transaction", producer.commit_transaction)
+        self.bounded("commit_transaction", producer.commit_transaction, timeout_s)
 
     def abort(self) -> None:
-        self.bounded("abort_transaction", self._live.abort_transaction)
+        timeout_s = self.settings.router_transaction_deadline_s
+        self.bounded("abort_transaction", self._live.abort_transaction, timeout_s)
 
     def partition_count(self, topic: str) -> int:
-        return len(self._live.partitions_for(topic))
+        metadata = self._live.list_topics(
+            topic, timeout=self.settings.router_transaction_deadline_s
+        )
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            raise RouterError(f"topic {topic} is missing", hint="run action-broker provision")
+        return len(found.partitions)
 
     def bounded(self, what: str, call: Callable[..., T], *args: Any) -> T:
         """Run a transactional call with the configured deadline."""
@@ -190,8 +205,11 @@ class TransactionalProducer:
         return box.get("result")  # type: ignore[return-value]
 
 
-def _close_quietly(producer: KafkaProducer) -> None:
+def _close_quietly(producer: Producer) -> None:
+    """Give up on a producer: what it still holds is dropped (its transaction is aborted
+    by the coordinator, or fenced by the next producer's epoch)."""
     try:
-        producer.close(timeout=2)
+        producer.purge()
+        producer.flush(0)
     except Exception:  # the producer is being thrown away, whatever ails it
         log.warning("closing an old transactional producer failed", exc_info=True)

@@ -15,8 +15,7 @@ import logging
 import time
 from collections.abc import Generator
 
-from kafka.structs import TopicPartition
-
+from broker.checkpoint import Partition
 from broker.clock import now_ms
 from broker.contract import topic_owner
 from broker.errors import RoutingWorkerLostError
@@ -64,7 +63,7 @@ class WorkerSupervisor:
         self._suspect(exc.suspects)
         self.start(core)
 
-    def settled(self, committed: dict[TopicPartition, int]) -> None:
+    def settled(self, committed: dict[Partition, int]) -> None:
         """Records up to each committed offset are done with, dead-lettered or routed."""
         for tp, offset in committed.items():
             for position in [p for p in self._suspects if _before_or_at(p, tp, offset)]:
@@ -128,6 +127,6 @@ def _worker_lost(record: Inbound) -> Writes:
     return Writes(source, None, (), (), DeadLetter(WORKER_LOST, detail), None)
 
 
-def _before_or_at(position: str, tp: TopicPartition, offset: int) -> bool:
+def _before_or_at(position: str, tp: Partition, offset: int) -> bool:
     topic_partition, _, at = position.rpartition("@")
-    return topic_partition == f"{tp.topic}/{tp.partition}" and int(at) <= offset
+    return topic_partition == f"{tp[0]}/{tp[1]}" and int(at) <= offset

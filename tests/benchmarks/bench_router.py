@@ -1,33 +1,30 @@
-"""Benchmark: the router's throughput beside a raw kafka-python passthrough, and its
-end-to-end latency at a fixed input rate, against a real local Kafka.
+"""Benchmark: what the router costs per input record, in CPU of every process, against the
+crypto it cannot avoid, and its end-to-end latency at fixed input rates, against a real
+local Kafka.
 
-Run:  .venv/bin/python -m tests.benchmarks.bench_router [--records N] [--rate R]
+Run:  .venv/bin/python -m tests.benchmarks.bench_router [--records N] [--turns T]
 
 1. N signed records from the example consortium are loaded into the inbound topics.
-2. The router (``action-broker run``, its own process with its routing workers) routes
-   them all: input records/s from its first commit to its last, read from its group's
-   committed offsets. It takes turns with the passthrough (``--turns`` passthrough runs,
-   each between two router runs, every run under a group of its own); the ratio compares
-   their means, as the machine's speed drifts between runs.
-   Before it, an unmeasured passthrough warms the broker's JVM up.
-3. A raw passthrough reads the same input with a consumer and writes the same number of
-   output records the router wrote (feeds + audit + ledger): copies of each input, all to
-   the partition of its key, hashed once. It uses transactions of the same size, with no
-   decoding, policy or crypto: the practical limit for kafka-python here.
-   Timed the same way, from its first commit to its last.
-   Both runs report the CPU per input record of every process involved (the router's
-   main process and workers, the passthrough, Kafka) within that same window.
-4. Latency: records published at a fixed rate; p50/p99 from the source's produce time to
-   the feed record becoming visible to a read_committed consumer.
-Uses ACTION_KAFKA_BOOTSTRAP when set, else starts a one-node Kafka in a temporary folder.
+2. The router (``action-broker run``: its main process with the Kafka I/O on
+   librdkafka, and its routing workers) routes them all, ``--turns`` times, each under a
+   group of its own: input records/s from its first commit to its last, read from the
+   group's committed offsets, and the CPU each process used in that window (router main
+   process, routing workers, Kafka), per input record.
+3. The crypto floor, measured in this process in the same run: per input record, one
+   Ed25519 verification (the source's proof) and one Ed25519 signature per delivery (the
+   router's feed signature), the deliveries per record taken from the router's metrics.
+4. Latency: records published at ``--low-rate`` and ``--rate`` records/s; p50/p99 from the
+   source's produce time to the feed record becoming visible to a read_committed reader.
+
+Goals (issue 21): <= 450 us of CPU per input record in all processes, p99 <= 200 ms at
+500 records/s. Uses ACTION_KAFKA_BOOTSTRAP when set, else a one-node Kafka in a
+temporary folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import resource
 import threading
 import time
 from collections.abc import Callable
@@ -35,13 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.errors import TopicAlreadyExistsError
-from kafka.structs import OffsetAndMetadata
+from kafka import KafkaAdminClient, KafkaProducer
 
 from broker.connection import KafkaConnection
-from broker.contract import INBOUND_PATTERN
-from broker.feed_writer import default_partition
 from broker.policy.loader import load_policies
 from broker.provision import Consortium
 from broker.settings import load_settings
@@ -50,8 +43,8 @@ from tests.benchmarks.kafka import benchmark_kafka
 from tests.integration.routers import RouterProcess, TopicReader, publish
 from tests.members import indicator, mixed_stream, signed
 
-TARGET_RATIO = 0.8
-PASSTHROUGH_TOPIC = "bench.passthrough"
+CPU_GOAL_US = 450
+P99_GOAL_MS = 200
 
 
 def committed_records(admin: KafkaAdminClient, group: str) -> int:
@@ -107,9 +100,9 @@ def route_all(
     workers: int | None,
     broker_pid: int | None,
     instance: str = "throughput",
-) -> tuple[Timed, int]:
+) -> tuple[Timed, int, int]:
     """Run ``action-broker run`` until its group has committed ``expected_in`` records;
-    the timed run and the output records it wrote."""
+    the timed run, the output records it wrote and the deliveries among them."""
     settings: dict[str, Any] = {"router_group": group}
     if workers is not None:
         settings["router_workers"] = workers
@@ -140,81 +133,8 @@ def route_all(
         router.stop()
     decisions = metric_sum(text, "action_router_decisions_total")
     delivered = metric_sum(text, "action_router_decisions_total", outcome="delivered")
-    return timed, int(decisions + delivered + expected_in)  # audit + feeds + ledger/dlq
-
-
-def passthrough(
-    kafka: KafkaConnection,
-    expected_in: int,
-    outputs: int,
-    group: str,
-    batch: int,
-    broker_pid: int | None,
-) -> Timed:
-    """Read the inbound records, write ``outputs`` records of their bytes, transactionally.
-    Timed like the router: from the first commit to the last."""
-    consumer = KafkaConsumer(
-        **kafka.client_config(),
-        group_id=group,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        max_poll_records=batch,
-    )
-    consumer.subscribe(pattern=INBOUND_PATTERN)
-    # The router's producer settings, and like it the flush before each commit.
-    producer = KafkaProducer(
-        **kafka.client_config(),
-        transactional_id=f"{group}.raw",
-        acks="all",
-        linger_ms=2000,
-        batch_size=256 * 1024,
-    )
-    producer.init_transactions()
-    # Every copy of an input record has its key, so the client's partitioner would hash
-    # that key again for each copy. Hashed once per input instead (to the partition the
-    # partitioner picks), as the router hashes an audit chain's key once for its entries:
-    # per copy, it cost the passthrough a quarter of its throughput, which flattered the
-    # router's ratio until session 8.
-    partitions = len(producer.partitions_for(PASSTHROUGH_TOPIC))
-    fan_out = outputs / expected_in
-    read = written = 0
-    window = CpuWindow(
-        {
-            "passthrough": lambda: _own_cpu_s(resource.RUSAGE_SELF),
-            "Kafka": lambda: _process_cpu_s(broker_pid),
-        }
-    )
-    while read < expected_in:
-        polled = consumer.poll(timeout_ms=500)
-        if not polled:
-            continue
-        producer.begin_transaction()
-        offsets = {}
-        for tp, records in polled.items():
-            for record in records:
-                read += 1
-                key = record.key
-                partition = None if key is None else default_partition(key, partitions)
-                while written < read * fan_out:
-                    producer.send(
-                        PASSTHROUGH_TOPIC,
-                        value=record.value,
-                        key=key,
-                        headers=record.headers,
-                        partition=partition,
-                    )
-                    written += 1
-            offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
-        producer.flush()
-        producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
-        producer.commit_transaction()
-        if window.started is None:
-            window.open(read)
-    timed = window.close(read)
-    consumer.close()
-    producer.close()
-    return timed
+    # audit + feeds + ledger/dlq, and the deliveries (each one router signature)
+    return timed, int(decisions + delivered + expected_in), int(delivered)
 
 
 def latency(
@@ -271,9 +191,7 @@ def main() -> None:
         default=100,
         help="a second latency run at a rate this machine sustains",
     )
-    parser.add_argument(
-        "--turns", type=int, default=2, help="passthrough runs, each between two router runs"
-    )
+    parser.add_argument("--turns", type=int, default=2, help="router runs, averaged")
     parser.add_argument(
         "--workers",
         type=int,
@@ -282,7 +200,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.turns < 1:
-        parser.error("--turns must be at least 1 (one passthrough run between two router runs)")
+        parser.error("--turns must be at least 1")
     with benchmark_kafka() as (kafka, cluster, tmp):
         broker_pid = cluster.node_pid(1) if cluster is not None else None
         run(kafka, tmp / "credentials", args, broker_pid)
@@ -302,82 +220,77 @@ def _process_cpu_s(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _own_cpu_s(who: int) -> float:
-    usage = resource.getrusage(who)
-    return usage.ru_utime + usage.ru_stime
+def crypto_floor_us(deliveries_per_record: float, samples: int = 2_000) -> float:
+    """Microseconds of Ed25519 per input record: one verification, and one signature per
+    delivery, measured here (OpenSSL through ``cryptography``, as the router uses)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    public, message = key.public_key(), bytes(600)
+    signature = key.sign(message)
+    started = time.process_time()
+    for _ in range(samples):
+        public.verify(signature, message)
+    verify_s = (time.process_time() - started) / samples
+    started = time.process_time()
+    for _ in range(samples):
+        key.sign(message)
+    sign_s = (time.process_time() - started) / samples
+    return (verify_s + deliveries_per_record * sign_s) * 1e6
 
 
 def run(kafka: KafkaConnection, credentials: Path, args: Any, broker_pid: int | None) -> None:
-    """Members publish as themselves; the router and the passthrough run as the admin,
-    whose rights cover the benchmark's own group and transactional ids."""
+    """Members publish as themselves; the router runs as the admin, whose rights cover
+    the benchmark's own groups and transactional ids."""
     policies = load_policies(POLICY_DIR)
     consortium = Consortium.provision(kafka, policies.registry, credentials)
-    admin = KafkaAdminClient(**kafka.client_config())
-    with contextlib.suppress(TopicAlreadyExistsError):
-        admin.create_topics({PASSTHROUGH_TOPIC: {"num_partitions": 3, "replication_factor": 1}})
-    admin.close()
     tag = str(int(time.time()))
     logs = credentials.parent / "logs"
     logs.mkdir(exist_ok=True)
     publish(consortium, mixed_stream(args.records))
-    # A fresh broker's JVM compiles its hot paths during the first minute of traffic, on
-    # the same two cores: an unmeasured passthrough pays for that, so neither measured
-    # run does (the router would otherwise, as it runs first).
-    batch = load_settings().router_batch_records  # the passthrough's transactions too
-    passthrough(kafka, args.records, args.records * 8, f"bench-warm-up-{tag}", batch, None)
-    # Router and passthrough in turns, starting and ending with the router: this machine's
-    # speed drifts by up to a half within minutes, so each side is measured across the
-    # same stretch of time and the ratio compares their means.
     router_group = f"bench-router-{tag}"
     routed_runs: list[Timed] = []
-    raw_runs: list[Timed] = []
-    outputs = 0
-    for turn in range(args.turns + 1):
-        group = router_group if turn == 0 else f"{router_group}-{turn}"
-        timed, outputs = route_all(
+    outputs = deliveries = 0
+    for turn in range(args.turns):
+        timed, outputs, deliveries = route_all(
             kafka,
             args.records,
-            group,
+            f"{router_group}-{turn}",
             logs,
             args.workers,
             broker_pid,
             instance=f"throughput-{turn}",
         )
         routed_runs.append(timed)
-        if turn < args.turns:
-            raw_runs.append(
-                passthrough(
-                    kafka, args.records, outputs, f"bench-raw-{tag}-{turn}", batch, broker_pid
-                )
-            )
-    routed, raw = _mean(routed_runs), _mean(raw_runs)
+    routed = _mean(routed_runs)
+    floor = crypto_floor_us(deliveries / args.records)
     runs = [
         (rate, *latency(kafka, rate, args.seconds, router_group, logs, args.workers))
         for rate in (args.low_rate, args.rate)
     ]  # no backlog before the low rate
-    ratio = routed.rate / raw.rate
     workers = args.workers if args.workers is not None else load_settings().router_workers
     print(
         f"{args.records:,} input records, example consortium; {outputs:,} output records "
-        f"(feeds + audit + ledger); router with {workers} routing worker(s); "
-        f"{os.cpu_count()} cores"
+        f"(feeds + audit + ledger), {deliveries / args.records:.1f} deliveries per record; "
+        f"router with {workers} routing worker(s); {os.cpu_count()} cores"
     )
-    print(f"{'measure':<44} {'value':>10}")
-    turns = [f"{run.rate:,.0f}" for run in routed_runs]
-    print(f"{'router input records/s, each run':<44} {' / '.join(turns):>10}")
-    print(f"{'router input records/s, mean':<44} {routed.rate:>10,.0f}")
-    turns = [f"{run.rate:,.0f}" for run in raw_runs]
-    print(f"{'raw passthrough input records/s, each run':<44} {' / '.join(turns):>10}")
-    print(f"{'raw passthrough input records/s, mean':<44} {raw.rate:>10,.0f}")
-    verdict = "ok" if ratio >= TARGET_RATIO else "UNDER"
-    print(f"{'ratio (goal >= 0.8)':<44} {ratio:>10.3f}  {verdict}")
-    for who, timed in (("router", routed), ("passthrough", raw)):
-        for process, ms in timed.cpu_ms.items():
-            print(f"{f'CPU ms/record, {who} run: {process}':<44} {ms:>10.2f}")
-        print(f"{f'CPU ms/record, {who} run: all':<44} {sum(timed.cpu_ms.values()):>10.2f}")
+    print(f"{'measure':<48} {'value':>12}")
+    each = " / ".join(f"{run.rate:,.0f}" for run in routed_runs)
+    print(f"{'input records/s, each run':<48} {each:>12}")
+    print(f"{'input records/s, mean':<48} {routed.rate:>12,.0f}")
+    for process, ms in routed.cpu_ms.items():
+        print(f"{f'CPU us per input record: {process}':<48} {ms * 1000:>12,.0f}")
+    total_us = sum(routed.cpu_ms.values()) * 1000
+    verdict = "ok" if total_us <= CPU_GOAL_US else "OVER"
+    label = f"CPU us per input record: all (goal <= {CPU_GOAL_US})"
+    print(f"{label:<48} {total_us:>12,.0f}  {verdict}")
+    print(f"{'crypto floor us per input record (Ed25519)':<48} {floor:>12,.0f}")
+    print(f"{'all / crypto floor':<48} {total_us / floor:>12.1f}")
     for rate, p50, p99, seen in runs:
-        print(f"{f'end-to-end p50 at {rate}/s (ms)':<44} {p50:>10.1f}")
-        print(f"{f'end-to-end p99 at {rate}/s (ms, n={seen})':<44} {p99:>10.1f}")
+        print(f"{f'end-to-end p50 at {rate}/s (ms)':<48} {p50:>12.1f}")
+        goal = f" (goal <= {P99_GOAL_MS})" if rate == args.rate else ""
+        mark = ("  ok" if p99 <= P99_GOAL_MS else "  OVER") if goal else ""
+        print(f"{f'end-to-end p99 at {rate}/s (ms, n={seen}){goal}':<48} {p99:>12.1f}{mark}")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,21 @@ from kafka.structs import TopicPartition
 
 from broker.connection import KafkaConnection
 from broker.events import Event
+from broker.membership import load_trust_store
+from broker.policy.engine import PolicySet
 from broker.provision import Consortium
+from demo.consortium import expected_deliveries
+from policies import POLICY_DIR
 from tests.members import signed
+
+MEMBERS = [m.id for m in load_trust_store(POLICY_DIR).members]
+FEEDS = [f"action.feed.{m}" for m in MEMBERS]
+
+
+def feed_key(record: Any) -> tuple[str, str]:
+    """(recipient, record id) of a feed record."""
+    return record.topic.removeprefix("action.feed."), record.key.decode()
+
 
 ACTION_BROKER = str(Path(sys.executable).parent / "action-broker")
 
@@ -45,6 +60,8 @@ class RouterProcess:
             **{f"ACTION_{k.upper()}": str(v) for k, v in settings.items()},
         }
         self.args = list(args)  # command-line options after `action-broker run`
+        group = settings.get("router_group", "action-router")
+        self.transactional_id = f"{group}.{instance}"
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self._log_start = 0
@@ -153,6 +170,7 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 def publish(consortium: Consortium, events: Iterable[Event]) -> int:
     """Each event signed and sent by its source member, under the member's own principal."""
     producers: dict[str, KafkaProducer] = {}
+    sent: list[Any] = []
     count = 0
     for event in events:
         member = event.source_member
@@ -164,10 +182,15 @@ def publish(consortium: Consortium, events: Iterable[Event]) -> int:
                 max_request_size=1_200_000,
             )
         key, value, headers = signed(event)
-        producers[member].send(f"action.in.{member}", value=value, key=key, headers=headers)
+        sent.append(
+            producers[member].send(f"action.in.{member}", value=value, key=key, headers=headers)
+        )
         count += 1
     for producer in producers.values():
-        producer.flush(60)
+        producer.flush(120)
+    for future in sent:
+        future.get(timeout=120)  # a record Kafka did not take fails the test here
+    for producer in producers.values():
         producer.close()
     return count
 
@@ -220,3 +243,73 @@ class TopicReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+class FeedWatcher(threading.Thread):
+    """A read_committed consumer counting deliveries of ``events`` while the faults happen;
+    ``expected`` is what the policy engine says they must be."""
+
+    def __init__(self, consortium: Consortium, policies: PolicySet, events: list[Event]) -> None:
+        super().__init__(daemon=True)
+        self.reader = TopicReader(consortium.admin, FEEDS)
+        self.expected = set(expected_deliveries(policies, events))
+        self.ids = {str(e.to_avro()["indicator_id"]) for e in events}
+        self.seen: Counter[tuple[str, str]] = Counter()
+        self.halt = threading.Event()
+        self.start()
+
+    def await_share(self, share: float, limit_s: float = 300) -> None:
+        """Until ``share`` of the expected deliveries have been seen; fails at the limit."""
+        deadline = time.monotonic() + limit_s
+        while len(self.seen) < share * len(self.expected):
+            assert time.monotonic() < deadline, f"no progress past {len(self.seen)}"
+            time.sleep(0.05)
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            for record in self.reader.poll(300):
+                key = feed_key(record)
+                if key[1] in self.ids:
+                    self.seen[key] += 1
+        self.reader.close()
+
+    @property
+    def duplicates(self) -> list[tuple[str, str]]:
+        return [k for k, n in self.seen.items() if n > 1]
+
+
+def assert_exactly_once(consortium: Consortium, watcher: FeedWatcher) -> None:
+    """Every expected delivery exactly once: while the faults happened and afterwards."""
+    expected, ids = watcher.expected, watcher.ids
+    deadline = time.monotonic() + 300
+    while not expected <= set(watcher.seen) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)
+    watcher.halt.set()
+    watcher.join(30)
+    assert not watcher.duplicates, f"duplicates seen during the faults: {watcher.duplicates[:5]}"
+    missing = expected - set(watcher.seen)
+    assert not missing, f"{len(missing)} deliveries missing, e.g. {sorted(missing)[:3]}"
+    after = TopicReader(consortium.admin, FEEDS)
+    final = Counter(
+        feed_key(r) for r in after.read_until_quiet(quiet_s=3, limit_s=300) if feed_key(r)[1] in ids
+    )
+    after.close()
+    assert set(final) == expected, "a fresh read_committed consumer sees exactly the expected"
+    assert max(final.values()) == 1, "and each once"
+
+
+def wait_for(
+    reader: TopicReader, wanted: set[tuple[str, str]], seen: Counter[Any], limit_s: float = 180
+) -> list[Any]:
+    """Read feeds until every wanted delivery has been seen; the records read."""
+    records: list[Any] = []
+    wanted_ids = {record_id for _, record_id in wanted}
+    deadline = time.monotonic() + limit_s
+    while not wanted <= set(seen) and time.monotonic() < deadline:
+        for record in reader.poll():
+            key = feed_key(record)
+            if key[1] in wanted_ids:
+                seen[key] += 1
+                records.append(record)
+    return records

@@ -20,8 +20,7 @@ from broker.provision import (
     admin_client,
 )
 from broker.quotas import PRODUCE_BYTE_RATE, REQUEST_PERCENTAGE, current_quotas, provision_quotas
-from tests.integration.routers import RouterProcess, TopicReader, publish
-from tests.integration.test_router import FEEDS, wait_for
+from tests.integration.routers import FEEDS, RouterProcess, TopicReader, publish, wait_for
 from tests.members import indicator
 
 FLOODER = "platform-c"

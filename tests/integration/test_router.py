@@ -23,7 +23,6 @@ import pytest
 from broker.audit import verify_chains
 from broker.events import Event
 from broker.feed_writer import default_partition
-from broker.membership import load_trust_store
 from broker.policy.engine import PolicySet
 from broker.policy.loader import load_policies
 from broker.policy.model import Treatment
@@ -34,16 +33,18 @@ from policies import POLICY_DIR
 from policies.demo_keys import demo_signing_key
 from tests.integration.routers import (
     ACTION_BROKER,
+    FEEDS,
+    FeedWatcher,
     RouterProcess,
     TopicReader,
+    assert_exactly_once,
+    feed_key,
     metric_value,
     publish,
     send_raw,
+    wait_for,
 )
 from tests.members import CODEC, indicator, mixed_stream, retraction, signed, signing_kid
-
-MEMBERS = [m.id for m in load_trust_store(POLICY_DIR).members]
-FEEDS = [f"action.feed.{m}" for m in MEMBERS]
 
 
 @pytest.fixture
@@ -51,26 +52,6 @@ def router(consortium: Consortium, tmp_path: Path) -> Iterator[RouterProcess]:
     process = RouterProcess(consortium.router, tmp_path).start().wait_ready()
     yield process
     process.stop()
-
-
-def feed_key(record: Any) -> tuple[str, str]:
-    return record.topic.removeprefix("action.feed."), record.key.decode()
-
-
-def wait_for(
-    reader: TopicReader, wanted: set[tuple[str, str]], seen: Counter[Any], limit_s: float = 180
-) -> list[Any]:
-    """Read feeds until every wanted delivery has been seen; the records read."""
-    records: list[Any] = []
-    wanted_ids = {record_id for _, record_id in wanted}
-    deadline = time.monotonic() + limit_s
-    while not wanted <= set(seen) and time.monotonic() < deadline:
-        for record in reader.poll():
-            key = feed_key(record)
-            if key[1] in wanted_ids:
-                seen[key] += 1
-                records.append(record)
-    return records
 
 
 def _without_ciphertext(record: Any) -> Any:
@@ -465,59 +446,6 @@ def test_audit_verify_names_a_removed_entry(
     assert f"entry {seq} missing before entry {seq + 1}" in bad["detail"]
 
 
-class FeedWatcher(threading.Thread):
-    """A read_committed consumer counting deliveries of ``events`` while the faults happen;
-    ``expected`` is what the policy engine says they must be."""
-
-    def __init__(self, consortium: Consortium, policies: PolicySet, events: list[Event]) -> None:
-        super().__init__(daemon=True)
-        self.reader = TopicReader(consortium.admin, FEEDS)
-        self.expected = set(expected_deliveries(policies, events))
-        self.ids = {str(e.to_avro()["indicator_id"]) for e in events}
-        self.seen: Counter[tuple[str, str]] = Counter()
-        self.halt = threading.Event()
-        self.start()
-
-    def await_share(self, share: float, limit_s: float = 300) -> None:
-        """Until ``share`` of the expected deliveries have been seen; fails at the limit."""
-        deadline = time.monotonic() + limit_s
-        while len(self.seen) < share * len(self.expected):
-            assert time.monotonic() < deadline, f"no progress past {len(self.seen)}"
-            time.sleep(0.05)
-
-    def run(self) -> None:
-        while not self.halt.is_set():
-            for record in self.reader.poll(300):
-                key = feed_key(record)
-                if key[1] in self.ids:
-                    self.seen[key] += 1
-        self.reader.close()
-
-    @property
-    def duplicates(self) -> list[tuple[str, str]]:
-        return [k for k, n in self.seen.items() if n > 1]
-
-
-def _assert_exactly_once(consortium: Consortium, watcher: FeedWatcher) -> None:
-    expected, ids = watcher.expected, watcher.ids
-    deadline = time.monotonic() + 300
-    while not expected <= set(watcher.seen) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    time.sleep(2)
-    watcher.halt.set()
-    watcher.join(30)
-    assert not watcher.duplicates, f"duplicates seen during the faults: {watcher.duplicates[:5]}"
-    missing = expected - set(watcher.seen)
-    assert not missing, f"{len(missing)} deliveries missing, e.g. {sorted(missing)[:3]}"
-    after = TopicReader(consortium.admin, FEEDS)
-    final = Counter(
-        feed_key(r) for r in after.read_until_quiet(quiet_s=3, limit_s=300) if feed_key(r)[1] in ids
-    )
-    after.close()
-    assert set(final) == expected, "a fresh read_committed consumer sees exactly the expected"
-    assert max(final.values()) == 1, "and each once"
-
-
 @pytest.mark.slow
 def test_exactly_once_when_the_router_is_killed_repeatedly(
     consortium: Consortium, tmp_path: Path, policies: PolicySet
@@ -536,7 +464,7 @@ def test_exactly_once_when_the_router_is_killed_repeatedly(
             kills += 1
             router.start()
         publisher.join(120)
-        _assert_exactly_once(consortium, watcher)
+        assert_exactly_once(consortium, watcher)
     finally:
         router.stop()
     assert kills == 3
@@ -563,7 +491,7 @@ def test_exactly_once_with_aborted_transactions_and_two_instances(
     ]
     try:
         publish(consortium, events)
-        _assert_exactly_once(consortium, watcher)
+        assert_exactly_once(consortium, watcher)
         texts = [r.metrics() for r in routers]
         aborted = sum(
             metric_value(t, "action_router_transactions_total", outcome="aborted") for t in texts
@@ -601,7 +529,7 @@ def test_a_killed_routing_worker_costs_an_aborted_transaction_and_nothing_else(
         assert len(victims) == 2, router.log()[-2000:]
         os.kill(victims[0], signal.SIGKILL)
         publisher.join(120)
-        _assert_exactly_once(consortium, watcher)
+        assert_exactly_once(consortium, watcher)
         assert "exited (exit code -9)); aborting, restarting them" in router.log()
         assert metric_value(router.metrics(), "action_router_worker_restarts_total") >= 1
         replacements = router.workers()
@@ -638,7 +566,7 @@ def test_a_record_that_kills_a_routing_worker_each_time_is_dead_lettered_and_rou
         publish(consortium, events)
         (letter,) = _dead_letters(consortium, poison_key, 1, limit_s=120)
         assert dict(letter.headers)["action.dlq.reason"] == b"router.worker_lost"
-        _assert_exactly_once(consortium, watcher)
+        assert_exactly_once(consortium, watcher)
         assert not router.exited()
         assert metric_value(router.metrics(), "action_router_worker_restarts_total") >= 2
         assert "killed a routing worker twice: dead-lettered" in router.log()

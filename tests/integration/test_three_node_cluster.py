@@ -12,7 +12,17 @@ from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, Ne
 from kafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from broker.localkafka import ClusterState, LocalCluster
+from broker.policy.engine import PolicySet
+from broker.provision import Consortium
 from broker.settings import load_settings
+from tests.integration.routers import (
+    FeedWatcher,
+    RouterProcess,
+    assert_exactly_once,
+    metric_value,
+    publish,
+)
+from tests.members import mixed_stream
 
 pytestmark = pytest.mark.slow
 
@@ -122,3 +132,79 @@ def test_hard_killed_node_restarts_and_nothing_is_lost(
     values = sorted(int(m.value) for m in consumer)
     consumer.close()
     assert values == list(range(1100))
+
+
+def _java_hash(text: str) -> int:
+    """Java's String.hashCode, as Kafka hashes a transactional id or group id."""
+    value = 0
+    for unit in text.encode("utf-16-be")[::2]:
+        value = (31 * value + unit) & 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def _coordinator_node(cluster: LocalCluster, internal_topic: str, key: str) -> int:
+    """The node leading the partition of ``internal_topic`` that holds ``key``'s state:
+    the transaction coordinator (``__transaction_state``) or the group coordinator
+    (``__consumer_offsets``)."""
+    admin = KafkaAdminClient(**cluster.connection().client_config())
+    try:
+        (topic,) = admin.describe_topics([internal_topic])
+    finally:
+        admin.close()
+    partitions = {p["partition_index"]: p["leader_id"] for p in topic["partitions"]}
+    hashed = _java_hash(key)
+    index = (0 if hashed == -(1 << 31) else abs(hashed)) % len(partitions)
+    return int(partitions[index])
+
+
+@pytest.mark.slow
+def test_the_router_heals_when_its_coordinators_node_is_killed_three_times(
+    three_nodes: tuple[LocalCluster, ClusterState], tmp_path: Path, policies: PolicySet
+) -> None:
+    """SIGKILL the node holding the router's transaction coordinator three times while
+    records flow: the router never exits, routing resumes each time, and every expected
+    delivery arrives exactly once."""
+    cluster, _ = three_nodes
+    consortium = Consortium.provision(
+        cluster.connection(), policies.registry, tmp_path / "credentials", partitions=3
+    )
+    events = mixed_stream(2_400)
+    parts = [events[i : i + 600] for i in range(0, len(events), 600)]
+    watcher = FeedWatcher(consortium, policies, events)
+    router = RouterProcess(consortium.router, tmp_path).start().wait_ready()
+    resumed_after_s = []
+    try:
+        publish(consortium, parts[0])
+        watcher.await_share(0.2)
+        for part in parts[1:]:
+            node = _coordinator_node(cluster, "__transaction_state", router.transactional_id)
+            committed = _committed_transactions(router)
+            cluster.kill_node(node)
+            killed = time.monotonic()
+            publish(consortium, part)
+            while _committed_transactions(router) <= committed:
+                assert router.process is not None
+                assert router.process.poll() is None, "the router exited:\n" + router.log()[-3000:]
+                assert time.monotonic() - killed < 120, (
+                    f"routing never resumed after node {node} was killed:\n"
+                    + router.log()[-3000:]
+                    + "\n".join(
+                        line
+                        for line in router.metrics().splitlines()
+                        if line.startswith(("action_router_transactions", "action_router_records"))
+                    )
+                )
+                time.sleep(0.2)
+            resumed_after_s.append(round(time.monotonic() - killed, 1))
+            cluster.start_node(node)
+        assert_exactly_once(consortium, watcher)
+        assert router.process is not None
+        assert router.process.poll() is None
+    finally:
+        assert router.stop() == 0
+    # The time from each kill to the next committed transaction, publishing included.
+    print(f"routing resumed after {resumed_after_s} s")
+
+
+def _committed_transactions(router: RouterProcess) -> float:
+    return metric_value(router.metrics(), "action_router_transactions_total", outcome="committed")
