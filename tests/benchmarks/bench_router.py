@@ -32,9 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from broker.connection import KafkaConnection
+from broker.contract import topic_owner
 from broker.policy.loader import load_policies
 from broker.provision import Consortium
 from broker.settings import load_settings
@@ -47,8 +49,26 @@ CPU_GOAL_US = 450
 P99_GOAL_MS = 200
 
 
+def start_at_end(kafka: KafkaConnection, group: str) -> int:
+    """Commit ``group``'s offsets at the current end of every inbound topic, so a router
+    in that group routes only what is published afterwards; the offsets' sum."""
+    consumer = KafkaConsumer(**kafka.client_config(), group_id=group, enable_auto_commit=False)
+    partitions = [
+        TopicPartition(topic, p)
+        for topic in consumer.topics()
+        if topic_owner(topic)
+        for p in sorted(consumer.partitions_for_topic(topic) or ())
+    ]
+    consumer.assign(partitions)
+    ends = consumer.end_offsets(partitions)
+    consumer.commit({tp: OffsetAndMetadata(end, "", -1) for tp, end in ends.items()})
+    consumer.close()
+    return sum(ends.values())
+
+
 def committed_records(admin: KafkaAdminClient, group: str) -> int:
-    """Inbound records whose transaction committed: the group's committed offsets."""
+    """The sum of the group's committed offsets: less where it started (start_at_end),
+    the inbound records whose transactions committed."""
     offsets = admin.list_group_offsets({group: None}).get(group, {})
     return sum(o.offset for o in offsets.values() if o.offset > 0)
 
@@ -95,6 +115,7 @@ class CpuWindow:
 def route_all(
     kafka: KafkaConnection,
     expected_in: int,
+    start: int,
     group: str,
     log_dir: Path,
     workers: int | None,
@@ -120,7 +141,7 @@ def route_all(
                 "Kafka": lambda: _process_cpu_s(broker_pid),
             }
         )
-        while (done := committed_records(admin, group)) < expected_in:
+        while (done := committed_records(admin, group) - start) < expected_in:
             if window.started is None and done > 0:
                 window.open(done)
             if time.monotonic() > deadline or router.exited():
@@ -247,27 +268,34 @@ def run(kafka: KafkaConnection, credentials: Path, args: Any, broker_pid: int | 
     tag = str(int(time.time()))
     logs = credentials.parent / "logs"
     logs.mkdir(exist_ok=True)
-    publish(consortium, mixed_stream(args.records))
     router_group = f"bench-router-{tag}"
     routed_runs: list[Timed] = []
     outputs = deliveries = 0
     for turn in range(args.turns):
+        # Each turn routes a fresh stream from where the inbound topics end: records a
+        # router already routed are replays (record.replay), so a turn cannot reuse them.
+        group = f"{router_group}-{turn}"
+        start = start_at_end(kafka, group)
+        publish(consortium, mixed_stream(args.records))
         timed, outputs, deliveries = route_all(
             kafka,
             args.records,
-            f"{router_group}-{turn}",
+            start,
+            group,
             logs,
             args.workers,
             broker_pid,
             instance=f"throughput-{turn}",
         )
         routed_runs.append(timed)
+    latency_group = f"{router_group}-latency"
+    start_at_end(kafka, latency_group)  # no backlog before the low rate
     routed = _mean(routed_runs)
     floor = crypto_floor_us(deliveries / args.records)
     runs = [
-        (rate, *latency(kafka, rate, args.seconds, router_group, logs, args.workers))
+        (rate, *latency(kafka, rate, args.seconds, latency_group, logs, args.workers))
         for rate in (args.low_rate, args.rate)
-    ]  # no backlog before the low rate
+    ]
     workers = args.workers if args.workers is not None else load_settings().router_workers
     print(
         f"{args.records:,} input records, example consortium; {outputs:,} output records "
