@@ -188,8 +188,14 @@ class RouterService:
         """The next records; a consumer that failed fatally (fenced after a coordinator
         moved, say) is replaced, and the new one starts at the committed offsets."""
         assert self._consumer is not None
+        # consume(n, timeout) waits for all n or the timeout: at a trickle of records that
+        # is half a second per poll. So wait for the first record only, then take what
+        # has already arrived, up to a poll's worth.
+        messages = self._consumer.consume(num_messages=1, timeout=0.5)
+        if messages:
+            messages += self._consumer.consume(num_messages=self._poll_records - 1, timeout=0)
         inbound = []
-        for message in self._consumer.consume(num_messages=self._poll_records, timeout=0.5):
+        for message in messages:
             error = message.error()
             if error is None:
                 inbound.append(_inbound(message))
