@@ -418,16 +418,7 @@ class RouterService:
                 writes = self.core.released(
                     key, held, now=now, ledger=self.ledger, decided_at_ms=now_ms()
                 )
-                inbound = Inbound(
-                    held.topic,
-                    held.partition,
-                    held.offset,
-                    held.key,
-                    held.value,
-                    held.headers,
-                    held.timestamp_ms,
-                )
-                work.write(writes, inbound, count_input=False)
+                work.write(writes, Inbound.held(held), count_input=False)
                 touched.add(assigned[(held.topic, held.partition)])
                 for decision in writes.decisions:
                     outcomes["delivered" if decision.delivered else "withheld"] += 1

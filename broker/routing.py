@@ -89,6 +89,19 @@ class Inbound:
     def position(self) -> str:
         return f"{self.topic}/{self.partition}@{self.offset}"
 
+    @classmethod
+    def held(cls, held: HeldRecord) -> Inbound:
+        """The inbound record an embargo holds, as it was read."""
+        return cls(
+            held.topic,
+            held.partition,
+            held.offset,
+            held.key,
+            held.value,
+            held.headers,
+            held.timestamp_ms,
+        )
+
 
 class FeedRecord(NamedTuple):  # a tuple: crosses from routing workers (see PICKLING)
     topic: str
@@ -404,15 +417,7 @@ class RecordRouter:
         """The writes when embargoes on a held record end: each recipient whose embargo has
         ended is decided again under the policies in force now (delivered, held again, or
         withheld for good); the record's embargo entry keeps only what is still held."""
-        inbound = Inbound(
-            held.topic,
-            held.partition,
-            held.offset,
-            held.key,
-            held.value,
-            held.headers,
-            held.timestamp_ms,
-        )
+        inbound = Inbound.held(held)
         checked = self.check(inbound)
         if isinstance(checked, Routed):  # no longer passes its checks (a key revoked, say)
             source = topic_owner(held.topic) or "unknown"
