@@ -1,18 +1,28 @@
-"""What one transaction writes, and the state it changes once it commits.
+"""What one transaction writes, the state it changes once it commits, and running it.
 
 Each routed record's writes (:class:`broker.routing.Writes`) become records through the
 :class:`~broker.feed_writer.FeedWriter`: its record-id claim first (a replay, a reused
 id or another source's id is a dead letter instead), then its dead letter, or its feed
 records, its audit entries (chained from the partition's head), its embargo hold and its
 ledger entry. The ledger, claims and embargo book stage what the transaction wrote; the
-router commits or aborts them with the transaction, and this batch's counts go to the
-metrics once.
+:class:`TransactionRunner` commits or aborts them with the transaction, and this
+batch's counts go to the metrics once.
+
+The runner begins each transaction, commits it with the inbound offsets it consumed and
+the chain heads it reached, and after a failure leaves everything as it was last
+committed: it aborts (or replaces a producer whose call timed out) and rewinds the
+consumer to the committed offsets and heads.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaException
 
 from broker.audit import ChainHead
 from broker.checkpoint import Checkpoint, Partition
@@ -20,10 +30,15 @@ from broker.claims import Claim, RecordClaims, content_digest
 from broker.clock import now_ms
 from broker.contract import topic_owner
 from broker.embargo import EmbargoBook, HeldRecord
+from broker.errors import RoutingWorkerLostError, TransactionTimeoutError
 from broker.feed_writer import FeedWriter
+from broker.inbound_consumer import InboundConsumer
 from broker.ledger import DeliveryLedger
 from broker.metrics import RouterMetrics
 from broker.routing import Inbound, Writes
+from broker.transactional_producer import TransactionalProducer
+
+log = logging.getLogger("action.router")
 
 
 @dataclass(frozen=True)
@@ -137,3 +152,96 @@ class Transaction:
             return
         self.state.embargo.stage(key, held)
         self.writer.embargo(key, held)
+
+
+class InjectedAbortError(Exception):
+    """Fault injection (router_abort_ratio): abort this transaction on purpose."""
+
+
+#: Fills an open transaction and says the inbound positions (next offsets) it consumed.
+Fill = Callable[[Transaction], dict[Partition, int]]
+
+
+class TransactionRunner:
+    def __init__(
+        self,
+        producer: TransactionalProducer,
+        inbound: InboundConsumer,
+        state: RouterState,
+        metrics: RouterMetrics,
+    ) -> None:
+        self.producer = producer
+        self.inbound = inbound
+        self.state = state
+        self.metrics = metrics
+        self.writer = FeedWriter(producer)
+
+    def run(self, fill: Fill) -> Transaction | None:
+        """Begin a transaction, let ``fill`` write it, and commit the positions it
+        consumed with the chain heads reached; the transaction, or None when it was
+        aborted. A lost routing worker aborts it and is raised again, for the router to
+        start its workers afresh."""
+        work = Transaction(self.inbound.checkpoint, self.writer, self.state, self.metrics)
+        try:
+            self.producer.begin()
+            positions = fill(work)
+            heads = {tp: work.head(tp) for tp in positions}
+            offsets = self.inbound.checkpoint.offsets(positions, heads)
+            self.producer.commit(offsets, self.inbound.client.consumer_group_metadata())
+        except (InjectedAbortError, KafkaException) as exc:
+            self._abort(exc)
+            return None
+        except TransactionTimeoutError as exc:
+            log.error("%s; replacing the producer and rewinding", exc)
+            self._fail()
+            return None
+        except RoutingWorkerLostError as exc:
+            self._abort(exc)
+            raise
+        finally:
+            work.count()
+        self.inbound.checkpoint.committed(work.heads)
+        self.state.commit()
+        self.metrics.transactions.labels("committed").inc()
+        self.metrics.records_committed.inc(work.records)
+        now_ms = time.time() * 1000
+        self.metrics.last_success.set(now_ms / 1000)
+        for timestamp in work.feed_timestamps:
+            self.metrics.end_to_end.observe(max(0.0, (now_ms - timestamp) / 1000))
+        return work
+
+    def renew_consumer(self, why: str) -> None:
+        """A new inbound consumer in place of one that cannot go on: nothing staged
+        survives, and it starts from the committed offsets and chain heads."""
+        log.warning("the inbound consumer failed (%s); replacing it", why)
+        self.metrics.transactions.labels("failed").inc()
+        self.state.abort()
+        self.inbound.renew()
+
+    def _abort(self, cause: BaseException) -> None:
+        if not isinstance(cause, InjectedAbortError):
+            log.warning("transaction failed (%s: %s); aborting", type(cause).__name__, cause)
+        try:
+            self.producer.abort()
+        except (TransactionTimeoutError, KafkaException) as exc:
+            log.error("abort failed (%s); replacing the producer", exc)
+            self._fail()
+            return
+        self.metrics.transactions.labels("aborted").inc()
+        self._rewind()
+
+    def _fail(self) -> None:
+        self.metrics.transactions.labels("failed").inc()
+        self.producer.replace()
+        self._rewind()
+
+    def _rewind(self) -> None:
+        """Back to the last committed offsets and chain heads; staged ledger entries,
+        record-id claims and embargo holds go."""
+        self.state.abort()
+        try:
+            positions = self.inbound.checkpoint.rewind()
+        except KafkaException as exc:  # the consumer cannot read or seek to its offsets
+            self.renew_consumer(f"rewind failed: {exc}")
+            return
+        log.info("rewound %d inbound partitions to their committed offsets", len(positions))

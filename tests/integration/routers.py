@@ -136,7 +136,7 @@ class RouterProcess:
         raise AssertionError(f"the router printed no metrics URL:\n{self.log()[-3000:]}")
 
     def wait_ready(self, timeout: float = 60) -> RouterProcess:
-        """Until /readyz answers 200: joined the group, producer initialized."""
+        """Until /readyz answers 200: joined the group, producer initialized, ledger read."""
         url = self.metrics_url(timeout) + "/readyz"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

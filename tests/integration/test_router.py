@@ -530,7 +530,7 @@ def test_a_killed_routing_worker_costs_an_aborted_transaction_and_nothing_else(
         os.kill(victims[0], signal.SIGKILL)
         publisher.join(120)
         assert_exactly_once(consortium, watcher)
-        assert "exited (exit code -9)); aborting, restarting them" in router.log()
+        assert "exited (exit code -9)); aborted, restarting them" in router.log()
         assert metric_value(router.metrics(), "action_router_worker_restarts_total") >= 1
         replacements = router.workers()
         assert len(replacements) == 2
