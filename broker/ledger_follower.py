@@ -8,8 +8,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from broker.claims import RecordClaims
 from broker.connection import KafkaConnection
@@ -47,6 +49,13 @@ class LedgerFollower:
                 "logger": logging.getLogger("kafka.librdkafka"),
             }
         )
+        # Asks every partition's first and last stable offset in one request per leader.
+        admin_config: dict[str, Any] = {
+            **kafka.librdkafka_config(),
+            "client.id": f"{client_id}.offsets",
+            "logger": logging.getLogger("kafka.librdkafka"),
+        }
+        self._admin = AdminClient(admin_config)
         self._assigned: list[tuple[str, int]] = []
         self._load: dict[str, Callable[[str, bytes | None], None]] = {
             LEDGER_TOPIC: ledger.load,
@@ -61,11 +70,7 @@ class LedgerFollower:
         if partitions != self._assigned:
             reader.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in partitions])
             self._assigned = partitions
-        # With read_committed, the end librdkafka reports is the last stable offset.
-        ends = {
-            tp: reader.get_watermark_offsets(TopicPartition(*tp), timeout=timeout_s)
-            for tp in partitions
-        }
+        ends = self._bounds(partitions, timeout_s)
         deadline = time.monotonic() + timeout_s
         while self._behind(ends):
             if time.monotonic() > deadline:
@@ -80,13 +85,33 @@ class LedgerFollower:
                     self._load[str(message.topic())](key.decode(), message.value())
 
     def _partitions(self, timeout_s: float) -> list[tuple[str, int]]:
+        topics = self._reader.list_topics(timeout=timeout_s).topics
         partitions = []
         for topic in FOLLOWED:
-            found = self._reader.list_topics(topic, timeout=timeout_s).topics.get(topic)
+            found = topics.get(topic)
             if found is None or found.error is not None or not found.partitions:
                 raise RouterError(f"topic {topic} is missing", hint="run action-broker provision")
             partitions += [(topic, p) for p in sorted(found.partitions)]
         return partitions
+
+    def _bounds(
+        self, partitions: list[tuple[str, int]], timeout_s: float
+    ) -> dict[tuple[str, int], tuple[int, int]]:
+        """Each partition's first offset and last stable offset (the end a read_committed
+        reader reaches), asked of every partition at once."""
+        asked = [TopicPartition(*tp) for tp in partitions]
+        first, last = (
+            self._admin.list_offsets(
+                {tp: spec for tp in asked},
+                isolation_level=IsolationLevel.READ_COMMITTED,
+                request_timeout=timeout_s,
+            )
+            for spec in (OffsetSpec.earliest(), OffsetSpec.latest())
+        )
+        return {
+            (tp.topic, tp.partition): (first[tp].result().offset, last[tp].result().offset)
+            for tp in asked
+        }
 
     def _behind(self, ends: dict[tuple[str, int], tuple[int, int]]) -> bool:
         """Whether some partition's position is short of its end."""
@@ -99,3 +124,4 @@ class LedgerFollower:
 
     def close(self) -> None:
         self._reader.close()
+        del self._admin  # (an AdminClient has no close: its threads end with the object)

@@ -81,9 +81,15 @@ class Settings(KafkaClientSettings):
     router_transaction_deadline_s: float = Field(
         default=10.0,
         gt=0,
-        description="bound on each transactional call; over it, the producer is replaced "
-        "(librdkafka's send_offsets_to_transaction can stall past its own timeout when a "
-        "coordinator's broker dies; a commit here takes well under a second)",
+        description="bound on each transactional call (a commit flushes the whole "
+        "transaction); over it, the producer is replaced",
+    )
+    router_offsets_deadline_s: float = Field(
+        default=4.0,
+        gt=0,
+        description="bound on send_offsets_to_transaction, a small request librdkafka can "
+        "stall on past its own timeout when a coordinator's broker dies (librdkafka #5456); "
+        "over it, the producer is replaced",
     )
     router_transaction_timeout_ms: int = Field(default=60_000, ge=1_000)
     router_session_timeout_ms: int = Field(

@@ -161,14 +161,16 @@ class TransactionalProducer:
         """Send ``offsets`` (with their chain heads) and commit, which flushes, each with
         its deadline."""
         producer = self._live
-        timeout_s = self.settings.router_transaction_deadline_s
+        offsets_s = self.settings.router_offsets_deadline_s
         self.bounded(
             "send_offsets_to_transaction",
             producer.send_offsets_to_transaction,
             offsets,
             group_metadata,
-            timeout_s,
+            offsets_s,
+            deadline_s=offsets_s,
         )
+        timeout_s = self.settings.router_transaction_deadline_s
         self.bounded("commit_transaction", producer.commit_transaction, timeout_s)
 
     def abort(self) -> None:
@@ -184,9 +186,12 @@ class TransactionalProducer:
             raise RouterError(f"topic {topic} is missing", hint="run action-broker provision")
         return len(found.partitions)
 
-    def bounded(self, what: str, call: Callable[..., T], *args: Any) -> T:
-        """Run a transactional call with the configured deadline."""
-        deadline = self.settings.router_transaction_deadline_s
+    def bounded(
+        self, what: str, call: Callable[..., T], *args: Any, deadline_s: float | None = None
+    ) -> T:
+        """Run a transactional call with ``deadline_s`` (by default the configured
+        transaction deadline)."""
+        deadline = deadline_s or self.settings.router_transaction_deadline_s
         box: dict[str, Any] = {}
 
         def target() -> None:

@@ -226,6 +226,11 @@ def server_properties(
         "share.coordinator.state.topic.replication.factor": str(replicas),
         "share.coordinator.state.topic.min.isr": str(min_isr),
         "group.initial.rebalance.delay.ms": "0",
+        # A node that stops heartbeating is fenced, and its partitions (coordinators
+        # among them) get new leaders, after 4 s instead of Kafka's default 9: what
+        # bounds how soon clients resume after a node dies (docs/router.md, Exactly once).
+        "broker.session.timeout.ms": "4000",
+        "broker.heartbeat.interval.ms": "1000",
     }
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 

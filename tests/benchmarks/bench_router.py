@@ -41,6 +41,7 @@ from broker.policy.loader import load_policies
 from broker.provision import Consortium
 from broker.settings import load_settings
 from policies import POLICY_DIR
+from producers.publisher import PUBLISH_LINGER_MS
 from tests.benchmarks.kafka import benchmark_kafka
 from tests.integration.routers import RouterProcess, TopicReader, publish
 from tests.members import indicator, mixed_stream, signed
@@ -171,7 +172,9 @@ def latency(
     events = [indicator("platform-a", i) for i in range(rate * seconds)]
     prepared = [signed(e) for e in events]
     ids = {str(e.to_avro()["indicator_id"]) for e in events}
-    producer = KafkaProducer(**kafka.client_config(), acks="all", linger_ms=0)
+    # Batched as a member's publisher batches (producers/publisher.py): its linger counts
+    # in the latency, as the clock starts when the record is created.
+    producer = KafkaProducer(**kafka.client_config(), acks="all", linger_ms=PUBLISH_LINGER_MS)
     latencies: list[float] = []
 
     def read() -> None:

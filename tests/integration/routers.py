@@ -60,8 +60,8 @@ class RouterProcess:
             **{f"ACTION_{k.upper()}": str(v) for k, v in settings.items()},
         }
         self.args = list(args)  # command-line options after `action-broker run`
-        group = settings.get("router_group", "action-router")
-        self.transactional_id = f"{group}.{instance}"
+        self.group = str(settings.get("router_group", "action-router"))
+        self.transactional_id = f"{self.group}.{instance}"
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self._log_start = 0
