@@ -207,13 +207,16 @@ MEMBERS = [m.id for m in load_trust_store(POLICY_DIR).members]
 
 
 def _clear_values(record: dict[str, Any]) -> dict[str, set[str]]:
-    seller = record["seller"]
+    """path -> its text values, for the seller's fields and the free-text lists a policy
+    also treats (a brand may equal a hashed device id: that brand is kept)."""
+    fields = {f"seller.{name}": value for name, value in record["seller"].items()}
+    fields |= {name: record.get(name) for name in ("brands", "evidence")}
     out: dict[str, set[str]] = {}
-    for name, value in seller.items():
+    for path, value in fields.items():
         if isinstance(value, str):
-            out[f"seller.{name}"] = {value}
+            out[path] = {value}
         elif isinstance(value, list) and value and isinstance(value[0], str):
-            out[f"seller.{name}"] = set(value)
+            out[path] = set(value)
     return out
 
 
