@@ -5,14 +5,23 @@ failure."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 FORMATS = ("table", "json", "csv")
@@ -54,6 +63,31 @@ def emit_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], fmt: st
 def info(message: str) -> None:
     """Progress and notices go to stderr so stdout stays parseable."""
     click.echo(message, err=True)
+
+
+@contextlib.contextmanager
+def progress(what: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for long work, shown only on a terminal (a script's
+    stderr stays quiet); yields the function to call with how much is done."""
+    if not sys.stderr.isatty():
+        yield lambda _done: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=total, rate="")
+        started = time.monotonic()
+
+        def update(done: int) -> None:
+            per_second = done / max(time.monotonic() - started, 1e-3)
+            bar.update(task, completed=done, rate=f"{per_second:,.0f}/s")
+
+        yield update
 
 
 def run_command_line(group: click.Group) -> None:

@@ -82,6 +82,35 @@ DLQ_DETAIL_HEADER = "action.dlq.detail"
 DLQ_ORIGIN_HEADER = "action.dlq.origin"  # topic/partition@offset
 DLQ_TIMESTAMP_HEADER = "action.dlq.source-ts"
 
+# --- the forms a delivered identifier takes -------------------------------------------
+
+#: A keyed hash of a normalized identifier: ``mt1.k<key version>.<base64url HMAC>``.
+MATCH_TOKEN_PREFIX = "mt1"  # noqa: S105 - a format tag, not a secret
+#: What a mask puts in place of every character but the last few.
+MASK_CHARACTER = "*"
+#: A value sealed to its recipient: ``hpke1.<kid>.<base64url ciphertext>`` (broker.sealing).
+SEALED_PREFIX = "hpke1"
+
+
+def is_match_token(value: str) -> bool:
+    return value.startswith(MATCH_TOKEN_PREFIX + ".")
+
+
+def is_masked(value: str) -> bool:
+    return MASK_CHARACTER in value
+
+
+def is_sealed(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(SEALED_PREFIX + ".")
+
+
+def delivered_in_clear(value: str) -> bool:
+    """Whether a delivered identifier reached its recipient as the source typed it (or
+    generalized, such as an IP network): not a match token, not masked, not sealed
+    (to this recipient)."""
+    return bool(value) and not (is_match_token(value) or is_masked(value) or is_sealed(value))
+
+
 # --- ids and keys ---------------------------------------------------------------------
 
 #: The fields that name a record, its own id first: a retraction, sighting or action also

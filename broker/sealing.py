@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
 
 from broker import base64url
+from broker.contract import SEALED_PREFIX
 
-SEALED_PREFIX = "hpke1"
 _SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.AES_128_GCM)
 
 
@@ -25,10 +25,6 @@ def seal(value: str, kid: str, key: X25519PublicKey, *, record_id: str, path: st
     """``value`` encrypted to the holder of ``kid``'s private key."""
     ciphertext = _SUITE.encrypt(value.encode(), key, info=_context(record_id, path))
     return f"{SEALED_PREFIX}.{kid}.{base64url.encode(ciphertext)}"
-
-
-def is_sealed(value: object) -> bool:
-    return isinstance(value, str) and value.startswith(SEALED_PREFIX + ".")
 
 
 def sealed_kid(value: str) -> str:

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import click
 
-from broker.console import bootstrap_option, emit_rows, info, output_option, run_command_line
+from broker.console import (
+    bootstrap_option,
+    emit_rows,
+    info,
+    output_option,
+    progress,
+    run_command_line,
+)
 from broker.keys import encryption_key
 from broker.member_settings import MemberSettings
 from consumers.export import formats, write_export
@@ -215,7 +222,8 @@ def sellers(ctx: _Context, min_sources: int, include_retracted: bool, output_for
 def export(ctx: _Context, fmt: str, out: Path) -> None:
     """Export the store: jsonl, csv, a STIX 2.1 bundle, or a MISP feed folder."""
     store = FeedStore(ctx.store_path)
-    count = write_export(store, fmt, out, exported_by=ctx.member)
+    with progress(f"exporting {fmt}", store.counts()["deliveries"]) as done:
+        count = write_export(store, fmt, out, exported_by=ctx.member, progress=done)
     store.close()
     info(f"wrote {count} {'objects' if fmt == 'stix' else 'records'} to {out}")
 

@@ -35,13 +35,14 @@ from broker.contract import (
     SOURCE_TIMESTAMP_HEADER,
     decision_id_for,
     feed_topic,
+    is_sealed,
 )
 from broker.errors import ActionError, DecodeError, EventValidationError, ProvenanceError
 from broker.events import Event, avro_values, parse_event
 from broker.member_settings import MemberSettings
 from broker.membership import load_trust_store
 from broker.provenance import verify_delivered
-from broker.sealing import is_sealed, sealed_kid, unseal
+from broker.sealing import sealed_kid, unseal
 from broker.signing import header_map, public_keys, verify_feed_record
 
 #: How long a reader with an idle timeout waits to be given partitions, beyond that

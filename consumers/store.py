@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from broker.contract import is_masked, is_sealed
 from broker.errors import ActionError
 from consumers.feed_reader import Delivery
 
@@ -93,7 +94,7 @@ COMPARABLE = (
 
 def comparable(value: str) -> bool:
     """Match tokens and clear values compare; masked and encrypted forms do not."""
-    return bool(value) and "*" not in value and not value.startswith("hpke1.")
+    return bool(value) and not is_masked(value) and not is_sealed(value)
 
 
 @dataclass(frozen=True)
@@ -292,6 +293,14 @@ class FeedStore:
             args = (event_type,)
         for kind, source, record in self.db.execute(query + " ORDER BY rowid", args):
             yield kind, source, json.loads(record)
+
+    def retraction_times(self) -> dict[tuple[str, str], str]:
+        """(source, indicator id) -> when it was retracted, for every retracted indicator."""
+        query = (
+            "SELECT source, indicator_id, retracted_at FROM indicators "
+            "WHERE retracted_at IS NOT NULL"
+        )
+        return {(r[0], r[1]): r[2] for r in self.db.execute(query)}
 
     def retracted(self) -> set[tuple[str, str]]:
         """(source, indicator id) of every retracted indicator."""

@@ -22,9 +22,9 @@ import phonenumbers
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from broker import base64url
+from broker.contract import MASK_CHARACTER, MATCH_TOKEN_PREFIX
 from broker.normalize import registrable_domain
 
-MATCH_TOKEN_PREFIX = "mt1"  # noqa: S105 - a format tag, not a secret
 MASK_KEEP_LAST = 4
 
 
@@ -57,8 +57,8 @@ def match_token(key: MatchTokenKey, kind: str, normalized: str) -> str:
 
 def mask(value: str) -> str:
     if len(value) <= MASK_KEEP_LAST:
-        return "*" * len(value)
-    return "*" * (len(value) - MASK_KEEP_LAST) + value[-MASK_KEEP_LAST:]
+        return MASK_CHARACTER * len(value)
+    return MASK_CHARACTER * (len(value) - MASK_KEEP_LAST) + value[-MASK_KEEP_LAST:]
 
 
 def _generalize_ip(value: str) -> str:

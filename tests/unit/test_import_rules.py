@@ -20,6 +20,8 @@ SDK_MODULES = (
     "consumers.feed_reader",
     "consumers.store",
     "consumers.export",
+    "consumers.stix_export",
+    "consumers.misp_export",
     "consumers.cli",
 )
 

@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ from broker.errors import ActionError
 from broker.events import SellerIndicator
 from broker.policy.engine import PolicySet
 from broker.policy.treatments import MatchTokenKey
-from consumers.export import export_csv, export_jsonl, export_misp, stix_bundle
-from consumers.feed_reader import Delivery, decrypt_fields
+from consumers.export import export_csv, export_jsonl
+from consumers.feed_reader import decrypt_fields
 from consumers.store import FeedStore
 from policies import POLICY_DIR
 from policies.demo_keys import demo_encryption_key
@@ -219,33 +218,6 @@ def test_action_publish_refuses_a_key_file_others_can_read(tmp_path: Path) -> No
 # --- decryption, store, correlation -------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def deliver(policies: PolicySet, match_key: MatchTokenKey) -> Callable[..., Delivery]:
-    def deliver(event: Any, recipient: str) -> Delivery:
-        record = event.to_avro()
-        decision = policies.evaluate(
-            record, event.avro_type, recipient, now=NOW, match_key=match_key
-        )
-        assert decision.delivered, decision.reasons
-        plain = json.loads(json.dumps(decision.record, default=str))
-        failed = decrypt_fields(
-            plain, demo_encryption_key(recipient), f"{recipient}-", decision.record_id
-        )
-        return Delivery(
-            event.avro_type,
-            decision.record_id,
-            decision.decision_id,
-            decision.policy_version,
-            plain["source_member"],
-            0,
-            plain,
-            "t/0@0",
-            tuple(failed),
-        )
-
-    return deliver
-
-
 def test_deliveries_become_typed_events_where_values_are_in_clear(deliver: Any) -> None:
     full = deliver(indicator("platform-a", 5), "ipr-center").event()
     assert isinstance(full, SellerIndicator)
@@ -385,42 +357,6 @@ def test_match_tokens_correlate_where_clear_values_are_withheld(
 
 
 # --- exports ----------------------------------------------------------------------------
-
-
-def test_stix_export_validates_and_carries_tlp2_markings(tmp_path: Path, deliver: Any) -> None:
-    from stix2validator import ValidationOptions, validate_string
-
-    store, _ = _store_with_correlated_sellers(tmp_path, deliver)
-    bundle = stix_bundle(store, exported_by="ipr-center")
-    text = bundle.serialize()
-    result = validate_string(text, ValidationOptions(version="2.1", strict=False))
-    assert result.is_valid, [str(e) for e in result.errors]
-    kinds = Counter(o["type"] for o in json.loads(text)["objects"])
-    assert kinds["sighting"] == 4
-    assert kinds["marking-definition"] >= 1
-    marking = next(o for o in json.loads(text)["objects"] if o["type"] == "marking-definition")
-    extension = marking["extensions"]["extension-definition--60a3c5c5-0d10-413e-aab3-9e08dde9e88d"]
-    assert extension["tlp_2_0"] in ("amber", "green", "clear", "amber+strict", "red")
-    store.close()
-
-
-def test_misp_feed_loads_with_pymisp(tmp_path: Path, deliver: Any) -> None:
-    from pymisp import MISPEvent
-
-    store, _ = _store_with_correlated_sellers(tmp_path, deliver)
-    folder = tmp_path / "misp"
-    assert export_misp(store, folder, exported_by="ipr-center") == 4
-    manifest = json.loads((folder / "manifest.json").read_text())
-    assert len(manifest) == 4
-    hashes = (folder / "hashes.csv").read_text().splitlines()
-    for event_uuid in manifest:
-        event = MISPEvent()
-        event.load_file(str(folder / f"{event_uuid}.json"))
-        assert event.uuid == event_uuid
-        assert event.attributes
-        assert any(tag.name.startswith("tlp:") for tag in event.tags)
-        assert any(line.endswith(event_uuid) for line in hashes)
-    store.close()
 
 
 def test_jsonl_and_csv_exports(tmp_path: Path, deliver: Any) -> None:

@@ -1,0 +1,286 @@
+"""The STIX 2.1 and MISP exports: strict validation (stix2-validator, PyMISP), what each
+event type becomes, no clear value a recipient received hashed, creators and stable ids,
+streamed output with progress."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import stix2
+from stix2validator import ValidationOptions, validate_string
+
+from broker.contract import record_id_of
+from broker.events import EnforcementAction, Event, Sighting
+from consumers.feed_reader import Delivery
+from consumers.misp_export import event_uuid, export_misp, organisation
+from consumers.stix_export import TLP2_IDS, stable_id, stix_objects, write_stix
+from consumers.store import FeedStore
+from producers.synthetic import SyntheticData
+from tests.members import BASE_TIME, indicator, retraction
+
+Deliver = Callable[[Event, str], Delivery]
+
+
+def _sighting(of: Event) -> Sighting:
+    return Sighting.parse(
+        {
+            "sighting_id": str(uuid.uuid4()),
+            "indicator_id": of.to_avro()["indicator_id"],
+            "source_member": of.source_member,
+            "observed_at": BASE_TIME + dt.timedelta(minutes=30),
+            "kind": "SEEN_TOO",
+            "note": "same listing again",
+            "tlp": "AMBER",
+        }
+    )
+
+
+def _action(of: Event) -> EnforcementAction:
+    return EnforcementAction.parse(
+        {
+            "action_id": str(uuid.uuid4()),
+            "indicator_id": of.to_avro()["indicator_id"],
+            "source_member": of.source_member,
+            "taken_at": BASE_TIME + dt.timedelta(minutes=45),
+            "kind": "ACCOUNT_SUSPENDED",
+            "details": "store closed",
+            "tlp": "AMBER",
+        }
+    )
+
+
+def _every_event_type(tmp_path: Path, deliver: Deliver, recipient: str) -> FeedStore:
+    """One store holding an indicator of each kind of identifier, its sighting, an
+    enforcement action, a retracted indicator and a seizure report."""
+    store = FeedStore(tmp_path / f"{recipient}.sqlite")
+    seller = {
+        "account_id": "S-77",
+        "display_name": "Best Kicks",
+        "store_url": "https://kicks.example/shop",
+        "store_domain": "kicks.example",
+        "email": "x@kicks.example",
+        "phone": "+8613800138000",
+        "ip_addresses": ["203.0.113.9", "2001:db8::1"],
+        "country": "CN",
+    }
+    kept = indicator("platform-a", 1, seller=seller)
+    withdrawn = indicator("platform-a", 2, seller={"email": "oops@wrong.example"})
+    events: list[Event] = [kept, withdrawn]
+    if recipient == "ipr-center":  # what the example MOUs let reach only the government
+        events += [_action(kept), retraction(withdrawn)]
+    else:
+        events.append(SyntheticData(seed=7).seizure("ipr-center"))
+    store.add([deliver(e, recipient) for e in events])
+    # No example MOU shares sightings, and the IPR Center's seizures are its own: these
+    # are stored as a member whose MOUs let them through would store them.
+    extra: list[Event] = [_sighting(kept)]
+    if recipient == "ipr-center":
+        extra.append(SyntheticData(seed=7).seizure("ipr-center"))
+    store.add([_as_delivered(e, recipient) for e in extra])
+    return store
+
+
+def _as_delivered(event: Event, recipient: str) -> Delivery:
+    record = json.loads(json.dumps(event.to_avro(), default=str))
+    record_id = record_id_of(record)
+    return Delivery(
+        event.avro_type,
+        record_id,
+        f"{recipient}-{record_id}",
+        "v1",
+        event.source_member,
+        0,
+        record,
+        "t/0@1",
+        (),
+    )
+
+
+def _objects(store: FeedStore) -> list[dict[str, Any]]:
+    return list(stix_objects(store))
+
+
+# --- STIX 2.1 ---------------------------------------------------------------------------
+
+
+def test_the_bundle_passes_the_strict_validator(tmp_path: Path, deliver: Deliver) -> None:
+    store = _every_event_type(tmp_path, deliver, "ipr-center")
+    out = tmp_path / "bundle.json"
+    count = write_stix(store, out)
+    text = out.read_text()
+    result = validate_string(text, ValidationOptions(version="2.1", strict=True))
+    assert result.is_valid, [str(e) for e in result.errors] + [str(w) for w in result.warnings]
+    objects = json.loads(text)["objects"]
+    assert count == len(objects)
+    for obj in objects:  # and the stix2 library reads each one, no custom content
+        stix2.parse(obj, allow_custom=False)
+    store.close()
+
+
+def test_each_event_type_becomes_its_stix_objects(tmp_path: Path, deliver: Deliver) -> None:
+    store = _every_event_type(tmp_path, deliver, "ipr-center")
+    objects = _objects(store)
+    kinds = Counter(o["type"] for o in objects)
+    assert kinds["indicator"] == 2
+    assert kinds["sighting"] == 1
+    assert kinds["note"] == 2, "an enforcement action and a seizure report"
+    assert kinds["location"] == 1
+    for observable in ("email-addr", "domain-name", "url", "ipv4-addr", "ipv6-addr"):
+        assert kinds[observable] >= 1, observable
+    assert kinds["user-account"] == 1
+    kept = next(o for o in objects if o["type"] == "indicator" and not o.get("revoked"))
+    assert "[email-addr:value = 'x@kicks.example']" in kept["pattern"]
+    assert "[user-account:user_id = 'S-77']" in kept["pattern"]
+    assert "[ipv6-addr:value = '2001:db8::1']" in kept["pattern"]
+    # The retraction is the indicator's newer, revoked version.
+    (revoked,) = [o for o in objects if o.get("revoked")]
+    assert revoked["type"] == "indicator"
+    assert revoked["modified"] > revoked["created"]
+    # Every object but the marking definitions carries a TLP 2.0 marking.
+    for obj in objects:
+        if obj["type"] != "marking-definition":
+            assert set(obj["object_marking_refs"]) <= set(TLP2_IDS.values()), obj["id"]
+    store.close()
+
+
+def test_identifiers_received_hashed_never_appear_in_clear(
+    tmp_path: Path, deliver: Deliver
+) -> None:
+    """platform-b receives platform-a's e-mails and phones as match tokens: no observable,
+    pattern or name of its export holds them."""
+    store = _every_event_type(tmp_path, deliver, "platform-b")
+    text = json.dumps(_objects(store))
+    assert "x@kicks.example" not in text
+    assert "8613800138000" not in text
+    kinds = Counter(o["type"] for o in _objects(store))
+    assert kinds["email-addr"] == 0
+    assert kinds["indicator"] >= 1, "the identifiers it received in clear still make one"
+    result = validate_string(
+        json.dumps({"type": "bundle", "id": f"bundle--{uuid.uuid4()}", "objects": _objects(store)}),
+        ValidationOptions(version="2.1", strict=True),
+    )
+    assert result.is_valid, [str(e) for e in result.errors]
+    store.close()
+
+
+def test_ids_are_stable_and_in_uuid4_form(tmp_path: Path, deliver: Deliver) -> None:
+    store = _every_event_type(tmp_path, deliver, "ipr-center")
+    first = [o["id"] for o in _objects(store)]
+    assert first == [o["id"] for o in _objects(store)], "the same store, the same ids"
+    assert len(set(first)) == len(first)
+    for ident in first:
+        kind, _, value = ident.partition("--")
+        version = uuid.UUID(value).version
+        observable = kind in ("email-addr", "domain-name", "url", "user-account")
+        assert version == (5 if observable or kind.startswith("ipv") else 4), ident
+    assert stable_id("note", "a", "b") != stable_id("note", "a", "c")
+    store.close()
+
+
+@pytest.mark.parametrize("count", [0, 1_000])
+def test_progress_is_reported_while_streaming(tmp_path: Path, deliver: Deliver, count: int) -> None:
+    store = FeedStore(tmp_path / "many.sqlite")
+    store.add([deliver(indicator("platform-a", n), "ipr-center") for n in range(count)])
+    seen: list[int] = []
+    write_stix(store, tmp_path / "out.json", progress=seen.append)
+    assert seen[-1] == count
+    assert seen == sorted(seen)
+    json.loads((tmp_path / "out.json").read_text())  # well-formed, empty or not
+    store.close()
+
+
+# --- MISP ---------------------------------------------------------------------------------
+
+
+def _feed(folder: Path) -> dict[str, Any]:
+    """Each event of a feed folder, loaded by PyMISP, by uuid."""
+    from pymisp import MISPEvent
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    events = {}
+    for own in manifest:
+        event = MISPEvent()
+        event.load_file(str(folder / f"{own}.json"))
+        assert event.uuid == own
+        events[own] = event
+    return events
+
+
+def test_every_record_is_a_misp_event_created_by_its_reporter(
+    tmp_path: Path, deliver: Deliver
+) -> None:
+    store = _every_event_type(tmp_path, deliver, "ipr-center")
+    folder = tmp_path / "misp"
+    count = export_misp(store, folder, exported_by="ipr-center")
+    events = _feed(folder)
+    assert count == len(events) == store.counts()["deliveries"] == 6
+    creators = {e.Orgc.name for e in events.values()}
+    assert creators == {"platform-a", "ipr-center"}, "the reporter, not the exporter"
+    assert all(e.Org.name == "ipr-center" for e in events.values())
+    infos = sorted(e.info.split(" ")[0] for e in events.values())
+    assert infos == ["Enforcement", "Retraction", "Seizure", "Sighting", "Violative", "Violative"]
+    # What is said of an indicator extends the indicator's own event.
+    for event in events.values():
+        if event.info.startswith(("Sighting", "Enforcement", "Retraction")):
+            assert event.extends_uuid in events
+    rejected = [e for e in events.values() if e.info.endswith("[retracted]")]
+    assert len(rejected) == 1
+    assert any(t.name == 'workflow:state="rejected"' for t in rejected[0].tags)
+    assert not any(a.to_ids for a in rejected[0].attributes), "nothing left to detect"
+    hashes = (folder / "hashes.csv").read_text().splitlines()
+    assert all(any(line.endswith(own) for line in hashes) for own in events)
+    for event in events.values():
+        assert any(t.name.startswith("tlp:") for t in event.tags)
+    store.close()
+
+
+def test_misp_attributes_are_typed_only_when_received_in_clear(
+    tmp_path: Path, deliver: Deliver
+) -> None:
+    clear = _feed_of(tmp_path / "ipr", deliver, "ipr-center")
+    email = [a for e in clear for a in e.attributes if a.value == "x@kicks.example"]
+    assert [a.type for a in email] == ["email-src"]
+    hashed = _feed_of(tmp_path / "pb", deliver, "platform-b")
+    text = json.dumps([e.to_dict() for e in hashed], default=str)
+    assert "x@kicks.example" not in text
+    tokens = [a for e in hashed for a in e.attributes if a.comment.startswith("seller.email")]
+    assert tokens
+    assert all(a.type == "text" and not a.to_ids for a in tokens)
+
+
+def _feed_of(folder: Path, deliver: Deliver, recipient: str) -> list[Any]:
+    folder.mkdir()
+    store = _every_event_type(folder, deliver, recipient)
+    export_misp(store, folder / "misp", exported_by=recipient)
+    store.close()
+    return list(_feed(folder / "misp").values())
+
+
+def test_two_members_records_with_one_id_stay_two_misp_events(
+    tmp_path: Path, deliver: Deliver
+) -> None:
+    """A rival reusing a member's indicator id neither overwrites its event nor borrows
+    its creator."""
+    genuine = indicator("platform-a", 1)
+    rival = indicator("platform-b", 2, indicator_id=genuine.to_avro()["indicator_id"], tlp="GREEN")
+    store = FeedStore(tmp_path / "s.sqlite")
+    store.add([deliver(genuine, "ipr-center"), deliver(rival, "ipr-center")])
+    events = _feed_of_store(store, tmp_path / "misp")
+    assert len(events) == 2
+    ident = str(genuine.to_avro()["indicator_id"])
+    assert events[event_uuid("platform-a", ident)].Orgc.name == "platform-a"
+    assert events[event_uuid("platform-b", ident)].Orgc.name == "platform-b"
+    assert organisation("platform-a")["uuid"] != organisation("platform-b")["uuid"]
+    store.close()
+
+
+def _feed_of_store(store: FeedStore, folder: Path) -> dict[str, Any]:
+    export_misp(store, folder, exported_by="ipr-center")
+    return _feed(folder)
