@@ -10,7 +10,7 @@ pass, linear time, no bundle held in memory):
   ``domain-name``, ``url``, ``ipv4-addr``/``ipv6-addr``, ``user-account``. Observables
   have STIX's deterministic ids, so two members' sellers sharing an e-mail share a node;
 - the indicator itself is an ``indicator`` whose STIX pattern matches those identifiers,
-  ``related-to`` the seller. A retracted indicator is exported as its revoked version;
+  ``related-to`` the seller. A retraction is the indicator's newer version, revoked;
 - a member's sighting is a ``sighting`` of the indicator's seller; an enforcement action
   a ``note`` on the seller; a seizure report a ``note`` on the origin economy's
   ``location``.
@@ -148,43 +148,83 @@ def _observables(seller: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]
         yield observable, f"user-account:user_id = '{_pattern_text(account)}'"
 
 
-class _Bundle:
-    """The objects of one export, each written once (identities and observables recur)."""
+#: The original record of an indicator, by (source, indicator id), or None.
+IndicatorLookup = Callable[[str, str], dict[str, Any] | None]
 
-    def __init__(self) -> None:
-        self.written: set[str] = set()
+
+class StixMapper:
+    """Delivered records to STIX objects, one record at a time in arrival order. Objects
+    that recur (sources, sellers, observables) are given once per mapper."""
+
+    def __init__(self, indicator_of: IndicatorLookup) -> None:
+        self._indicator_of = indicator_of
+        self._written: set[str] = set()
 
     def first_time(self, ident: str) -> bool:
-        if ident in self.written:
+        if ident in self._written:
             return False
-        self.written.add(ident)
+        self._written.add(ident)
         return True
 
+    @staticmethod
+    def marking_definitions() -> Iterator[dict[str, Any]]:
+        return _marking_definitions()
 
-def stix_objects(store: FeedStore, *, progress: Progress | None = None) -> Iterator[dict[str, Any]]:
-    """Every STIX object of the store, in arrival order; ``progress`` is told how many
-    records are done, every thousand."""
-    bundle = _Bundle()
-    retracted = store.retraction_times()
-    yield from _marking_definitions()
-    done = 0
-    for event_type, source, record in store.records():
+    def objects(
+        self, event_type: str, source: str, record: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
+        """The STIX objects (or object versions) one delivered record adds."""
         marking = [TLP2_IDS[record["tlp"]]]
         reporter = stable_id("identity", "source", source)
         at = stix_time(_record_time(event_type, record))
-        if bundle.first_time(reporter):
+        if self.first_time(reporter):
             yield _common("identity", reporter, at, marking) | {
                 "name": source,
                 "identity_class": "organization",
             }
         if event_type == "SellerIndicator":
-            yield from _indicator(bundle, source, reporter, record, marking, retracted)
+            yield from _indicator(self, source, reporter, record, marking)
+        elif event_type == "Retraction":
+            yield from self._revoked(source, reporter, record)
         elif event_type == "Sighting":
-            yield from _sighting(bundle, source, reporter, record, marking, at)
+            yield from _sighting(self, source, reporter, record, marking, at)
         elif event_type == "EnforcementAction":
-            yield from _enforcement(bundle, source, reporter, record, marking, at)
+            yield from _enforcement(self, source, reporter, record, marking, at)
         elif event_type == "SeizureReport":
-            yield from _seizure(bundle, source, reporter, record, marking, at)
+            yield from _seizure(self, source, reporter, record, marking, at)
+
+    def _revoked(
+        self, source: str, reporter: str, retraction: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
+        """The retracted indicator's newer version: the same id, revoked (none when its
+        indicator never reached this store, or made no STIX indicator)."""
+        original = self._indicator_of(source, str(retraction["indicator_id"]))
+        if original is None:
+            return
+        marking = [TLP2_IDS[original["tlp"]]]
+        indicator = _indicator_sdo(source, reporter, original, marking)
+        if indicator is not None:
+            modified = stix_time(retraction["retracted_at"])
+            indicator["modified"] = max(modified, _after(indicator["created"]))
+            indicator["revoked"] = True
+            yield indicator
+
+
+def _after(stamp: str) -> str:
+    """The STIX timestamp one millisecond after ``stamp``: a new version must be newer."""
+    moment = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    return stix_time((moment + dt.timedelta(milliseconds=1)).isoformat())
+
+
+def stix_objects(store: FeedStore, *, progress: Progress | None = None) -> Iterator[dict[str, Any]]:
+    """Every STIX object of the store, in arrival order (a retracted indicator twice: as
+    published, then revoked); ``progress`` is told how many records are done, every
+    thousand."""
+    mapper = StixMapper(store.indicator_record)
+    yield from mapper.marking_definitions()
+    done = 0
+    for event_type, source, record in store.records():
+        yield from mapper.objects(event_type, source, record)
         done += 1
         if progress is not None and done % 1000 == 0:
             progress(done)
@@ -244,35 +284,51 @@ def _related(
 
 
 def _indicator(
-    bundle: _Bundle,
+    mapper: StixMapper,
     source: str,
     reporter: str,
     record: dict[str, Any],
     marking: list[str],
-    retracted: dict[tuple[str, str], str],
 ) -> Iterator[dict[str, Any]]:
     indicator_id = str(record["indicator_id"])
     seller = record.get("seller") or {}
     at = stix_time(record["published_at"])
     seller_id = _seller_id(source, indicator_id)
     categories = ", ".join(record.get("product_categories") or [])
-    if bundle.first_time(seller_id):  # (else a sighting came first and named it)
+    if mapper.first_time(seller_id):  # (else a sighting came first and named it)
         yield _common("identity", seller_id, at, marking) | {
             "name": f"seller {_seller_label(seller)}",
             "identity_class": "unknown",
             "description": f"reported by {source} in indicator {indicator_id} ({categories})",
             "created_by_ref": reporter,
         }
-    terms = []
-    for observable, term in _observables(seller):
-        contributing = {k: v for k, v in observable.items() if k in ("value", "user_id")}
-        ident = observable_id(observable["type"], contributing)
-        terms.append(term)
-        if bundle.first_time(ident):
+    for observable, _ in _observables(seller):
+        ident = _observable_id(observable)
+        if mapper.first_time(ident):
             yield {**observable, "spec_version": "2.1", "id": ident, "object_marking_refs": marking}
         yield _related(seller_id, ident, at, marking, reporter)
+    indicator = _indicator_sdo(source, reporter, record, marking)
+    if indicator is not None:
+        yield indicator
+        yield _related(indicator["id"], seller_id, at, marking, reporter)
+
+
+def _observable_id(observable: dict[str, Any]) -> str:
+    contributing = {k: v for k, v in observable.items() if k in ("value", "user_id")}
+    return observable_id(observable["type"], contributing)
+
+
+def _indicator_sdo(
+    source: str, reporter: str, record: dict[str, Any], marking: list[str]
+) -> dict[str, Any] | None:
+    """The indicator of a seller's identifiers received in clear (None when there are
+    none: a pattern of tokens would match nothing anywhere)."""
+    terms = [term for _, term in _observables(record.get("seller") or {})]
     if not terms:
-        return
+        return None
+    indicator_id = str(record["indicator_id"])
+    at = stix_time(record["published_at"])
+    categories = ", ".join(record.get("product_categories") or [])
     ident = stable_id("indicator", source, indicator_id)
     indicator: dict[str, Any] = _common("indicator", ident, at, marking) | {
         "created_by_ref": reporter,
@@ -287,22 +343,17 @@ def _indicator(
         "external_references": [{"source_name": "action", "external_id": indicator_id}],
     }
     if record.get("expires_at"):
-        indicator["valid_until"] = max(at, stix_time(record["expires_at"]))
-    retracted_at = retracted.get((source, indicator_id))
-    if retracted_at is not None:  # the retraction's version: same id, newer, revoked
-        indicator["modified"] = max(at, stix_time(retracted_at))
-        indicator["revoked"] = True
-    yield indicator
-    yield _related(ident, seller_id, at, marking, reporter)
+        indicator["valid_until"] = max(_after(at), stix_time(record["expires_at"]))
+    return indicator
 
 
 def _known_seller(
-    bundle: _Bundle, source: str, reporter: str, indicator_id: str, at: str, marking: list[str]
+    mapper: StixMapper, source: str, reporter: str, indicator_id: str, at: str, marking: list[str]
 ) -> Iterator[dict[str, Any]]:
     """The seller of ``indicator_id``, as a bare identity when its indicator never reached
     this store (a sighting or an action delivered without it)."""
     seller_id = _seller_id(source, indicator_id)
-    if bundle.first_time(seller_id):
+    if mapper.first_time(seller_id):
         yield _common("identity", seller_id, at, marking) | {
             "name": f"seller of indicator {indicator_id}",
             "identity_class": "unknown",
@@ -311,7 +362,7 @@ def _known_seller(
 
 
 def _sighting(
-    bundle: _Bundle,
+    mapper: StixMapper,
     source: str,
     reporter: str,
     record: dict[str, Any],
@@ -319,7 +370,7 @@ def _sighting(
     at: str,
 ) -> Iterator[dict[str, Any]]:
     indicator_id = str(record["indicator_id"])
-    yield from _known_seller(bundle, source, reporter, indicator_id, at, marking)
+    yield from _known_seller(mapper, source, reporter, indicator_id, at, marking)
     ident = stable_id("sighting", source, str(record["sighting_id"]))
     note = f": {record['note']}" if record.get("note") else ""
     yield _common("sighting", ident, at, marking) | {
@@ -334,7 +385,7 @@ def _sighting(
 
 
 def _enforcement(
-    bundle: _Bundle,
+    mapper: StixMapper,
     source: str,
     reporter: str,
     record: dict[str, Any],
@@ -342,7 +393,7 @@ def _enforcement(
     at: str,
 ) -> Iterator[dict[str, Any]]:
     indicator_id = str(record["indicator_id"])
-    yield from _known_seller(bundle, source, reporter, indicator_id, at, marking)
+    yield from _known_seller(mapper, source, reporter, indicator_id, at, marking)
     ident = stable_id("note", source, str(record["action_id"]))
     details = f": {record['details']}" if record.get("details") else ""
     yield _common("note", ident, at, marking) | {
@@ -354,7 +405,7 @@ def _enforcement(
 
 
 def _seizure(
-    bundle: _Bundle,
+    mapper: StixMapper,
     source: str,
     reporter: str,
     record: dict[str, Any],
@@ -363,7 +414,7 @@ def _seizure(
 ) -> Iterator[dict[str, Any]]:
     origin = str(record["origin_economy"])
     location = stable_id("location", origin)
-    if bundle.first_time(location):
+    if mapper.first_time(location):
         yield _common("location", location, _TLP2_CREATED, [TLP2_IDS["CLEAR"]]) | {
             "name": origin,
             "country": origin,

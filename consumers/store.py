@@ -294,6 +294,15 @@ class FeedStore:
         for kind, source, record in self.db.execute(query + " ORDER BY rowid", args):
             yield kind, source, json.loads(record)
 
+    def indicator_record(self, source: str, indicator_id: str) -> dict[str, Any] | None:
+        """The indicator ``source`` delivered under ``indicator_id``, as stored, or None."""
+        row = self.db.execute(
+            "SELECT record FROM deliveries "
+            "WHERE source = ? AND record_id = ? AND event_type = 'SellerIndicator'",
+            (source, indicator_id),
+        ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
     def retraction_times(self) -> dict[tuple[str, str], str]:
         """(source, indicator id) -> when it was retracted, for every retracted indicator."""
         query = (

@@ -128,14 +128,14 @@ def test_each_event_type_becomes_its_stix_objects(tmp_path: Path, deliver: Deliv
     store = _every_event_type(tmp_path, deliver, "ipr-center")
     objects = _objects(store)
     kinds = Counter(o["type"] for o in objects)
-    assert kinds["indicator"] == 2
+    assert kinds["indicator"] == 3, "two published, and the retracted one's revoked version"
     assert kinds["sighting"] == 1
     assert kinds["note"] == 2, "an enforcement action and a seizure report"
     assert kinds["location"] == 1
     for observable in ("email-addr", "domain-name", "url", "ipv4-addr", "ipv6-addr"):
         assert kinds[observable] >= 1, observable
     assert kinds["user-account"] == 1
-    kept = next(o for o in objects if o["type"] == "indicator" and not o.get("revoked"))
+    kept = next(o for o in objects if o["type"] == "indicator" and "x@kicks" in o["pattern"])
     assert "[email-addr:value = 'x@kicks.example']" in kept["pattern"]
     assert "[user-account:user_id = 'S-77']" in kept["pattern"]
     assert "[ipv6-addr:value = '2001:db8::1']" in kept["pattern"]
@@ -143,6 +143,11 @@ def test_each_event_type_becomes_its_stix_objects(tmp_path: Path, deliver: Deliv
     (revoked,) = [o for o in objects if o.get("revoked")]
     assert revoked["type"] == "indicator"
     assert revoked["modified"] > revoked["created"]
+    (published,) = [o for o in objects if o["id"] == revoked["id"] and not o.get("revoked")]
+    assert published["modified"] < revoked["modified"]
+    assert {k: v for k, v in published.items() if k != "modified"} == {
+        k: v for k, v in revoked.items() if k not in ("modified", "revoked")
+    }
     # Every object but the marking definitions carries a TLP 2.0 marking.
     for obj in objects:
         if obj["type"] != "marking-definition":
@@ -172,9 +177,10 @@ def test_identifiers_received_hashed_never_appear_in_clear(
 
 def test_ids_are_stable_and_in_uuid4_form(tmp_path: Path, deliver: Deliver) -> None:
     store = _every_event_type(tmp_path, deliver, "ipr-center")
-    first = [o["id"] for o in _objects(store)]
-    assert first == [o["id"] for o in _objects(store)], "the same store, the same ids"
-    assert len(set(first)) == len(first)
+    versions = [(o["id"], o.get("modified")) for o in _objects(store)]
+    assert versions == [(o["id"], o.get("modified")) for o in _objects(store)], "stable"
+    assert len(set(versions)) == len(versions), "each version of each object once"
+    first = [ident for ident, _ in versions]
     for ident in first:
         kind, _, value = ident.partition("--")
         version = uuid.UUID(value).version
