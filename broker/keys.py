@@ -18,17 +18,23 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from broker.errors import ConfigError
 
 
-def _read_private(path: Path) -> object:
+def read_secret_file(path: Path, what: str = "key file") -> bytes:
+    """The bytes of a file holding a secret, which only its owner may read (0600)."""
     try:
         mode = path.stat().st_mode
         data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the key file: {exc.strerror}") from exc
+        raise ConfigError(f"{path}: cannot read the {what}: {exc.strerror}") from exc
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
-            f"{path}: the key file is readable by others (mode {mode & 0o777:o})",
+            f"{path}: the {what} is readable by others (mode {mode & 0o777:o})",
             hint=f"chmod 600 {path}",
         )
+    return data
+
+
+def _read_private(path: Path) -> object:
+    data = read_secret_file(path)
     try:
         return serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from broker.console import (
     progress,
     run_command_line,
 )
+from broker.errors import ActionError, ConfigError
 from broker.keys import encryption_key
 from broker.member_settings import MemberSettings
 from consumers.export import formats, write_export
@@ -226,6 +228,57 @@ def export(ctx: _Context, fmt: str, out: Path) -> None:
         count = write_export(store, fmt, out, exported_by=ctx.member, progress=done)
     store.close()
     info(f"wrote {count} {'objects' if fmt == 'stix' else 'records'} to {out}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=9480, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A 0600 file holding the password (HTTP Basic, user = your member id) or bearer "
+    "token every request must carry. Required unless --host is a loopback address.",
+)
+@click.pass_obj
+def serve(ctx: _Context, host: str, port: int, password_file: Path | None) -> None:
+    """Serve the store over TAXII 2.1 (/taxii2/), for tools such as OpenCTI or MISP."""
+    import uvicorn
+
+    from broker.keys import read_secret_file
+    from consumers.taxii_server import TaxiiServer
+
+    if not ctx.store_path.exists():
+        raise ActionError(
+            f"no store at {ctx.store_path}", hint="run `action-feed sync` first, or pass --store"
+        )
+    secret = None
+    if password_file is not None:
+        secret = read_secret_file(password_file, "password file").decode().strip()
+        if not secret:
+            raise ConfigError(f"{password_file}: the password file is empty")
+    elif not _loopback(host):
+        raise ConfigError(
+            f"serving on {host} needs a login",
+            hint="pass --password-file with a 0600 file holding a password or token",
+        )
+    server = TaxiiServer(ctx.store_path, ctx.member, secret=secret)
+    info(
+        f"TAXII 2.1 for {ctx.member}: http://{host}:{port}/taxii2/"
+        + (" (login required)" if secret else "")
+    )
+    try:
+        uvicorn.run(server.app(), host=host, port=port, log_level="warning")
+    except OSError as exc:
+        raise ActionError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    finally:
+        server.close()
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def main() -> None:

@@ -4,11 +4,9 @@ streamed output with progress."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,91 +14,11 @@ import pytest
 import stix2
 from stix2validator import ValidationOptions, validate_string
 
-from broker.contract import record_id_of
-from broker.events import EnforcementAction, Event, Sighting
-from consumers.feed_reader import Delivery
 from consumers.misp_export import event_uuid, export_misp, organisation
 from consumers.stix_export import TLP2_IDS, stable_id, stix_objects, write_stix
 from consumers.store import FeedStore
-from producers.synthetic import SyntheticData
-from tests.members import BASE_TIME, indicator, retraction
-
-Deliver = Callable[[Event, str], Delivery]
-
-
-def _sighting(of: Event) -> Sighting:
-    return Sighting.parse(
-        {
-            "sighting_id": str(uuid.uuid4()),
-            "indicator_id": of.to_avro()["indicator_id"],
-            "source_member": of.source_member,
-            "observed_at": BASE_TIME + dt.timedelta(minutes=30),
-            "kind": "SEEN_TOO",
-            "note": "same listing again",
-            "tlp": "AMBER",
-        }
-    )
-
-
-def _action(of: Event) -> EnforcementAction:
-    return EnforcementAction.parse(
-        {
-            "action_id": str(uuid.uuid4()),
-            "indicator_id": of.to_avro()["indicator_id"],
-            "source_member": of.source_member,
-            "taken_at": BASE_TIME + dt.timedelta(minutes=45),
-            "kind": "ACCOUNT_SUSPENDED",
-            "details": "store closed",
-            "tlp": "AMBER",
-        }
-    )
-
-
-def _every_event_type(tmp_path: Path, deliver: Deliver, recipient: str) -> FeedStore:
-    """One store holding an indicator of each kind of identifier, its sighting, an
-    enforcement action, a retracted indicator and a seizure report."""
-    store = FeedStore(tmp_path / f"{recipient}.sqlite")
-    seller = {
-        "account_id": "S-77",
-        "display_name": "Best Kicks",
-        "store_url": "https://kicks.example/shop",
-        "store_domain": "kicks.example",
-        "email": "x@kicks.example",
-        "phone": "+8613800138000",
-        "ip_addresses": ["203.0.113.9", "2001:db8::1"],
-        "country": "CN",
-    }
-    kept = indicator("platform-a", 1, seller=seller)
-    withdrawn = indicator("platform-a", 2, seller={"email": "oops@wrong.example"})
-    events: list[Event] = [kept, withdrawn]
-    if recipient == "ipr-center":  # what the example MOUs let reach only the government
-        events += [_action(kept), retraction(withdrawn)]
-    else:
-        events.append(SyntheticData(seed=7).seizure("ipr-center"))
-    store.add([deliver(e, recipient) for e in events])
-    # No example MOU shares sightings, and the IPR Center's seizures are its own: these
-    # are stored as a member whose MOUs let them through would store them.
-    extra: list[Event] = [_sighting(kept)]
-    if recipient == "ipr-center":
-        extra.append(SyntheticData(seed=7).seizure("ipr-center"))
-    store.add([_as_delivered(e, recipient) for e in extra])
-    return store
-
-
-def _as_delivered(event: Event, recipient: str) -> Delivery:
-    record = json.loads(json.dumps(event.to_avro(), default=str))
-    record_id = record_id_of(record)
-    return Delivery(
-        event.avro_type,
-        record_id,
-        f"{recipient}-{record_id}",
-        "v1",
-        event.source_member,
-        0,
-        record,
-        "t/0@1",
-        (),
-    )
+from tests.feed_stores import Deliver, every_event_type
+from tests.members import indicator
 
 
 def _objects(store: FeedStore) -> list[dict[str, Any]]:
@@ -111,7 +29,7 @@ def _objects(store: FeedStore) -> list[dict[str, Any]]:
 
 
 def test_the_bundle_passes_the_strict_validator(tmp_path: Path, deliver: Deliver) -> None:
-    store = _every_event_type(tmp_path, deliver, "ipr-center")
+    store = every_event_type(tmp_path, deliver, "ipr-center")
     out = tmp_path / "bundle.json"
     count = write_stix(store, out)
     text = out.read_text()
@@ -125,7 +43,7 @@ def test_the_bundle_passes_the_strict_validator(tmp_path: Path, deliver: Deliver
 
 
 def test_each_event_type_becomes_its_stix_objects(tmp_path: Path, deliver: Deliver) -> None:
-    store = _every_event_type(tmp_path, deliver, "ipr-center")
+    store = every_event_type(tmp_path, deliver, "ipr-center")
     objects = _objects(store)
     kinds = Counter(o["type"] for o in objects)
     assert kinds["indicator"] == 3, "two published, and the retracted one's revoked version"
@@ -160,7 +78,7 @@ def test_identifiers_received_hashed_never_appear_in_clear(
 ) -> None:
     """platform-b receives platform-a's e-mails and phones as match tokens: no observable,
     pattern or name of its export holds them."""
-    store = _every_event_type(tmp_path, deliver, "platform-b")
+    store = every_event_type(tmp_path, deliver, "platform-b")
     text = json.dumps(_objects(store))
     assert "x@kicks.example" not in text
     assert "8613800138000" not in text
@@ -176,7 +94,7 @@ def test_identifiers_received_hashed_never_appear_in_clear(
 
 
 def test_ids_are_stable_and_in_uuid4_form(tmp_path: Path, deliver: Deliver) -> None:
-    store = _every_event_type(tmp_path, deliver, "ipr-center")
+    store = every_event_type(tmp_path, deliver, "ipr-center")
     versions = [(o["id"], o.get("modified")) for o in _objects(store)]
     assert versions == [(o["id"], o.get("modified")) for o in _objects(store)], "stable"
     assert len(set(versions)) == len(versions), "each version of each object once"
@@ -222,7 +140,7 @@ def _feed(folder: Path) -> dict[str, Any]:
 def test_every_record_is_a_misp_event_created_by_its_reporter(
     tmp_path: Path, deliver: Deliver
 ) -> None:
-    store = _every_event_type(tmp_path, deliver, "ipr-center")
+    store = every_event_type(tmp_path, deliver, "ipr-center")
     folder = tmp_path / "misp"
     count = export_misp(store, folder, exported_by="ipr-center")
     events = _feed(folder)
@@ -263,7 +181,7 @@ def test_misp_attributes_are_typed_only_when_received_in_clear(
 
 def _feed_of(folder: Path, deliver: Deliver, recipient: str) -> list[Any]:
     folder.mkdir()
-    store = _every_event_type(folder, deliver, recipient)
+    store = every_event_type(folder, deliver, recipient)
     export_misp(store, folder / "misp", exported_by=recipient)
     store.close()
     return list(_feed(folder / "misp").values())
