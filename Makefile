@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo demo-check install kafka promtool lint unit integration clean
+.PHONY: test demo demo-check install kafka promtool browser lint unit integration clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required, found " + sys.version.split()[0])'
@@ -32,6 +32,14 @@ promtool:
 	promtool check config deploy/prometheus/prometheus.yml
 	promtool test rules deploy/prometheus/tests.yml
 
+# Debian's chromium and its chromedriver, for the workspace's browser tests (tests/browser).
+browser:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null || { \
+	  echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null \
+	  || { $$SUDO apt-get update -qq && $$SUDO apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null; }; }
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -44,7 +52,7 @@ unit: install
 integration: kafka
 	$(BIN)/pytest tests/integration
 
-test: lint kafka promtool
+test: lint kafka promtool browser
 	$(BIN)/pytest tests
 	$(BIN)/python -m demo --check
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,17 +240,27 @@ def export(ctx: _Context, fmt: str, out: Path) -> None:
     help="A 0600 file holding the password (HTTP Basic, user = your member id) or bearer "
     "token every request must carry. Required unless --host is a loopback address.",
 )
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Also read the feed into the store while serving, so new deliveries appear.",
+)
 @click.pass_obj
-def serve(ctx: _Context, host: str, port: int, password_file: Path | None) -> None:
-    """Serve the store over TAXII 2.1 (/taxii2/), for tools such as OpenCTI or MISP."""
+def serve(ctx: _Context, host: str, port: int, password_file: Path | None, follow: bool) -> None:
+    """Serve the analyst's workspace over the store (search, seller dossiers, why linked,
+    why this form, sellers several members reported) and TAXII 2.1 (/taxii2/) for tools
+    such as OpenCTI or MISP."""
     import uvicorn
 
     from broker.keys import read_secret_file
-    from consumers.taxii_server import TaxiiServer
+    from consumers.workspace import Workspace
 
-    if not ctx.store_path.exists():
+    if follow:
+        FeedStore(ctx.store_path).close()  # created here, if need be, and read as it grows
+    elif not ctx.store_path.exists():
         raise ActionError(
-            f"no store at {ctx.store_path}", hint="run `action-feed sync` first, or pass --store"
+            f"no store at {ctx.store_path}",
+            hint="run `action-feed sync` first, pass --store, or --follow to read the feed",
         )
     secret = None
     if password_file is not None:
@@ -261,17 +272,38 @@ def serve(ctx: _Context, host: str, port: int, password_file: Path | None) -> No
             f"serving on {host} needs a login",
             hint="pass --password-file with a 0600 file holding a password or token",
         )
-    server = TaxiiServer(ctx.store_path, ctx.member, secret=secret)
-    info(
-        f"TAXII 2.1 for {ctx.member}: http://{host}:{port}/taxii2/"
-        + (" (login required)" if secret else "")
-    )
+    server = Workspace(ctx.store_path, ctx.member, secret=secret)
+    login = " (login required)" if secret else ""
+    info(f"{ctx.member}'s workspace: http://{host}:{port}/{login}")
+    info(f"TAXII 2.1: http://{host}:{port}/taxii2/")
+    stop = threading.Event()
+    if follow:
+        threading.Thread(target=_follow, args=(ctx, stop), name="feed", daemon=True).start()
     try:
         uvicorn.run(server.app(), host=host, port=port, log_level="warning")
     except OSError as exc:
         raise ActionError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     finally:
+        stop.set()
         server.close()
+
+
+def _follow(ctx: _Context, stop: threading.Event) -> None:
+    """Read the feed into the store until ``stop``, in batches (offsets committed once
+    stored: at least once, and the store drops what it already holds)."""
+    store = FeedStore(ctx.store_path)
+    try:
+        with ctx.make_reader() as reader:
+            while not stop.is_set():
+                batch = list(reader.deliveries(idle_timeout_s=1.0, max_records=500))
+                if batch:
+                    added = store.add(batch)
+                    reader.commit()
+                    info(f"feed: {added} new deliveries stored")
+    except ActionError as exc:
+        info(f"error: following the feed stopped: {exc}")
+    finally:
+        store.close()
 
 
 def _loopback(host: str) -> bool:

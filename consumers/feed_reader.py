@@ -16,7 +16,7 @@ only when asked, so a restarted reader resumes after the last record its caller 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,8 @@ class Delivery:
     source_verified: bool = False
     #: Fields the router withheld or transformed, as the source's proof shows them.
     transformed_fields: tuple[str, ...] = ()
+    #: Fields the router sealed to this member, which this reader opened.
+    opened_fields: tuple[str, ...] = ()
 
     def event(self) -> Event | None:
         """The delivery as its typed event model, or None when the MOUs changed values
@@ -97,6 +99,34 @@ class Delivery:
             return parse_event(self.event_type, self.record)
         except EventValidationError:
             return None
+
+
+def _each_sealed(record: dict[str, Any], replace: Callable[[str, str], str]) -> None:
+    """Put ``replace(value, path)`` in place of every sealed value of ``record``."""
+
+    def visit(container: dict[str, Any], prefix: str) -> None:
+        for name, value in container.items():
+            path = f"{prefix}{name}"
+            if is_sealed(value):
+                container[name] = replace(value, path)
+            elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+                container[name] = [replace(v, path) if is_sealed(v) else v for v in value]
+            elif isinstance(value, dict) and not prefix:
+                visit(value, f"{name}.")
+
+    visit(record, "")
+
+
+def sealed_paths(record: dict[str, Any]) -> list[str]:
+    """The paths of ``record`` that hold a sealed value."""
+    found: list[str] = []
+
+    def note(value: str, path: str) -> str:
+        found.append(path)
+        return value
+
+    _each_sealed(record, note)
+    return sorted(set(found))
 
 
 def decrypt_fields(
@@ -116,17 +146,7 @@ def decrypt_fields(
             failed.append(path)
             return value
 
-    def visit(container: dict[str, Any], prefix: str) -> None:
-        for name, value in container.items():
-            path = f"{prefix}{name}"
-            if is_sealed(value):
-                container[name] = open_value(value, path)
-            elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-                container[name] = [open_value(v, path) if is_sealed(v) else v for v in value]
-            elif isinstance(value, dict) and not prefix:
-                visit(value, f"{name}.")
-
-    visit(record, "")
+    _each_sealed(record, open_value)
     return sorted(set(failed))
 
 
@@ -256,6 +276,7 @@ class FeedReader:
             self.rejected.append((position, exc.message))
             return None
         self._remember(identity)
+        sealed = sealed_paths(plain)
         failed = decrypt_fields(
             plain, self.config.encryption_key, f"{self.config.member}-", record_id
         )
@@ -272,6 +293,7 @@ class FeedReader:
             tuple(failed),
             source_verified=transformed is not None,
             transformed_fields=tuple(transformed or ()),
+            opened_fields=tuple(p for p in sealed if p not in failed),
         )
 
     def _remember(self, identity: tuple[str, str]) -> None:

@@ -68,6 +68,19 @@ CREATE TABLE IF NOT EXISTS identifiers (
     FOREIGN KEY (source, indicator_id) REFERENCES indicators(source, indicator_id)
 );
 CREATE INDEX IF NOT EXISTS identifiers_by_value ON identifiers(kind, value);
+CREATE INDEX IF NOT EXISTS identifiers_by_any_kind ON identifiers(value);
+CREATE INDEX IF NOT EXISTS identifiers_of_indicator ON identifiers(source, indicator_id);
+
+-- What the reader knows of each delivery's form (added in schema 2: deliveries stored
+-- before it have no row): the fields the source's proof shows withheld or transformed,
+-- the fields sealed to this member that it opened, and those it could not open.
+CREATE TABLE IF NOT EXISTS delivery_forms (
+    decision_id    TEXT PRIMARY KEY REFERENCES deliveries(decision_id),
+    source_verified INTEGER NOT NULL,
+    transformed    TEXT NOT NULL,           -- JSON list of paths
+    opened         TEXT NOT NULL,           -- JSON list of paths
+    undecryptable  TEXT NOT NULL            -- JSON list of paths
+);
 CREATE TABLE IF NOT EXISTS events (
     source         TEXT NOT NULL,
     record_id      TEXT NOT NULL,
@@ -77,6 +90,7 @@ CREATE TABLE IF NOT EXISTS events (
     record         TEXT NOT NULL,
     PRIMARY KEY (source, record_id)
 );
+CREATE INDEX IF NOT EXISTS events_of_indicator ON events(source, indicator_id);
 """
 
 #: Seller fields compared across sources.
@@ -106,6 +120,8 @@ class Seller:
     hss: bool
     first_seen: str
     last_seen: str
+    #: (source, indicator id) of each indicator, for a link to its dossier.
+    keys: tuple[tuple[str, str], ...] = ()
 
     def to_row(self) -> dict[str, Any]:
         shown = [
@@ -125,9 +141,11 @@ class Seller:
 
 
 class FeedStore:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, any_thread: bool = False) -> None:
+        """``any_thread``: the connection may be used (one thread at a time, which the
+        caller guarantees) by threads other than the one opening it, as a server's."""
         self.path = path
-        self.db = sqlite3.connect(str(path))
+        self.db = sqlite3.connect(str(path), check_same_thread=not any_thread)
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         tables = self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         if tables and version != SCHEMA_VERSION:
@@ -165,6 +183,16 @@ class FeedStore:
                 )
                 if cursor.rowcount:
                     added += 1
+                    self.db.execute(
+                        "INSERT OR IGNORE INTO delivery_forms VALUES (?,?,?,?,?)",
+                        (
+                            delivery.decision_id,
+                            int(delivery.source_verified),
+                            json.dumps(list(delivery.transformed_fields)),
+                            json.dumps(list(delivery.opened_fields)),
+                            json.dumps(list(delivery.undecryptable)),
+                        ),
+                    )
                     self._apply(delivery)
         return added
 
@@ -280,6 +308,7 @@ class FeedStore:
                     any(info[i][3] for i in members),
                     times[0],
                     times[-1],
+                    tuple(sorted(members)),
                 )
             )
         return sorted(sellers, key=lambda s: (-len(s.sources), -len(s.indicators), s.first_seen))

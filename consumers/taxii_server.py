@@ -104,14 +104,14 @@ class TaxiiServer:
         self.secret = secret
         self.prefix = prefix.rstrip("/")
         self.collection_id = collection_id(member)
-        # SQLite connections belong to the thread that opened them: the store is opened
-        # by the first request, on the server's own thread, and requests take turns.
+        # The store is opened by the first request; requests take turns on its one
+        # connection.
         self._lock = threading.Lock()
 
     @property
     def collection(self) -> StixCollection:
         if self._collection is None:
-            self._collection = StixCollection(FeedStore(self.store_path))
+            self._collection = StixCollection(FeedStore(self.store_path, any_thread=True))
         return self._collection
 
     def close(self) -> None:

@@ -1,13 +1,19 @@
-"""Feed stores for the analyst-side tests: one of every event type, as a recipient
-stores what the example MOUs deliver to it."""
+"""Feed stores for the analyst-side tests (one of every event type, as a recipient stores
+what the example MOUs deliver to it) and a web application served in a thread."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import uvicorn
 
 from broker.contract import record_id_of
 from broker.events import EnforcementAction, Event, Sighting
@@ -92,3 +98,29 @@ def as_delivered(event: Event, recipient: str) -> Delivery:
         "t/0@1",
         (),
     )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ServedApp:
+    """An ASGI application on a port of its own, in a thread; ``url`` is ``path`` on it."""
+
+    def __init__(self, app: Any, *, path: str = "/") -> None:
+        self.port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        self.url = f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

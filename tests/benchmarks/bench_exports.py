@@ -29,7 +29,7 @@ from producers.synthetic import SyntheticData
 STIX_GOAL_S = 30.0
 
 
-def _delivered(event: Event, recipient: str = "ipr-center") -> Delivery:
+def delivered(event: Event, recipient: str = "ipr-center") -> Delivery:
     record = json.loads(json.dumps(event.to_avro(), default=str))
     record_id = record_id_of(record)
     source = event.source_member
@@ -79,7 +79,7 @@ def build_store(path: Path, records: int) -> FeedStore:
         if n % 100 == 0:
             events += _about(indicator, n)
     store = FeedStore(path)
-    store.add(_delivered(e) for e in events)
+    store.add(delivered(e) for e in events)
     return store
 
 

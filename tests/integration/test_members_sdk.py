@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from broker.policy.engine import PolicySet
 from broker.provision import Consortium
@@ -21,6 +22,7 @@ from consumers.feed_reader import FeedReader, FeedReaderConfig
 from demo.consortium import expected_deliveries
 from policies.demo_keys import demo_encryption_key, demo_signing_key
 from producers.publisher import Publisher, PublisherConfig
+from tests.feed_stores import free_port
 from tests.integration.routers import RouterProcess, TopicReader, publish
 from tests.members import CODEC, indicator, mixed_stream, retraction
 
@@ -323,3 +325,43 @@ def test_sync_killed_mid_feed_then_restarted_stores_every_record_once(
     assert len(rows) == len(set(rows)), "each record once"
     missing = everything - {tuple(row) for row in rows}
     assert not missing, f"{len(missing)} records missing; second sync said: {second.stderr[-2000:]}"
+
+
+def test_the_workspace_follows_the_feed(routed: Consortium, tmp_path: Path) -> None:
+    """``action-feed serve --follow``: a record published after the workspace started is
+    found by its search moments later."""
+    run = uuid.uuid4().hex[:8]
+    port = free_port()
+    command = [
+        str(BIN / "action-feed"),
+        "--member",
+        "ipr-center",
+        "--demo-keys",
+        "--store",
+        str(tmp_path / "ipr.sqlite"),
+        "--group",
+        f"ipr-center.follow{run}",
+        "serve",
+        "--follow",
+        "--port",
+        str(port),
+    ]
+    env = {**os.environ, **routed.member("ipr-center").environment()}
+    server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        with _publisher(routed, "platform-a") as publisher:
+            publisher.publish(indicator("platform-a", 1, seller={"account_id": f"FOLLOW-{run}"}))
+        url = f"http://127.0.0.1:{port}/search?q=FOLLOW-{run}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.communicate()[1]
+            assert time.monotonic() < deadline, "the published record never reached the page"
+            try:
+                if 'class="dossier"' in requests.get(url, timeout=5).text:
+                    break
+            except requests.ConnectionError:
+                pass  # still starting
+            time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(20)

@@ -4,10 +4,8 @@ arrive, filters, versions (a retraction is a revoked version), media type and lo
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,66 +13,38 @@ from typing import Any
 
 import pytest
 import requests
-import uvicorn
 from taxii2client.v21 import ApiRoot, Collection, Server, as_pages
 
 from consumers.stix_collection import StixCollection
 from consumers.store import FeedStore
 from consumers.taxii_server import TAXII_MEDIA_TYPE, TaxiiServer, collection_id
-from tests.feed_stores import Deliver, every_event_type
+from tests.feed_stores import Deliver, ServedApp, every_event_type, free_port
 from tests.members import indicator
 
 SECRET = "correct horse battery staple"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class _Running:
-    """The TAXII server of one store, on a port of its own, in a thread."""
-
-    def __init__(self, store_path: Path, member: str, secret: str | None) -> None:
-        self.port = _free_port()
-        self.taxii = TaxiiServer(store_path, member, secret=secret)
-        config = uvicorn.Config(
-            self.taxii.app(), host="127.0.0.1", port=self.port, log_level="warning"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "the TAXII server did not start"
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{self.port}/taxii2/"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
 @pytest.fixture
-def served(tmp_path: Path, deliver: Deliver) -> Iterator[tuple[_Running, Path]]:
+def served(tmp_path: Path, deliver: Deliver) -> Iterator[tuple[ServedApp, Path]]:
     store = every_event_type(tmp_path, deliver, "ipr-center")
     store.close()
-    running = _Running(tmp_path / "ipr-center.sqlite", "ipr-center", SECRET)
+    taxii = TaxiiServer(tmp_path / "ipr-center.sqlite", "ipr-center", secret=SECRET)
+    running = ServedApp(taxii.app(), path="/taxii2/")
     try:
         yield running, tmp_path / "ipr-center.sqlite"
     finally:
         running.stop()
+        taxii.close()
 
 
-def _collection(running: _Running) -> Collection:
+def _collection(running: ServedApp) -> Collection:
     server = Server(running.url, user="ipr-center", password=SECRET)
     (root,) = server.api_roots
     (collection,) = root.collections
     return collection
 
 
-def test_discovery_api_root_and_collection(served: tuple[_Running, Path]) -> None:
+def test_discovery_api_root_and_collection(served: tuple[ServedApp, Path]) -> None:
     running, _ = served
     server = Server(running.url, user="ipr-center", password=SECRET)
     assert server.title
@@ -89,7 +59,7 @@ def test_discovery_api_root_and_collection(served: tuple[_Running, Path]) -> Non
 
 
 def test_objects_read_page_by_page_with_no_duplicate_and_no_gap(
-    served: tuple[_Running, Path], deliver: Deliver
+    served: tuple[ServedApp, Path], deliver: Deliver
 ) -> None:
     """Pages of 7 while more records arrive between pages: every object version exactly
     once, in the order added."""
@@ -112,7 +82,7 @@ def test_objects_read_page_by_page_with_no_duplicate_and_no_gap(
     assert len(seen) > 40
 
 
-def test_manifest_filters_and_added_after(served: tuple[_Running, Path]) -> None:
+def test_manifest_filters_and_added_after(served: tuple[ServedApp, Path]) -> None:
     running, _ = served
     collection = _collection(running)
     manifest = collection.get_manifest()
@@ -127,7 +97,7 @@ def test_manifest_filters_and_added_after(served: tuple[_Running, Path]) -> None
     assert "objects" not in collection.get_objects(added_after=newest)
 
 
-def test_a_retraction_is_a_revoked_version(served: tuple[_Running, Path]) -> None:
+def test_a_retraction_is_a_revoked_version(served: tuple[ServedApp, Path]) -> None:
     running, _ = served
     collection = _collection(running)
     (revoked,) = [
@@ -142,7 +112,7 @@ def test_a_retraction_is_a_revoked_version(served: tuple[_Running, Path]) -> Non
     assert len(everything) == 2
 
 
-def test_login_is_required_and_checked(served: tuple[_Running, Path]) -> None:
+def test_login_is_required_and_checked(served: tuple[ServedApp, Path]) -> None:
     running, _ = served
     for user, password in ((None, None), ("ipr-center", "wrong"), ("platform-a", SECRET)):
         with pytest.raises(requests.HTTPError) as refused:
@@ -157,7 +127,7 @@ def test_login_is_required_and_checked(served: tuple[_Running, Path]) -> None:
     assert answer.headers["content-type"] == TAXII_MEDIA_TYPE
 
 
-def test_media_type_and_bad_parameters(served: tuple[_Running, Path]) -> None:
+def test_media_type_and_bad_parameters(served: tuple[ServedApp, Path]) -> None:
     running, _ = served
     auth = ("ipr-center", SECRET)
     base = f"{running.url}ipr-center/collections/{collection_id('ipr-center')}/objects/"
@@ -206,7 +176,7 @@ def test_serve_answers_taxii_with_the_login(tmp_path: Path, deliver: Deliver) ->
     password = tmp_path / "password"
     password.write_text(SECRET + "\n")
     password.chmod(0o600)
-    port = _free_port()
+    port = free_port()
     command = [
         str(FEED_CLI),
         "--member",
