@@ -10,7 +10,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    IsolationLevel,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from broker.claims import RecordClaims
@@ -23,6 +29,7 @@ from broker.ledger import DeliveryLedger
 log = logging.getLogger("action.router")
 
 FOLLOWED = (LEDGER_TOPIC, RECORD_IDS_TOPIC, EMBARGO_TOPIC)
+_RETRY_PAUSE_S = 0.5  # between asks for offsets while partition leaders move
 
 
 class LedgerFollower:
@@ -98,20 +105,30 @@ class LedgerFollower:
         self, partitions: list[tuple[str, int]], timeout_s: float
     ) -> dict[tuple[str, int], tuple[int, int]]:
         """Each partition's first offset and last stable offset (the end a read_committed
-        reader reaches), asked of every partition at once."""
+        reader reaches), asked of every partition at once; asked again while leaders move
+        (a node just died, say), until ``timeout_s``, then the error is raised."""
         asked = [TopicPartition(*tp) for tp in partitions]
-        first, last = (
-            self._admin.list_offsets(
-                {tp: spec for tp in asked},
-                isolation_level=IsolationLevel.READ_COMMITTED,
-                request_timeout=timeout_s,
+        deadline = time.monotonic() + timeout_s
+        while True:
+            first, last = (
+                self._admin.list_offsets(
+                    {tp: spec for tp in asked},
+                    isolation_level=IsolationLevel.READ_COMMITTED,
+                    request_timeout=timeout_s,
+                )
+                for spec in (OffsetSpec.earliest(), OffsetSpec.latest())
             )
-            for spec in (OffsetSpec.earliest(), OffsetSpec.latest())
-        )
-        return {
-            (tp.topic, tp.partition): (first[tp].result().offset, last[tp].result().offset)
-            for tp in asked
-        }
+            try:
+                return {
+                    (tp.topic, tp.partition): (first[tp].result().offset, last[tp].result().offset)
+                    for tp in asked
+                }
+            except KafkaException:
+                # (librdkafka marks few of these retriable: a fenced leader epoch is not,
+                # though the next ask, after a metadata refresh, succeeds.)
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(_RETRY_PAUSE_S)
 
     def _behind(self, ends: dict[tuple[str, int], tuple[int, int]]) -> bool:
         """Whether some partition's position is short of its end."""

@@ -55,6 +55,7 @@ log = logging.getLogger("action.router")
 _POLICY_CHECK_INTERVAL_S = 5.0
 _EMBARGO_CHECK_INTERVAL_S = 5.0  # how often ended embargoes are looked for
 _LAG_INTERVAL_S = 5.0
+_RECOVERY_PAUSE_S = 1.0  # before trying again after Kafka failed outside a transaction
 
 
 class RouterService:
@@ -80,6 +81,7 @@ class RouterService:
         self.runner: TransactionRunner | None = None
         self._follower: LedgerFollower | None = None
         self.workers = WorkerSupervisor(settings)
+        self._timers: dict[str, float] = {}  # when each periodic job last ran
 
     # --- control (signal handlers call these) -----------------------------------------
 
@@ -141,36 +143,55 @@ class RouterService:
         # Start-up's objects (modules, schemas, policies, clients) live as long as the
         # process: frozen, the collector's full passes stop walking them (see routing_pool).
         gc.freeze()
-        last_policy_check = last_lag = last_embargo_check = time.monotonic()
+        self._timers = dict.fromkeys(("policies", "lag", "embargo"), time.monotonic())
         try:
             while not self._stop.is_set():
-                now = time.monotonic()
-                if self._reload.is_set() or now - last_policy_check > _POLICY_CHECK_INTERVAL_S:
-                    self.reload_if_changed()
-                    last_policy_check = now
-                batch = self._poll()
-                self.health.beat()
-                assert self.runner is not None
-                inbound = self.runner.inbound
-                if inbound.joined and inbound.stale:  # started, rebalanced or renewed
-                    self._catch_up_ledger()
-                # Ready once in the group with the ledger, claims and embargo read: a
-                # router that reports ready decides at once what it is given.
-                self.health.ready = inbound.joined and not inbound.stale
-                if batch:
-                    self._route_poll(batch)
-                if now - last_lag > _LAG_INTERVAL_S:
-                    self.state.claims.expire(now_ms())
-                    self.metrics.record_ids.set(len(self.state.claims))
-                    report_lag(inbound.client, self.metrics, inbound.last_routed_ms)
-                    last_lag = now
-                if self.health.ready and now - last_embargo_check > _EMBARGO_CHECK_INTERVAL_S:
-                    release_ended_embargoes(self.core, self.runner, self.metrics)
-                    last_embargo_check = now
+                try:
+                    self._turn()
+                except KafkaException as exc:
+                    self._recover(exc)
         finally:
             self.close()
         log.info("router %s stopped", self.transactional_id)
         return 0
+
+    def _turn(self) -> None:
+        """One poll and what is due: reloads, the ledger after a rebalance, routing, lag
+        and ended embargoes."""
+        now, timers = time.monotonic(), self._timers
+        if self._reload.is_set() or now - timers["policies"] > _POLICY_CHECK_INTERVAL_S:
+            self.reload_if_changed()
+            timers["policies"] = now
+        batch = self._poll()
+        self.health.beat()
+        assert self.runner is not None
+        inbound = self.runner.inbound
+        if inbound.joined and inbound.stale:  # started, rebalanced or renewed
+            self._catch_up_ledger()
+        # Ready once in the group with the ledger, claims and embargo read: a router
+        # that reports ready decides at once what it is given.
+        self.health.ready = inbound.joined and not inbound.stale
+        if batch:
+            self._route_poll(batch)
+        if now - timers["lag"] > _LAG_INTERVAL_S:
+            self.state.claims.expire(now_ms())
+            self.metrics.record_ids.set(len(self.state.claims))
+            report_lag(inbound.client, self.metrics, inbound.last_routed_ms)
+            timers["lag"] = now
+        if self.health.ready and now - timers["embargo"] > _EMBARGO_CHECK_INTERVAL_S:
+            release_ended_embargoes(self.core, self.runner, self.metrics)
+            timers["embargo"] = now
+
+    def _recover(self, exc: KafkaException) -> None:
+        """Kafka failed outside a transaction (reading the ledger, metadata, positions,
+        while a node dies, say): whatever was polled and not committed is read again from
+        the committed offsets, the ledger too, after a pause. Never an exit."""
+        log.warning("Kafka failed outside a transaction (%s); rewinding and retrying", exc)
+        self.health.ready = False
+        assert self.runner is not None
+        self.runner.rewind()
+        self.runner.inbound.stale = True
+        self._stop.wait(_RECOVERY_PAUSE_S)
 
     def _poll(self) -> list[Inbound]:
         """The next records; a consumer that failed fatally (fenced after a coordinator

@@ -228,14 +228,14 @@ class TransactionRunner:
             self._fail()
             return
         self.metrics.transactions.labels("aborted").inc()
-        self._rewind()
+        self.rewind()
 
     def _fail(self) -> None:
         self.metrics.transactions.labels("failed").inc()
         self.producer.replace()
-        self._rewind()
+        self.rewind()
 
-    def _rewind(self) -> None:
+    def rewind(self) -> None:
         """Back to the last committed offsets and chain heads; staged ledger entries,
         record-id claims and embargo holds go."""
         self.state.abort()

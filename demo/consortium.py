@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -128,6 +129,37 @@ def start_router(
             break
         time.sleep(0.3)
     raise SystemExit(f"the router did not start; its log:\n{log.read_text()[-3000:]}")
+
+
+def start_workspace(store: Path, port: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The IPR Center's workspace over its store (loopback, no login): its URL once it
+    answers."""
+    if port == 0:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+    command = [
+        str(Path(sys.executable).parent / "action-feed"),
+        "--member",
+        "ipr-center",
+        "--store",
+        str(store),
+        "serve",
+        "--port",
+        str(port),
+    ]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(url + "correlations", timeout=2) as answer:  # noqa: S310
+                if answer.status == 200:
+                    return process, url
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"the workspace did not start; its log:\n{log.read_text()[-3000:]}")
 
 
 def _metric(metrics_url: str, name: str) -> float:
@@ -372,12 +404,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=240)
     parser.add_argument("--seed", type=int, default=2021)
     parser.add_argument("--metrics-port", type=int, default=9464)
+    parser.add_argument("--workspace-port", type=int, default=9480)
     args = parser.parse_args()
     policies = load_policies(POLICY_DIR)
     folder = Path(tempfile.mkdtemp(prefix="action-demo-"))
     console.print(f"[bold]ACTION broker demo[/bold]: SYNTHETIC data; work folder {folder}")
     cluster = LocalCluster(folder / "kafka", load_settings())
-    router = None
+    router = workspace = None
     try:
         console.print("starting a local Apache Kafka ...")
         cluster.up(nodes=1)
@@ -425,6 +458,11 @@ def main() -> None:
         show_side_by_side(feeds)
         show_sellers(folder, "ipr-center")
         held = show_embargo(consortium, policies)
+        workspace, workspace_url = start_workspace(
+            folder / "ipr-center.feed.sqlite",
+            0 if args.check else args.workspace_port,
+            folder / "workspace.log",
+        )
         if args.check:
             problems = check(feeds, expected_deliveries(policies, events))
             if held is not None:
@@ -445,11 +483,15 @@ def main() -> None:
             + ", ".join(str(p) for p in sorted(folder.glob("*.sqlite"))[:3])
             + " ...  try: action-feed --member ipr-center --store <file> sellers"
         )
+        console.print(f"[bold]the IPR Center's workspace: {workspace_url}[/bold]")
         console.print("[bold]Ctrl-C stops everything.[/bold]")
         signal.pause()
     except KeyboardInterrupt:
         console.print("stopping ...")
     finally:
+        if workspace is not None:
+            workspace.terminate()
+            workspace.wait(20)
         if router is not None and router.poll() is None:
             router.send_signal(signal.SIGTERM)
             router.wait(60)

@@ -61,3 +61,63 @@ def test_one_sighup_after_a_folder_change_is_one_reload(tmp_path: Path) -> None:
     service.reload_if_changed()  # the folder watch's next look
     sample = "action_router_policy_reloads_total"
     assert registry.get_sample_value(sample, {"result": "applied"}) == 1
+
+
+class _Inbound:
+    """An inbound consumer that holds its partitions and polls nothing."""
+
+    joined = True
+    stale = False
+    client = None
+    last_routed_ms: dict[tuple[str, int], int] = {}  # noqa: RUF012 - a test double
+
+    def poll(self) -> list[object]:
+        return []
+
+
+class _Runner:
+    def __init__(self) -> None:
+        self.inbound = _Inbound()
+        self.rewinds = 0
+
+    def rewind(self) -> None:
+        self.rewinds += 1
+
+
+def test_kafka_failing_outside_a_transaction_rewinds_and_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen on a 3-node cluster: reading the ledger's offsets while a node died raised
+    FENCED_LEADER_EPOCH out of the main loop, and the router exited. Now what was polled
+    is read again from the committed offsets, the ledger too, and the loop goes on."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    settings = load_settings(router_workers=0, demo_keys=True)
+    service = RouterService(settings, KafkaConnection("127.0.0.1:9"), RouterMetrics())
+    runner = _Runner()
+
+    def connect() -> bool:
+        service.runner = runner  # type: ignore[assignment]
+        return True
+
+    turns = 0
+
+    def turn() -> None:
+        nonlocal turns
+        turns += 1
+        if turns == 1:
+            raise KafkaException(KafkaError(KafkaError.FENCED_LEADER_EPOCH))
+        service.request_stop()
+
+    monkeypatch.setattr(service, "_connect", connect)
+    monkeypatch.setattr(service, "_turn", turn)
+    monkeypatch.setattr(service, "_close_clients", lambda: None)
+    monkeypatch.setattr("broker.router._RECOVERY_PAUSE_S", 0.0)
+    try:
+        assert service.run() == 0
+    finally:
+        gc.unfreeze()
+    assert turns == 2, "the loop went on after the failure"
+    assert runner.rewinds == 1
+    assert runner.inbound.stale, "the ledger is read again before routing"
+    assert not service.health.ready
