@@ -328,3 +328,95 @@ def _field_form(
     if verified:
         return FieldForm(path, shown, "kept", "as the source signed it (field proof checked)")
     return FieldForm(path, shown, "kept", "as delivered (the router's signature vouches)")
+
+
+def _categories(text: str) -> list[str]:
+    """One JSON list of categories, maybe cut from a comma-joined run of them."""
+    text = text.strip()
+    return list(json.loads(text if text.endswith("]") else text + "]"))
+
+
+@dataclass(frozen=True)
+class Correlated:
+    """A seller several members reported: the live indicators holding one identifier."""
+
+    identifier: tuple[str, str]
+    start: Indicator
+    sources: tuple[str, ...]
+    indicators: int
+    categories: tuple[str, ...]
+    hss: bool
+    first_seen: str
+    last_seen: str
+
+
+def correlations(
+    store: FeedStore,
+    *,
+    min_sources: int = 2,
+    category: str = "",
+    hss_only: bool = False,
+    since: str = "",
+    limit: int = 100,
+    max_seeds: int = 2_000,
+) -> list[Correlated]:
+    """Sellers reported by at least ``min_sources`` members, those most members reported
+    first, then the newest: each seeded by an identifier several sources' indicators hold
+    (counted as they arrive), then one hop to the live indicators holding it. At most
+    ``max_seeds`` identifiers are looked at, so the view stays fast on any store; a
+    seller met again through another identifier is shown once, under the first."""
+    seeds = store.db.execute(
+        "SELECT kind, value FROM shared_identifiers WHERE sources >= ? AND last_seen >= ? "
+        "ORDER BY sources DESC, last_seen DESC LIMIT ?",
+        (min_sources, since, max_seeds),
+    ).fetchall()
+    shown: set[Indicator] = set()
+    found: list[Correlated] = []
+    for kind, value in seeds:
+        holders = store.db.execute(
+            "SELECT source, indicator_id FROM identifiers WHERE kind = ? AND value = ? LIMIT ?",
+            (kind, value, MAX_INDICATORS),
+        ).fetchall()
+        if any(tuple(holder) in shown for holder in holders):
+            continue  # a seller already shown, met through another of its identifiers
+        # What the live ones among them add up to, summed by SQLite.
+        live = store.db.execute(
+            "SELECT count(*), group_concat(DISTINCT n.source), max(n.hss), "
+            "min(n.published_at), max(n.published_at), group_concat(DISTINCT n.categories), "
+            "min(n.source || char(31) || n.indicator_id) "
+            "FROM (SELECT source, indicator_id FROM identifiers WHERE kind = ? AND value = ? "
+            "LIMIT ?) JOIN indicators n USING (source, indicator_id) "
+            "WHERE n.retracted_at IS NULL",
+            (kind, value, MAX_INDICATORS),
+        ).fetchone()
+        count, source_list, hss, first_seen, last_seen, category_lists, first = live
+        if not count:
+            continue
+        sources = tuple(sorted(source_list.split(",")))
+        categories = tuple(
+            sorted({c for text in category_lists.split("],") for c in _categories(text)})
+        )
+        if (
+            len(sources) < min_sources
+            or (category and category not in categories)
+            or (hss_only and not hss)
+            or last_seen < since
+        ):
+            continue
+        shown |= {tuple(holder) for holder in holders}
+        start_source, _, start_id = first.partition("\x1f")
+        found.append(
+            Correlated(
+                (kind, value),
+                (start_source, start_id),
+                sources,
+                count,
+                categories,
+                bool(hss),
+                first_seen,
+                last_seen,
+            )
+        )
+        if len(found) >= limit:
+            break
+    return found

@@ -67,7 +67,8 @@ CREATE TABLE IF NOT EXISTS identifiers (
     PRIMARY KEY (source, indicator_id, kind, value),
     FOREIGN KEY (source, indicator_id) REFERENCES indicators(source, indicator_id)
 );
-CREATE INDEX IF NOT EXISTS identifiers_by_value ON identifiers(kind, value);
+-- Who holds an identifier, answered from the index alone.
+CREATE INDEX IF NOT EXISTS identifiers_holders ON identifiers(kind, value, source, indicator_id);
 CREATE INDEX IF NOT EXISTS identifiers_by_any_kind ON identifiers(value);
 CREATE INDEX IF NOT EXISTS identifiers_of_indicator ON identifiers(source, indicator_id);
 
@@ -81,6 +82,17 @@ CREATE TABLE IF NOT EXISTS delivery_forms (
     opened         TEXT NOT NULL,           -- JSON list of paths
     undecryptable  TEXT NOT NULL            -- JSON list of paths
 );
+-- Per comparable identifier: how many sources' indicators hold it, and the latest
+-- published_at among them; kept as indicators arrive, so the sellers several members
+-- reported are found without walking the whole store.
+CREATE TABLE IF NOT EXISTS shared_identifiers (
+    kind           TEXT NOT NULL,
+    value          TEXT NOT NULL,
+    sources        INTEGER NOT NULL,
+    last_seen      TEXT NOT NULL,
+    PRIMARY KEY (kind, value)
+);
+CREATE INDEX IF NOT EXISTS shared_by_sources ON shared_identifiers(sources, last_seen);
 CREATE TABLE IF NOT EXISTS events (
     source         TEXT NOT NULL,
     record_id      TEXT NOT NULL,
@@ -157,6 +169,20 @@ class FeedStore:
             )
         self.db.executescript(SCHEMA)
         self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._count_shared_identifiers()
+
+    def _count_shared_identifiers(self) -> None:
+        """Fill ``shared_identifiers`` once for a store written before it existed."""
+        if self.db.execute("SELECT 1 FROM shared_identifiers LIMIT 1").fetchone():
+            return
+        if not self.db.execute("SELECT 1 FROM identifiers LIMIT 1").fetchone():
+            return
+        with self.db:
+            self.db.execute(
+                "INSERT INTO shared_identifiers SELECT i.kind, i.value, "
+                "count(DISTINCT i.source), max(n.published_at) FROM identifiers i "
+                "JOIN indicators n USING (source, indicator_id) GROUP BY i.kind, i.value"
+            )
 
     def close(self) -> None:
         self.db.close()
@@ -222,8 +248,7 @@ class FeedStore:
                 values = seller.get(name)
                 for value in values if isinstance(values, list) else [values]:
                     if isinstance(value, str) and comparable(value):
-                        row = (source, indicator, f"seller.{name}", value)
-                        self.db.execute("INSERT OR IGNORE INTO identifiers VALUES (?,?,?,?)", row)
+                        self._identifier(source, indicator, f"seller.{name}", value, record)
             return
         if delivery.event_type == "Retraction":
             self.db.execute(
@@ -249,6 +274,26 @@ class FeedStore:
                 at,
                 json.dumps(record, default=str),
             ),
+        )
+
+    def _identifier(
+        self, source: str, indicator: str, kind: str, value: str, record: dict[str, Any]
+    ) -> None:
+        """Store one comparable identifier of an indicator, and count its source among
+        those whose indicators hold it (the correlation view's seeds)."""
+        row = (source, indicator, kind, value)
+        if not self.db.execute("INSERT OR IGNORE INTO identifiers VALUES (?,?,?,?)", row).rowcount:
+            return
+        known = self.db.execute(
+            "SELECT 1 FROM identifiers WHERE kind = ? AND value = ? AND source = ? "
+            "AND indicator_id != ? LIMIT 1",
+            (kind, value, source, indicator),
+        ).fetchone()
+        self.db.execute(
+            "INSERT INTO shared_identifiers VALUES (?,?,?,?) ON CONFLICT (kind, value) DO "
+            "UPDATE SET sources = sources + excluded.sources, "
+            "last_seen = max(last_seen, excluded.last_seen)",
+            (kind, value, 0 if known else 1, str(record["published_at"])),
         )
 
     def counts(self) -> dict[str, int]:

@@ -27,7 +27,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from consumers.dossier import MAX_HOPS, MAX_INDICATORS, delivery_form, dossier, search
+from consumers.dossier import (
+    MAX_HOPS,
+    MAX_INDICATORS,
+    correlations,
+    delivery_form,
+    dossier,
+    search,
+)
 from consumers.store import FeedStore
 from consumers.taxii_server import TaxiiServer
 
@@ -215,18 +222,13 @@ class Workspace:
         category = query.get("category", "")
         hss_only = query.get("hss") == "yes"
         since = query.get("since", "")
-        sellers = [
-            seller
-            for seller in self.store.sellers(min_sources)
-            if (not category or category in seller.categories)
-            and (not hss_only or seller.hss)
-            and (not since or seller.last_seen >= since)
-        ]
+        sellers = correlations(
+            self.store, min_sources=min_sources, category=category, hss_only=hss_only, since=since
+        )
         return self._render(
             request,
             "correlations.html",
-            sellers=sellers[:100],
-            total=len(sellers),
+            sellers=sellers,
             min_sources=min_sources,
             category=category,
             hss_only=hss_only,

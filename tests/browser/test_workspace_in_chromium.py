@@ -91,6 +91,16 @@ def _click(driver: webdriver.Chrome, element: WebElement) -> None:
     WebDriverWait(driver, 15).until(staleness_of(page))
 
 
+def _forms(driver: webdriver.Chrome) -> dict[str, str]:
+    """Field path -> its form, from a "why this form" page."""
+    return {
+        row.find_element(By.CSS_SELECTOR, "td code").text: row.find_element(
+            By.CSS_SELECTOR, "span.form"
+        ).text
+        for row in driver.find_elements(By.CSS_SELECTOR, "table.forms tbody tr")
+    }
+
+
 def _sign_in(driver: webdriver.Chrome, url: str) -> None:
     driver.get(url + "search")
     assert driver.current_url.endswith("/login"), "a page asks for the login first"
@@ -126,12 +136,7 @@ def test_search_dossier_why_linked_and_why_this_form(
     assert browser.find_element(By.TAG_NAME, "h1").text == "Seller dossier"
     _click(browser, browser.find_element(By.CSS_SELECTOR, "a.why-form"))
     assert browser.find_element(By.TAG_NAME, "h1").text == "Why this form"
-    forms = {
-        row.find_element(By.CSS_SELECTOR, "td code").text: row.find_element(
-            By.CSS_SELECTOR, "span.form"
-        ).text
-        for row in browser.find_elements(By.CSS_SELECTOR, "table.forms tbody tr")
-    }
+    forms = _forms(browser)
     assert forms["seller.phone"] == "kept"
     _shot(browser, "why-this-form")
     browser.get(url + "correlations")
@@ -159,12 +164,7 @@ def test_a_hashed_identifier_never_appears_in_clear_on_any_page(
     _click(browser, browser.find_element(By.CSS_SELECTOR, "a.why-form"))
     source = page()
     assert "x@repeat.example" not in source
-    forms = {
-        row.find_element(By.CSS_SELECTOR, "td code").text: row.find_element(
-            By.CSS_SELECTOR, "span.form"
-        ).text
-        for row in browser.find_elements(By.CSS_SELECTOR, "table.forms tbody tr")
-    }
+    forms = _forms(browser)
     assert forms["seller.email"] == "hashed"
     browser.get(url + "correlations")
     assert "x@repeat.example" not in page()

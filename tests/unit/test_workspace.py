@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from consumers.dossier import dossier, typed_forms
+from consumers.dossier import correlations, dossier, typed_forms
 from consumers.store import FeedStore
 from consumers.workspace import Workspace
 from tests.feed_stores import Deliver, ServedApp
@@ -124,3 +124,25 @@ def test_a_hostile_display_name_stays_text(tmp_path: Path, deliver: Deliver) -> 
     finally:
         served.stop()
         pages.close()
+
+
+def test_shared_identifiers_are_counted_as_indicators_arrive_and_for_older_stores(
+    tmp_path: Path, deliver: Deliver
+) -> None:
+    """The correlation view's seeds: per identifier, how many sources hold it. Kept as
+    indicators arrive, and counted once for a store written before the table existed."""
+    path = tmp_path / "s.sqlite"
+    store = correlated_store(path, deliver, "ipr-center")
+    query = "SELECT kind, value, sources FROM shared_identifiers ORDER BY 1, 2"
+    kept = store.db.execute(query).fetchall()
+    assert ("seller.phone", "+8613800138000", 3) in kept
+    assert ("seller.account_id", "LONER", 1) in kept
+    store.db.execute("DELETE FROM shared_identifiers")
+    store.db.commit()
+    store.close()
+    reopened = FeedStore(path)
+    assert reopened.db.execute(query).fetchall() == kept
+    (seller,) = correlations(reopened, min_sources=3)
+    assert seller.sources == ("express-carrier", "payments-x", "platform-a")
+    assert len(correlations(reopened, min_sources=2)) == 1, "one seller, shown once"
+    reopened.close()
