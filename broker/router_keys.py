@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.errors import ConfigError
 from broker.keys import key_from_file
+from broker.match_tokens import MatchTokenKey
 from broker.membership import MemberRegistry
-from broker.policy.treatments import MatchTokenKey
 from broker.settings import Settings
 
 log = logging.getLogger("action.router")

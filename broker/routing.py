@@ -40,10 +40,10 @@ from broker.embargo import HeldRecord, embargo_key
 from broker.errors import DecodeError, EncodeError, EventValidationError, ProvenanceError
 from broker.events import EVENT_TYPES
 from broker.ledger import DeliveryLedger, LedgerEntry, ledger_key
+from broker.match_tokens import MatchTokenKey
 from broker.policy.decision import Decision
 from broker.policy.engine import PolicySet, Referenced
 from broker.policy.model import Treatment
-from broker.policy.treatments import MatchTokenKey
 from broker.provenance import FieldProof
 from broker.signing import SignatureVerifier, header_map, sign_feed_record
 

@@ -48,8 +48,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
 from broker.errors import RouterError, RoutingWorkerLostError
+from broker.match_tokens import MatchTokenKey
 from broker.policy.engine import PolicySet
-from broker.policy.treatments import MatchTokenKey
 from broker.routing import Checked, Inbound, RecordRouter, Writes
 
 log = logging.getLogger("action.router")

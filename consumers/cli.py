@@ -21,6 +21,7 @@ from broker.console import (
 )
 from broker.errors import ActionError, ConfigError
 from broker.keys import encryption_key
+from broker.match_tokens import MatchTokenKey
 from broker.member_settings import MemberSettings
 from consumers.export import formats, write_export
 from consumers.feed_reader import Delivery, FeedReader, FeedReaderConfig
@@ -241,12 +242,27 @@ def export(ctx: _Context, fmt: str, out: Path) -> None:
     "token every request must carry. Required unless --host is a loopback address.",
 )
 @click.option(
+    "--match-secret-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The consortium's match-token secret (a 0600 file; the operator's workspace "
+    "only): then a clear value typed into search also finds its match token.",
+)
+@click.option("--match-key-version", type=int, default=1, show_default=True)
+@click.option(
     "--follow",
     is_flag=True,
     help="Also read the feed into the store while serving, so new deliveries appear.",
 )
 @click.pass_obj
-def serve(ctx: _Context, host: str, port: int, password_file: Path | None, follow: bool) -> None:
+def serve(
+    ctx: _Context,
+    host: str,
+    port: int,
+    password_file: Path | None,
+    match_secret_file: Path | None,
+    match_key_version: int,
+    follow: bool,
+) -> None:
     """Serve the analyst's workspace over the store (search, seller dossiers, why linked,
     why this form, sellers several members reported) and TAXII 2.1 (/taxii2/) for tools
     such as OpenCTI or MISP."""
@@ -272,7 +288,13 @@ def serve(ctx: _Context, host: str, port: int, password_file: Path | None, follo
             f"serving on {host} needs a login",
             hint="pass --password-file with a 0600 file holding a password or token",
         )
-    server = Workspace(ctx.store_path, ctx.member, secret=secret)
+    match_key = None
+    if match_secret_file is not None:
+        raw = read_secret_file(match_secret_file, "match secret file").strip()
+        if not raw:
+            raise ConfigError(f"{match_secret_file}: the match secret file is empty")
+        match_key = MatchTokenKey(match_key_version, raw)
+    server = Workspace(ctx.store_path, ctx.member, secret=secret, match_key=match_key)
     login = " (login required)" if secret else ""
     info(f"{ctx.member}'s workspace: http://{host}:{port}/{login}")
     info(f"TAXII 2.1: http://{host}:{port}/taxii2/")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.contract import is_masked, is_match_token, is_sealed
+from broker.match_tokens import MatchTokenKey, match_token
 from broker.normalize import (
     normalize_account_id,
     normalize_display_name,
@@ -28,32 +29,44 @@ MAX_INDICATORS = 300
 Indicator = tuple[str, str]  # (source, indicator id)
 
 
-def typed_forms(typed: str) -> list[str]:
+#: Each kind of seller identifier, and how the router normalizes it before it is kept or
+#: hashed (the token's kind is the field's name).
+_NORMALIZERS: tuple[tuple[str, Callable[[str], str]], ...] = (
+    ("email", normalize_email),
+    ("phone", normalize_phone),
+    ("store_domain", registrable_domain),
+    ("account_id", normalize_account_id),
+    ("payment_accounts", normalize_account_id),
+    ("merchant_ids", normalize_account_id),
+    ("device_ids", normalize_account_id),
+    ("display_name", normalize_display_name),
+)
+
+
+def typed_forms(typed: str, match_key: MatchTokenKey | None = None) -> list[str]:
     """The values ``typed`` may be stored as: as typed, and normalized as the router
     normalizes each kind of identifier it could be (an e-mail, a phone number, a domain
-    or URL, an account id, a display name). A pasted match token is itself."""
+    or URL, an account id, a display name); with the consortium's key (the operator's
+    workspace only), also the match token of each. A pasted match token is itself."""
     text = typed.strip()
     if not text:
         return []
     forms = [text]
     if is_match_token(text):
         return forms
-    normalizers: list[Callable[[str], str]] = [
-        normalize_account_id,
-        normalize_display_name,
-        registrable_domain,
-    ]
-    if "@" in text:
-        normalizers.insert(0, normalize_email)
-    if text.lstrip("+").replace(" ", "").replace("-", "").isdigit():
-        normalizers.insert(0, normalize_phone)
-    for normalize in normalizers:
+    for kind, normalize in _NORMALIZERS:
+        if kind == "email" and "@" not in text:
+            continue
+        if kind == "phone" and not text.lstrip("+").replace(" ", "").replace("-", "").isdigit():
+            continue
         try:
             value = normalize(text)
         except ValueError:
             continue
-        if value and value not in forms:
-            forms.append(value)
+        if not value:
+            continue
+        found = [value] + ([match_token(match_key, kind, value)] if match_key else [])
+        forms += [form for form in found if form not in forms]
     return forms
 
 
@@ -66,12 +79,18 @@ class Hit:
     indicator_id: str
 
 
-def search(store: FeedStore, queries: Iterable[str], *, limit: int = 200) -> list[Hit]:
+def search(
+    store: FeedStore,
+    queries: Iterable[str],
+    *,
+    limit: int = 200,
+    match_key: MatchTokenKey | None = None,
+) -> list[Hit]:
     """Indicators holding any of the identifiers ``queries`` name (one query per line of
     a pasted list), at most ``limit`` of them."""
     hits: list[Hit] = []
     for query in queries:
-        forms = typed_forms(query)
+        forms = typed_forms(query, match_key)
         if not forms:
             continue
         marks = ",".join("?" * len(forms))

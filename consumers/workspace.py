@@ -27,6 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from broker.match_tokens import MatchTokenKey
 from consumers.dossier import (
     MAX_HOPS,
     MAX_INDICATORS,
@@ -65,8 +66,16 @@ def iso_time(value: str) -> str:
 
 
 class Workspace:
-    def __init__(self, store_path: Path, member: str, *, secret: str | None) -> None:
+    def __init__(
+        self,
+        store_path: Path,
+        member: str,
+        *,
+        secret: str | None,
+        match_key: MatchTokenKey | None = None,
+    ) -> None:
         self.store_path = store_path
+        self.match_key = match_key
         self.member = member
         self.secret = secret
         self.taxii = TaxiiServer(store_path, member, secret=secret)
@@ -177,7 +186,7 @@ class Workspace:
         else:
             text = request.query_params.get("q", "")
         queries = [line for line in text.splitlines() if line.strip()][:500]
-        hits = search(self.store, queries) if queries else []
+        hits = search(self.store, queries, match_key=self.match_key) if queries else []
         return self._render(request, "search.html", text=text, queries=queries, hits=hits)
 
     async def seller(self, request: Request) -> Response:

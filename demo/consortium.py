@@ -33,9 +33,9 @@ from rich.table import Table
 from broker.connection import KafkaConnection
 from broker.events import Event, RetractionReason, parse_event
 from broker.localkafka import LocalCluster
+from broker.match_tokens import MatchTokenKey
 from broker.policy.engine import PolicySet
 from broker.policy.loader import load_policies
-from broker.policy.treatments import MatchTokenKey
 from broker.provision import Consortium
 from broker.settings import load_settings
 from consumers.feed_reader import Delivery, FeedReader, FeedReaderConfig, decrypt_fields

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from broker.match_tokens import MatchTokenKey
 from broker.policy.engine import PolicySet
 from broker.policy.loader import load_policies
-from broker.policy.treatments import MatchTokenKey
 from broker.routing import RecordRouter
 from consumers.feed_reader import Delivery, decrypt_fields
 from policies import POLICY_DIR

@@ -17,6 +17,7 @@ from typing import Any
 
 from broker.contract import record_id_of
 from broker.events import Tlp
+from broker.match_tokens import MatchTokenKey, match_token
 from broker.membership import ANONYMOUS_PREFIX, Member, MemberRegistry
 from broker.policy.decision import Decision, FieldDecision
 from broker.policy.envelope import RECORDS, TEXT, TEXT_LIST, TreatableField, unnamed_fields
@@ -32,13 +33,7 @@ from broker.policy.model import (
     Treatment,
     most_restrictive,
 )
-from broker.policy.treatments import (
-    MatchTokenKey,
-    RecipientKey,
-    generalize,
-    mask,
-    match_token,
-)
+from broker.policy.treatments import RecipientKey, generalize, mask
 from broker.sealing import seal
 
 #: The field that dates each event type: embargo and expiry count from it.

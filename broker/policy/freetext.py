@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import phonenumbers
 
+from broker.match_tokens import MatchTokenKey, match_token
 from broker.normalize import (
     normalize_email,
     normalize_ip,
@@ -30,7 +31,7 @@ from broker.normalize import (
     registrable_domain,
 )
 from broker.policy.model import Treatment
-from broker.policy.treatments import MatchTokenKey, generalize, mask, match_token
+from broker.policy.treatments import generalize, mask
 
 #: Each kind of identifier found in text, and the structured field whose treatment it gets.
 STRUCTURED: dict[str, str] = {

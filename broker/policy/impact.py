@@ -8,9 +8,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from broker.match_tokens import MatchTokenKey
 from broker.policy.decision import Decision
 from broker.policy.engine import PolicySet
-from broker.policy.treatments import MatchTokenKey
 
 #: What can change for one (record, recipient) between two policy versions.
 ASPECTS = ("delivery", "field", "attribution", "rules")

@@ -34,11 +34,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from broker.errors import EventValidationError, PolicyError
 from broker.events import parse_typed_event
+from broker.match_tokens import MatchTokenKey
 from broker.membership import MemberId
 from broker.policy.decision import Decision
 from broker.policy.engine import PolicySet
 from broker.policy.model import Treatment
-from broker.policy.treatments import MatchTokenKey
 from broker.typed_yaml import read_model_file
 
 #: Offline previews (explain, diff, test) never need the consortium secret: what they show

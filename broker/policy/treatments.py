@@ -1,8 +1,6 @@
 """Field treatments: how a value is changed before it reaches a recipient. Pure functions.
 
-* hash: a match token, HMAC-SHA-256 over the field kind and the normalized value with the
-  consortium's secret; the key version is part of the token (``mt1.k<version>.<mac>``), so
-  members can see "the same seller" without the raw value and tokens survive rotation.
+* hash: a match token (:mod:`broker.match_tokens`).
 * mask: all but the last four characters replaced by ``*``.
 * generalize: a coarser value (address -> country, IP -> network, phone -> country code,
   URL -> registrable domain, e-mail -> its domain).
@@ -12,8 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,18 +18,10 @@ import phonenumbers
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from broker import base64url
-from broker.contract import MASK_CHARACTER, MATCH_TOKEN_PREFIX
+from broker.contract import MASK_CHARACTER
 from broker.normalize import registrable_domain
 
 MASK_KEEP_LAST = 4
-
-
-@dataclass(frozen=True)
-class MatchTokenKey:
-    """The consortium's HMAC secret for match tokens, with its version."""
-
-    version: int
-    secret: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -47,12 +35,6 @@ class RecipientKey:
     def from_base64(cls, kid: str, value: str) -> RecipientKey:
         raw = base64url.decode(value)
         return cls(kid, X25519PublicKey.from_public_bytes(raw))
-
-
-def match_token(key: MatchTokenKey, kind: str, normalized: str) -> str:
-    """Keyed hash of one normalized identifier; ``kind`` separates e-mails from phones."""
-    mac = hmac.new(key.secret, f"{kind}\x1f{normalized}".encode(), hashlib.sha256).digest()
-    return f"{MATCH_TOKEN_PREFIX}.k{key.version}.{base64url.encode(mac)}"
 
 
 def mask(value: str) -> str:

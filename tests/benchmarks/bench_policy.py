@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from broker.events import SellerIndicator
+from broker.match_tokens import MatchTokenKey
 from broker.policy.engine import PolicySet
 from broker.policy.loader import load_policies
-from broker.policy.treatments import MatchTokenKey
 from policies import POLICY_DIR
 from policies.demo_keys import demo_encryption_key, demo_signing_key, public_b64
 

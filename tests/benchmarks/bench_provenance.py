@@ -24,8 +24,8 @@ from rich.table import Table
 from broker.contract import EVENT_TYPE_HEADER, SOURCE_KEY_ID_HEADER
 from broker.events import EVENT_TYPES, avro_values
 from broker.ledger import DeliveryLedger
+from broker.match_tokens import MatchTokenKey
 from broker.policy.loader import load_policies
-from broker.policy.treatments import MatchTokenKey
 from broker.provenance import FieldProof, sign_fields, verify_delivered
 from broker.routing import Inbound, RecordRouter
 from broker.signing import SignatureVerifier, header_map, public_keys, sign_record

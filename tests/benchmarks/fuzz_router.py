@@ -27,8 +27,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from broker.ledger import DeliveryLedger
+from broker.match_tokens import MatchTokenKey
 from broker.policy.loader import load_policies
-from broker.policy.treatments import MatchTokenKey
 from broker.routing import UNPROCESSABLE, RecordRouter, Writes
 from policies import POLICY_DIR
 from policies.demo_keys import demo_match_secret, demo_router_key

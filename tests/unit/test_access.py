@@ -16,9 +16,9 @@ from broker.access import (
 )
 from broker.connection import KafkaConnection
 from broker.errors import ConfigError, PolicyError
+from broker.match_tokens import MatchTokenKey, match_token
 from broker.membership import Member, MemberRegistry
 from broker.policy.loader import load_policies
-from broker.policy.treatments import MatchTokenKey, match_token
 from policies import POLICY_DIR
 
 

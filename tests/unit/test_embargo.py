@@ -8,8 +8,8 @@ from pathlib import Path
 
 from broker.embargo import EmbargoBook, HeldRecord
 from broker.ledger import DeliveryLedger, ledger_key
+from broker.match_tokens import MatchTokenKey
 from broker.policy.loader import load_policies
-from broker.policy.treatments import MatchTokenKey
 from broker.routing import Inbound, RecordRouter, Writes
 from policies import POLICY_DIR
 from tests.members import CODEC, indicator, retraction, signed

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from broker.catalog import SchemaCatalog
+from broker.match_tokens import MatchTokenKey
 from broker.policy.engine import PolicySet
 from broker.policy.envelope import (
     ENVELOPE,
@@ -21,7 +22,6 @@ from broker.policy.envelope import (
     TreatableField,
     treatable_fields,
 )
-from broker.policy.treatments import MatchTokenKey
 from policies import POLICY_DIR
 from tests.members import indicator
 

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from broker.events import EVENT_TYPES
 from broker.ledger import DeliveryLedger
+from broker.match_tokens import MatchTokenKey, match_token
 from broker.normalize import normalize_email
 from broker.policy.engine import PolicySet
 from broker.policy.freetext import STRUCTURED, find_identifiers, scrub
 from broker.policy.model import Treatment
-from broker.policy.treatments import MatchTokenKey, match_token
 from broker.routing import Inbound, RecordRouter
 from tests.members import indicator, signed
 from tests.strategies import emails, phones

@@ -15,8 +15,8 @@ import pytest
 from broker.contract import FIELDS_SALTS_HEADER
 from broker.events import EVENT_TYPES
 from broker.ledger import DeliveryLedger
+from broker.match_tokens import MatchTokenKey
 from broker.policy.loader import load_policies
-from broker.policy.treatments import MatchTokenKey
 from broker.provenance import SALT_BYTES, sign_fields
 from broker.routing import (
     MAX_HEADER_BYTES,

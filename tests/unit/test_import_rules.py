@@ -22,12 +22,17 @@ SDK_MODULES = (
     "consumers.export",
     "consumers.stix_export",
     "consumers.misp_export",
+    "consumers.stix_collection",
+    "consumers.taxii_server",
+    "consumers.dossier",
+    "consumers.workspace",
     "consumers.cli",
 )
 
 #: What the SDK may load of the broker package: the contract, the codec and catalog,
-#: the events, the crypto and key files, the registry as a trust store, its own
-#: settings and the shared console.
+#: the events, the crypto and key files, match tokens (for the operator's workspace,
+#: with the consortium key), the registry as a trust store, its own settings and the
+#: shared console.
 ALLOWED = frozenset(
     {
         "broker",
@@ -42,6 +47,7 @@ ALLOWED = frozenset(
         "broker.errors",
         "broker.events",
         "broker.keys",
+        "broker.match_tokens",
         "broker.member_settings",
         "broker.membership",
         "broker.normalize",

@@ -19,8 +19,8 @@ import pytest
 from broker.contract import decision_id_for
 from broker.errors import ActionError
 from broker.events import SellerIndicator
+from broker.match_tokens import MatchTokenKey
 from broker.policy.engine import PolicySet
-from broker.policy.treatments import MatchTokenKey
 from consumers.export import export_csv, export_jsonl
 from consumers.feed_reader import decrypt_fields
 from consumers.store import FeedStore

@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker import normalize as nz
-from broker.policy.treatments import MatchTokenKey, generalize, match_token
+from broker.match_tokens import MatchTokenKey, match_token
+from broker.policy.treatments import generalize
 from tests.strategies import emails
 
 

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 from broker.errors import PolicyError
 from broker.events import SellerIndicator
+from broker.match_tokens import MatchTokenKey, match_token
 from broker.membership import load_trust_store
 from broker.policy.engine import PolicySet
 from broker.policy.loader import load_policies
 from broker.policy.model import Treatment
-from broker.policy.treatments import MatchTokenKey, match_token
 from policies import POLICY_DIR
 from policies.demo_keys import demo_encryption_key
 from tests.strategies import seller_indicators

@@ -14,8 +14,8 @@ import pytest
 
 from broker.events import EVENT_TYPES
 from broker.ledger import DeliveryLedger, LedgerEntry, ledger_key
+from broker.match_tokens import MatchTokenKey
 from broker.policy.loader import load_policies
-from broker.policy.treatments import MatchTokenKey
 from broker.routing import REFERENCE_UNKNOWN, Inbound, RecordRouter, Routed, Writes
 from tests.members import BASE_TIME, CODEC, signed
 

@@ -13,9 +13,9 @@ from broker.codec import AvroCodec
 from broker.contract import DECISION_ID_HEADER, SOURCE_KEY_ID_HEADER
 from broker.errors import ProvenanceError
 from broker.ledger import DeliveryLedger
+from broker.match_tokens import MatchTokenKey
 from broker.policy.engine import PolicySet
 from broker.policy.loader import load_policies
-from broker.policy.treatments import MatchTokenKey
 from broker.routing import Inbound, RecordRouter, Routed
 from broker.settings import load_settings
 from broker.signing import header_map, sign_record

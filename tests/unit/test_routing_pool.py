@@ -259,7 +259,7 @@ _ORPHAN_SCRIPT = textwrap.dedent("""
     import time
     from policies.demo_keys import demo_match_secret
     from broker.policy.loader import load_policies
-    from broker.policy.treatments import MatchTokenKey
+    from broker.match_tokens import MatchTokenKey
     from broker.routing import RecordRouter
     from broker.routing_pool import RoutingPool, WorkerSetup
     from policies import POLICY_DIR

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from consumers.dossier import correlations, dossier, typed_forms
+from broker.match_tokens import MatchTokenKey
+from consumers.dossier import correlations, dossier, search, typed_forms
 from consumers.store import FeedStore
 from consumers.workspace import Workspace
 from tests.feed_stores import Deliver, ServedApp
@@ -146,3 +147,17 @@ def test_shared_identifiers_are_counted_as_indicators_arrive_and_for_older_store
     assert seller.sources == ("express-carrier", "payments-x", "platform-a")
     assert len(correlations(reopened, min_sources=2)) == 1, "one seller, shown once"
     reopened.close()
+
+
+def test_with_the_consortium_key_a_clear_value_finds_its_token(
+    tmp_path: Path, deliver: Deliver, match_key: MatchTokenKey
+) -> None:
+    """platform-b holds platform-a's e-mails as match tokens: typed in clear, an e-mail
+    finds nothing, unless the workspace is the operator's, holding the consortium key."""
+    store = correlated_store(tmp_path / "pb.sqlite", deliver, "platform-b")
+    typed = ["  X@Repeat.example "]
+    assert search(store, typed) == []
+    (hit,) = search(store, typed, match_key=match_key)
+    assert hit.kind == "seller.email"
+    assert hit.value.startswith("mt1.k1.")
+    store.close()
