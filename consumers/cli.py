@@ -23,6 +23,7 @@ from broker.errors import ActionError, ConfigError
 from broker.keys import encryption_key
 from broker.match_tokens import MatchTokenKey
 from broker.member_settings import MemberSettings
+from consumers.audit_reader import AuditEntry, AuditReader
 from consumers.export import formats, write_export
 from consumers.feed_reader import Delivery, FeedReader, FeedReaderConfig
 from consumers.store import FeedStore
@@ -33,6 +34,7 @@ class _Context:
     member: str
     store_path: Path
     make_reader: Callable[[], FeedReader]
+    make_audit_reader: Callable[[], AuditReader]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,7 +90,17 @@ def cli(
             )
         )
 
-    ctx.obj = _Context(member_id, store_path or Path(f"{member_id}.feed.sqlite"), make_reader)
+    def make_audit_reader() -> AuditReader:
+        kafka = settings.connection(bootstrap)
+        audit_group = f"{group}.audit" if group else None
+        return AuditReader(kafka.bootstrap, member_id, kafka.security(), audit_group)
+
+    ctx.obj = _Context(
+        member_id,
+        store_path or Path(f"{member_id}.feed.sqlite"),
+        make_reader,
+        make_audit_reader,
+    )
 
 
 def _line(delivery: Delivery) -> str:
@@ -230,6 +242,39 @@ def export(ctx: _Context, fmt: str, out: Path) -> None:
         count = write_export(store, fmt, out, exported_by=ctx.member, progress=done)
     store.close()
     info(f"wrote {count} {'objects' if fmt == 'stix' else 'records'} to {out}")
+
+
+@cli.command("audit-sync")
+@click.option(
+    "--idle",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Stop after this many seconds without new entries.",
+)
+@output_option
+@click.pass_obj
+def audit_sync(ctx: _Context, idle: float, output_format: str) -> None:
+    """Keep the audit trail's entries in the store (members that read it: the IPR
+    Center), so the workspace's "why this form" names the rules of each decision."""
+    store = FeedStore(ctx.store_path)
+    added = 0
+    with ctx.make_audit_reader() as reader:
+        batch: list[AuditEntry] = []
+        for entry in reader.entries(idle_timeout_s=idle):
+            batch.append(entry)
+            if len(batch) >= 1000:
+                added += store.add_audit(batch)
+                batch = []
+        added += store.add_audit(batch)
+        reader.commit()  # all of it stored: at least once, the store drops repeats
+        malformed = reader.malformed
+    store.close()
+    emit_rows(
+        [{"store": str(ctx.store_path), "added": added, "malformed": malformed}],
+        ["store", "added", "malformed"],
+        output_format,
+    )
 
 
 @cli.command()

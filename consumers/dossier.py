@@ -20,6 +20,7 @@ from broker.normalize import (
     normalize_phone,
     registrable_domain,
 )
+from consumers.audit_reader import AuditEntry
 from consumers.store import FeedStore
 
 #: How far a dossier follows shared identifiers, and how many indicators it holds.
@@ -272,6 +273,8 @@ class DeliveryForm:
     position: str
     known: bool  # whether the reader recorded the delivery's form (schema 2 stores)
     fields: list[FieldForm]
+    #: The decision's audit entry, when this member reads the audit trail and synced it.
+    audit: AuditEntry | None = None
 
 
 def delivery_form(store: FeedStore, decision_id: str) -> DeliveryForm | None:
@@ -301,8 +304,9 @@ def delivery_form(store: FeedStore, decision_id: str) -> DeliveryForm | None:
         for path, value in _leaves(record)
     ]
     known = verified is not None
+    audit = store.audit_entry(decision_id)
     return DeliveryForm(
-        decision_id, event_type, source, record_id, version, position, known, fields
+        decision_id, event_type, source, record_id, version, position, known, fields, audit
     )
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from broker.contract import is_masked, is_sealed
 from broker.errors import ActionError
+from consumers.audit_reader import AuditEntry
 from consumers.feed_reader import Delivery
 
 #: ``PRAGMA user_version`` of the schema below. Version 2 keys records by their source:
@@ -93,6 +94,22 @@ CREATE TABLE IF NOT EXISTS shared_identifiers (
     PRIMARY KEY (kind, value)
 );
 CREATE INDEX IF NOT EXISTS shared_by_sources ON shared_identifiers(sources, last_seen);
+-- The audit trail's entries (members with reads_audit: action-feed audit-sync), by the
+-- decision id each delivery carries.
+CREATE TABLE IF NOT EXISTS audit_entries (
+    decision_id    TEXT PRIMARY KEY,
+    record_id      TEXT NOT NULL,
+    source         TEXT NOT NULL,
+    recipient      TEXT NOT NULL,
+    outcome        TEXT NOT NULL,
+    rule_ids       TEXT NOT NULL,           -- JSON list
+    reasons        TEXT NOT NULL,           -- JSON list
+    fields         TEXT NOT NULL,           -- JSON object: path -> treatment
+    policy_version TEXT NOT NULL,
+    decided_at_ms  INTEGER NOT NULL,
+    position       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_of_record ON audit_entries(record_id);
 CREATE TABLE IF NOT EXISTS events (
     source         TEXT NOT NULL,
     record_id      TEXT NOT NULL,
@@ -367,6 +384,52 @@ class FeedStore:
             args = (event_type,)
         for kind, source, record in self.db.execute(query + " ORDER BY rowid", args):
             yield kind, source, json.loads(record)
+
+    def add_audit(self, entries: Iterable[AuditEntry]) -> int:
+        """Keep audit entries; the number new (an entry read again is ignored)."""
+        added = 0
+        with self.db:
+            for entry in entries:
+                cursor = self.db.execute(
+                    "INSERT OR IGNORE INTO audit_entries VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        entry.decision_id,
+                        entry.record_id,
+                        entry.source,
+                        entry.recipient,
+                        entry.outcome,
+                        json.dumps(list(entry.rule_ids)),
+                        json.dumps(list(entry.reasons)),
+                        json.dumps(entry.fields),
+                        entry.policy_version,
+                        entry.decided_at_ms,
+                        entry.position,
+                    ),
+                )
+                added += cursor.rowcount
+        return added
+
+    def audit_entry(self, decision_id: str) -> AuditEntry | None:
+        row = self.db.execute(
+            "SELECT decision_id, record_id, source, recipient, outcome, rule_ids, reasons, "
+            "fields, policy_version, decided_at_ms, position FROM audit_entries "
+            "WHERE decision_id = ?",
+            (decision_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        ident, record_id, source, recipient, outcome, rules, reasons, fields = row[:8]
+        return AuditEntry(
+            ident,
+            record_id,
+            source,
+            recipient,
+            outcome,
+            tuple(json.loads(rules)),
+            tuple(json.loads(reasons)),
+            dict(json.loads(fields)),
+            *row[8:],
+        )
 
     def indicator_record(self, source: str, indicator_id: str) -> dict[str, Any] | None:
         """The indicator ``source`` delivered under ``indicator_id``, as stored, or None."""

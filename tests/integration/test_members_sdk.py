@@ -19,6 +19,7 @@ import requests
 from broker.policy.engine import PolicySet
 from broker.provision import Consortium
 from consumers.feed_reader import FeedReader, FeedReaderConfig
+from consumers.store import FeedStore
 from demo.consortium import expected_deliveries
 from policies.demo_keys import demo_encryption_key, demo_signing_key
 from producers.publisher import Publisher, PublisherConfig
@@ -365,3 +366,43 @@ def test_the_workspace_follows_the_feed(routed: Consortium, tmp_path: Path) -> N
     finally:
         server.terminate()
         server.wait(20)
+
+
+def test_the_ipr_center_syncs_the_audit_trail_and_sees_each_deliverys_rules(
+    routed: Consortium, tmp_path: Path
+) -> None:
+    """``action-feed audit-sync``: the audit entries of the IPR Center's deliveries are in
+    its store, by the decision ids its feed carries; a platform may not read them."""
+    run = uuid.uuid4().hex[:8]
+    with _publisher(routed, "platform-a") as publisher:
+        publisher.publish(indicator("platform-a", 1, seller={"account_id": f"AUDIT-{run}"}))
+    store_path = tmp_path / "ipr.sqlite"
+
+    def feed(member: str, *command: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, **routed.member(member).environment()}
+        args = [str(BIN / "action-feed"), "--member", member, "--demo-keys"]
+        args += ["--store", str(store_path), "--group", f"{member}.audit{run}", *command]
+        return subprocess.run(
+            args, capture_output=True, text=True, env=env, timeout=180, check=False
+        )
+
+    synced = feed("ipr-center", "sync", "--idle", "5")
+    assert synced.returncode == 0, synced.stderr
+    audited = feed("ipr-center", "audit-sync", "--idle", "5", "-o", "json")
+    assert audited.returncode == 0, audited.stderr
+    assert json.loads(audited.stdout)[0]["added"] > 0
+    store = FeedStore(store_path)
+    (decision_id,) = store.db.execute(
+        "SELECT d.decision_id FROM deliveries d JOIN identifiers i "
+        "ON i.source = d.source AND i.indicator_id = d.record_id WHERE i.value = ?",
+        (f"AUDIT-{run}",),
+    ).fetchone()
+    entry = store.audit_entry(decision_id)
+    store.close()
+    assert entry is not None
+    assert entry.rule_ids == ("pa.to-government", "ipr.accepts-all")
+    assert entry.fields["seller.account_id"] == "keep"
+    refused = feed("platform-b", "audit-sync", "--idle", "2")
+    assert refused.returncode != 0
+    assert "platform-b may not read the audit trail" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -26,6 +26,7 @@ SDK_MODULES = (
     "consumers.taxii_server",
     "consumers.dossier",
     "consumers.workspace",
+    "consumers.audit_reader",
     "consumers.cli",
 )
 

@@ -3,6 +3,7 @@ form, the correlation view, the login, and a hostile member's text kept inert.""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 import requests
 
 from broker.match_tokens import MatchTokenKey
-from consumers.dossier import correlations, dossier, search, typed_forms
+from consumers.audit_reader import parse_entry
+from consumers.dossier import correlations, delivery_form, dossier, search, typed_forms
 from consumers.store import FeedStore
 from consumers.workspace import Workspace
 from tests.feed_stores import Deliver, ServedApp
@@ -161,3 +163,51 @@ def test_with_the_consortium_key_a_clear_value_finds_its_token(
     assert hit.kind == "seller.email"
     assert hit.value.startswith("mt1.k1.")
     store.close()
+
+
+def test_why_this_form_names_the_rules_from_the_audit_trail(
+    tmp_path: Path, deliver: Deliver
+) -> None:
+    """A member that reads the audit trail sees the decision's rules and the treatment
+    the MOUs gave each field; a malformed entry is skipped, never stored."""
+    store = correlated_store(tmp_path / "s.sqlite", deliver, "ipr-center")
+    decision_id, record_id = store.db.execute(
+        "SELECT decision_id, record_id FROM deliveries WHERE source = 'platform-a' LIMIT 1"
+    ).fetchone()
+    entry = {
+        "decision_id": decision_id,
+        "record_id": record_id,
+        "source": "platform-a",
+        "recipient": "ipr-center",
+        "outcome": "delivered",
+        "rule_ids": ["pa.to-government", "ipr.accepts-all"],
+        "reasons": ["shared by pa.to-government, accepted by ipr.accepts-all"],
+        "fields": {"seller.email": "keep"},
+        "policy_version": "pv-1",
+        "decided_at_ms": 1,
+        "input": "action.in.platform-a/0@0",
+        "chain": "c",
+        "prev": "0",
+        "seq": 1,
+        "hash": "h",
+    }
+    parsed = parse_entry(json.dumps(entry).encode(), "action.audit/0@7")
+    assert parsed is not None
+    assert parse_entry(b"[1, 2]", "p") is None
+    assert parse_entry(b"{" * 100_000, "p") is None
+    assert parse_entry(json.dumps({**entry, "fields": []}).encode(), "p") is None
+    assert store.add_audit([parsed, parsed]) == 1
+    form = delivery_form(store, decision_id)
+    assert form is not None
+    assert form.audit is not None
+    assert form.audit.rule_ids == ("pa.to-government", "ipr.accepts-all")
+    store.close()
+    pages = Workspace(tmp_path / "s.sqlite", "ipr-center", secret=None)
+    served = ServedApp(pages.app())
+    try:
+        page = requests.get(f"{served.url}delivery/{decision_id}", timeout=10).text
+        assert '<code class="rule">pa.to-government</code>' in page
+        assert "the MOUs said" in page
+    finally:
+        served.stop()
+        pages.close()
