@@ -335,6 +335,48 @@ def show_sellers(folder: Path, member: str) -> None:
     console.print(f"  {len(found)} sellers correlated across members in {member}'s store")
 
 
+def check_analyst_outputs(folder: Path, workspace_url: str) -> list[str]:
+    """What other tools do with the IPR Center's real store: its STIX bundle passes
+    stix2-validator --strict, its MISP feed loads in PyMISP, and taxii2-client reads its
+    TAXII collection page by page, each object version once (dev dependencies: the
+    check runs in the test environment)."""
+    from pymisp import MISPEvent
+    from stix2validator import ValidationOptions, validate_string
+    from taxii2client.v21 import Server, as_pages
+
+    from consumers.misp_export import export_misp
+    from consumers.stix_export import write_stix
+
+    problems = []
+    store = FeedStore(folder / "ipr-center.feed.sqlite")
+    bundle = folder / "ipr-center.stix.json"
+    objects = write_stix(store, bundle)
+    result = validate_string(bundle.read_text(), ValidationOptions(version="2.1", strict=True))
+    problems += [f"STIX: {error}" for error in result.errors[:20]]
+    events = export_misp(store, folder / "misp", exported_by="ipr-center")
+    for path in sorted((folder / "misp").glob("*-*.json")):
+        try:
+            MISPEvent().load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - reported as a mismatch
+            problems.append(f"MISP: {path.name} does not load: {exc}")
+    store.close()
+    (root,) = Server(workspace_url + "taxii2/").api_roots
+    (collection,) = root.collections
+    seen = [
+        (obj["id"], obj.get("modified", ""))
+        for page in as_pages(collection.get_objects, per_request=50, version="all")
+        for obj in page.get("objects", [])
+    ]
+    if len(seen) != len(set(seen)) or not seen:
+        problems.append(f"TAXII: {len(seen)} objects read, {len(set(seen))} distinct")
+    console.print(
+        f"analyst outputs of the IPR Center's store: STIX {objects} objects "
+        f"({len(result.errors)} validator errors), MISP {events} events, TAXII "
+        f"{len(seen)} object versions read in pages of 50"
+    )
+    return problems
+
+
 #: How long the demo's held record waits: platform-b's embargo ends this long after it is
 #: published (its published_at is set back by the rest of the hour).
 EMBARGO_WAIT_S = 30
@@ -469,6 +511,7 @@ def main() -> None:
                 problems.append(held)
             if routed < len(events) or dead:
                 problems.append(f"routed {routed:.0f} of {len(events)}, {dead:.0f} dead letters")
+            problems += check_analyst_outputs(folder, workspace_url)
             total = sum(len(d) for d in feeds.values())
             for problem in problems[:50]:
                 console.print(f"[red]MISMATCH[/red] {problem}")
