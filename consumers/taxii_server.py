@@ -18,7 +18,6 @@ import datetime as dt
 import hmac
 import json
 import re
-import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -104,9 +103,8 @@ class TaxiiServer:
         self.secret = secret
         self.prefix = prefix.rstrip("/")
         self.collection_id = collection_id(member)
-        # The store is opened by the first request; requests take turns on its one
-        # connection.
-        self._lock = threading.Lock()
+        # The store is opened by the first request. Requests run on the server's one
+        # event loop thread and use it without awaiting in between: they never interleave.
 
     @property
     def collection(self) -> StixCollection:
@@ -217,19 +215,16 @@ class TaxiiServer:
         if limit is not None and not limit.isdigit():
             raise TaxiiError(400, "limit must be a positive whole number")
         added_after = query.get("added_after")
-        versions = [v for value in query.getlist("match[version]") for v in value.split(",")]
-        with self._lock:
-            self.collection.refresh()
-            return self.collection.page(
-                after_seq=decode_cursor(query["next"]) if query.get("next") else 0,
-                limit=int(limit) if limit else 1000,
-                added_after_ms=_parse_timestamp(added_after, "added_after")
-                if added_after
-                else None,
-                ids=[object_id] if object_id else _listed(query.getlist("match[id]")),
-                types=_listed(query.getlist("match[type]")),
-                versions=versions or ["last"],
-            )
+        versions = _listed(query.getlist("match[version]"))
+        self.collection.refresh()
+        return self.collection.page(
+            after_seq=decode_cursor(query["next"]) if query.get("next") else 0,
+            limit=int(limit) if limit else 1000,
+            added_after_ms=_parse_timestamp(added_after, "added_after") if added_after else None,
+            ids=[object_id] if object_id else _listed(query.getlist("match[id]")),
+            types=_listed(query.getlist("match[type]")),
+            versions=versions or ["last"],
+        )
 
     async def objects(self, request: Request) -> Response:
         page = self._page(request)
@@ -269,16 +264,22 @@ class TaxiiServer:
 
     async def object_versions(self, request: Request) -> Response:
         object_id = request.path_params["object_id"]
-        with self._lock:
-            self.collection.refresh()
-            found = self.collection.versions(object_id)
+        self.collection.refresh()
+        found = self.collection.versions(object_id)
         if not found:
             raise TaxiiError(404, f"no object {object_id} in this collection")
         return _taxii({"more": False, "versions": [o.version for o in found]})
 
 
+#: Most values one match[...] filter may list (each becomes an SQL parameter).
+MAX_MATCH_VALUES = 100
+
+
 def _listed(values: list[str]) -> list[str]:
-    return [v for value in values for v in value.split(",") if v]
+    listed = [v for value in values for v in value.split(",") if v]
+    if len(listed) > MAX_MATCH_VALUES:
+        raise TaxiiError(400, f"a match filter may list at most {MAX_MATCH_VALUES} values")
+    return listed
 
 
 def _accepts(request: Request) -> None:

@@ -138,6 +138,8 @@ def test_media_type_and_bad_parameters(served: tuple[ServedApp, Path]) -> None:
     assert get(base, Accept="application/taxii+json;version=2.0").status_code == 406
     assert get(base + "?next=not-a-cursor", Accept=TAXII_MEDIA_TYPE).status_code == 400
     assert get(base + "?added_after=yesterday", Accept=TAXII_MEDIA_TYPE).status_code == 400
+    many = ",".join(f"indicator--{n}" for n in range(101))
+    assert get(base + f"?match[id]={many}", Accept=TAXII_MEDIA_TYPE).status_code == 400
     missing = get(base + "indicator--00000000-0000-4000-8000-000000000000/")
     assert missing.status_code == 404
     assert missing.json()["title"].startswith("no object")
