@@ -53,7 +53,7 @@ def _about(indicator: Event, n: int) -> list[Event]:
         "source_member": indicator.source_member,
         "tlp": "AMBER",
     }
-    at = dt.datetime(2026, 11, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=n)
+    at = dt.datetime.now(dt.UTC) - dt.timedelta(days=2, minutes=n % 1440)
     return [
         Sighting.parse(
             base | {"sighting_id": str(uuid.uuid4()), "observed_at": at, "kind": "SEEN_TOO"}
