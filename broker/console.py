@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime as dt
 import json
 import sys
 import time
@@ -58,6 +59,20 @@ def emit_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], fmt: st
         # Piped output is not cut to a terminal's width: every column stays whole.
         width = None if sys.stdout.isatty() else 400
         Console(width=width).print(table)
+
+
+def iso_time(value: str) -> str:
+    """A stored time as ISO 8601 in UTC (``2026-11-20T08:00:00Z``); a date, or any other
+    text, as it is."""
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return value
+    if len(value) == 10:  # a date
+        return value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def info(message: str) -> None:

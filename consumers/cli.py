@@ -103,6 +103,18 @@ def cli(
     )
 
 
+def _existing_store(ctx: _Context) -> FeedStore:
+    """The store, which must exist: only the commands that fill it (sync, tail,
+    audit-sync, serve --follow) create one, so a mistyped --store is an error, not an
+    empty store reporting nothing."""
+    if not ctx.store_path.is_file():
+        raise ActionError(
+            f"no store at {ctx.store_path}",
+            hint="run `action-feed sync` first, or pass the --store you synced into",
+        )
+    return FeedStore(ctx.store_path)
+
+
 def _line(delivery: Delivery) -> str:
     record = delivery.record
     seller = record.get("seller") or {}
@@ -209,11 +221,11 @@ def sync(ctx: _Context, idle: float, output_format: str) -> None:
 @click.pass_obj
 def sellers(ctx: _Context, min_sources: int, include_retracted: bool, output_format: str) -> None:
     """Sellers reported by several members (indicators linked by shared identifiers)."""
-    store = FeedStore(ctx.store_path)
+    store = _existing_store(ctx)
     found = store.sellers(min_sources, include_retracted=include_retracted)
     store.close()
     emit_rows(
-        [s.to_row() for s in found],
+        [s.to_row(summary=output_format == "table") for s in found],
         [
             "sources",
             "members",
@@ -237,7 +249,7 @@ def sellers(ctx: _Context, min_sources: int, include_retracted: bool, output_for
 @click.pass_obj
 def export(ctx: _Context, fmt: str, out: Path) -> None:
     """Export the store: jsonl, csv, a STIX 2.1 bundle, or a MISP feed folder."""
-    store = FeedStore(ctx.store_path)
+    store = _existing_store(ctx)
     with progress(f"exporting {fmt}", store.counts()["deliveries"]) as done:
         count = write_export(store, fmt, out, exported_by=ctx.member, progress=done)
     store.close()
@@ -318,11 +330,8 @@ def serve(
 
     if follow:
         FeedStore(ctx.store_path).close()  # created here, if need be, and read as it grows
-    elif not ctx.store_path.exists():
-        raise ActionError(
-            f"no store at {ctx.store_path}",
-            hint="run `action-feed sync` first, pass --store, or --follow to read the feed",
-        )
+    else:
+        _existing_store(ctx).close()
     secret = None
     if password_file is not None:
         secret = read_secret_file(password_file, "password file").decode().strip()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from broker.console import iso_time
 from broker.contract import is_masked, is_sealed
 from broker.errors import ActionError
 from consumers.audit_reader import AuditEntry
@@ -152,19 +153,26 @@ class Seller:
     #: (source, indicator id) of each indicator, for a link to its dossier.
     keys: tuple[tuple[str, str], ...] = ()
 
-    def to_row(self) -> dict[str, Any]:
-        shown = [
-            f"{k.removeprefix('seller.')}={v if len(v) < 28 else v[:25] + '...'}"
-            for k, v in self.identifiers[:4]
-        ]
+    def to_row(self, *, summary: bool = False) -> dict[str, Any]:
+        """The seller as one row: every identifier, or with ``summary`` (a table for
+        people) the first four shortened and how many more there are."""
+        if summary:
+            shown = [
+                f"{k.removeprefix('seller.')}={v if len(v) < 28 else v[:25] + '...'}"
+                for k, v in self.identifiers[:4]
+            ]
+            if len(self.identifiers) > 4:
+                shown.append(f"and {len(self.identifiers) - 4} more (-o json)")
+        else:
+            shown = [f"{k.removeprefix('seller.')}={v}" for k, v in self.identifiers]
         return {
             "sources": len(self.sources),
             "members": ", ".join(self.sources),
             "indicators": len(self.indicators),
             "categories": ", ".join(self.categories),
             "hss": "yes" if self.hss else "no",
-            "first_seen": self.first_seen,
-            "last_seen": self.last_seen,
+            "first_seen": iso_time(self.first_seen),
+            "last_seen": iso_time(self.last_seen),
             "identifiers": "; ".join(shown),
         }
 

@@ -12,7 +12,6 @@ TAXII clients send it with every request.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
@@ -26,6 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from broker.console import iso_time
 from broker.match_tokens import MatchTokenKey
 from consumers.dossier import (
     MAX_HOPS,
@@ -49,19 +49,6 @@ _HEADERS = {
 }
 
 Page = Callable[[Request], Awaitable[Response]]
-
-
-def iso_time(value: str) -> str:
-    """A stored time as ISO 8601 in UTC (``2026-11-20T08:00:00Z``); other text as it is."""
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        return value
-    if len(value) == 10:  # a date
-        return value
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class Workspace:

@@ -322,7 +322,7 @@ def show_sellers(folder: Path, member: str) -> None:
         title=f"sellers reported by 2+ members, in {member}'s store",
     )
     for seller in found[:8]:
-        row = seller.to_row()
+        row = seller.to_row(summary=True)
         table.add_row(
             str(row["sources"]),
             row["members"],
