@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import uuid
 from collections import deque
@@ -14,11 +15,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import click
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.progress import Progress
 
 from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
 from broker.console import bootstrap_option, emit_rows, info, output_option, run_command_line
+from broker.contract import record_id_of
 from broker.errors import ActionError, ConfigError, EventValidationError
 from broker.events import (
     EnforcementAction,
@@ -40,11 +43,20 @@ from producers.publisher import Publisher, PublisherConfig
 EXIT_REJECTED = 4
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Context:
-    member: str
+    """What a subcommand needs, resolved when it first asks (so ``--help`` of any
+    subcommand works without a member id or a key)."""
+
+    resolve_member: Callable[[], str]
     make_publisher: Callable[[], Publisher]
+    #: Resolves the signing key without connecting: a dry run checks it too.
+    check_signing_key: Callable[[], None]
     dry_run: bool
+
+    @functools.cached_property
+    def member(self) -> str:
+        return self.resolve_member()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,17 +87,26 @@ def cli(
 ) -> None:
     """Publish your organisation's events to the consortium, signed with your key."""
     settings = MemberSettings.load()
-    member = settings.member_id(member)
-    key = signing_key(member, key_file or settings.signing_key_file, demo=demo_keys)
-    kid = kid or load_trust_store(settings.trust_store).newest_signing_kid(member)
+
+    def resolve_member() -> str:
+        return settings.member_id(member)
+
+    def signer() -> tuple[Ed25519PrivateKey, str]:
+        member_id = resolve_member()
+        key = signing_key(member_id, key_file or settings.signing_key_file, demo=demo_keys)
+        return key, kid or load_trust_store(settings.trust_store).newest_signing_kid(member_id)
 
     def make_publisher() -> Publisher:
+        key, key_id = signer()
         kafka = settings.connection(bootstrap)
         return Publisher(
-            PublisherConfig(kafka.bootstrap, member, key, kid, client=kafka.security())
+            PublisherConfig(kafka.bootstrap, resolve_member(), key, key_id, client=kafka.security())
         )
 
-    ctx.obj = _Context(member, make_publisher, dry_run)
+    def check_signing_key() -> None:
+        signer()
+
+    ctx.obj = _Context(resolve_member, make_publisher, check_signing_key, dry_run)
 
 
 def _summary(rows: list[dict[str, Any]], output_format: str) -> None:
@@ -129,7 +150,11 @@ def _import(
     rejects = rejects or path.with_name(path.name + ".rejects.jsonl")
     resume = _Resume(path.with_name(path.name + ".published.jsonl"))
     total = sum(1 for line in path.open(encoding="utf-8") if line.strip())
+    if total == 0:
+        raise ActionError(f"{path} holds no records: nothing to publish")
     accepted = rejected = skipped = 0
+    if ctx.dry_run:
+        ctx.check_signing_key()
     publisher = None if ctx.dry_run else ctx.make_publisher()
     codec = AvroCodec(SchemaCatalog.load())
     try:
@@ -242,16 +267,20 @@ def seizures(ctx: _Context, file: Path, rejects: Path | None, output_format: str
     _import(ctx, file, SeizureReport, rejects, output_format)
 
 
-def _publish_one(ctx: _Context, event: Event) -> None:
-    if not ctx.dry_run:
+def _publish_one(ctx: _Context, event: Event, output_format: str) -> None:
+    if ctx.dry_run:
+        ctx.check_signing_key()
+    else:
         with ctx.make_publisher() as publisher:
             publisher.publish(event)
     record = event.to_avro()
-    ident = next(
-        str(record[k]) for k in ("retraction_id", "sighting_id", "action_id") if k in record
-    )
-    click.echo(ident)
-    info(f"{'validated' if ctx.dry_run else 'published'} {event.avro_type} {ident}")
+    row = {
+        "event_type": event.avro_type,
+        "id": record_id_of(record),
+        "indicator_id": str(record["indicator_id"]),
+        "published": not ctx.dry_run,
+    }
+    emit_rows([row], list(row), output_format)
 
 
 def _one(ctx: _Context, type_name: str, **fields: Any) -> Event:
@@ -274,9 +303,15 @@ _now = dt.datetime.now
 @click.option("--reason", type=click.Choice([r.value for r in RetractionReason]), required=True)
 @click.option("--explanation", help="Free text; reaches recipients only if their MOU allows.")
 @_tlp_option
+@output_option
 @click.pass_obj
 def retract(
-    ctx: _Context, indicator_id: str, reason: str, explanation: str | None, tlp: str
+    ctx: _Context,
+    indicator_id: str,
+    reason: str,
+    explanation: str | None,
+    tlp: str,
+    output_format: str,
 ) -> None:
     """Withdraw one of your indicators; every member that received it is told."""
     _publish_one(
@@ -291,6 +326,7 @@ def retract(
             explanation=explanation,
             tlp=tlp,
         ),
+        output_format,
     )
 
 
@@ -299,8 +335,11 @@ def retract(
 @click.option("--kind", type=click.Choice([k.value for k in SightingKind]), required=True)
 @click.option("--note")
 @_tlp_option
+@output_option
 @click.pass_obj
-def sighting(ctx: _Context, indicator_id: str, kind: str, note: str | None, tlp: str) -> None:
+def sighting(
+    ctx: _Context, indicator_id: str, kind: str, note: str | None, tlp: str, output_format: str
+) -> None:
     """Report that you have seen (or acted on, or disproved) another member's indicator."""
     _publish_one(
         ctx,
@@ -314,6 +353,7 @@ def sighting(ctx: _Context, indicator_id: str, kind: str, note: str | None, tlp:
             note=note,
             tlp=tlp,
         ),
+        output_format,
     )
 
 
@@ -322,8 +362,11 @@ def sighting(ctx: _Context, indicator_id: str, kind: str, note: str | None, tlp:
 @click.option("--kind", type=click.Choice([k.value for k in EnforcementKind]), required=True)
 @click.option("--details")
 @_tlp_option
+@output_option
 @click.pass_obj
-def action(ctx: _Context, indicator_id: str, kind: str, details: str | None, tlp: str) -> None:
+def action(
+    ctx: _Context, indicator_id: str, kind: str, details: str | None, tlp: str, output_format: str
+) -> None:
     """Report an enforcement action you took on the seller an indicator names."""
     event = _one(
         ctx,
@@ -335,7 +378,7 @@ def action(ctx: _Context, indicator_id: str, kind: str, details: str | None, tlp
         details=details,
         tlp=tlp,
     )
-    _publish_one(ctx, event)
+    _publish_one(ctx, event, output_format)
 
 
 def main() -> None:
