@@ -49,20 +49,23 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-def check(directory: Path) -> None:
-    """Validate a policy folder. Exit 0 when valid, 1 with every problem listed."""
+@output_option
+def check(directory: Path, output_format: str) -> None:
+    """Validate a policy folder. Exit 0 when valid, 1 with every problem listed (and
+    fields to review, which no rule names, either way)."""
     try:
         policy_set = load_policies(directory)
     except PolicyError as exc:
-        for problem in exc.problems or [exc.message]:
-            click.echo(problem)
-        info(f"{len(exc.problems) or 1} problem(s) in {directory}")
+        problems = exc.problems or [exc.message]
+        emit_rows([{"problem": p} for p in problems], ["problem"], output_format)
+        info(f"{len(problems)} problem(s) in {directory}")
         sys.exit(1)
-    for event_type, path in policy_set.unnamed_fields():
-        click.echo(
-            f"review: {event_type}.{path} is named by no rule: each share rule's "
-            "default_fields decides it (drop unless a rule says keep)"
-        )
+    reviews = [
+        f"review: {event_type}.{path} is named by no rule: each share rule's "
+        "default_fields decides it (drop unless a rule says keep)"
+        for event_type, path in policy_set.unnamed_fields()
+    ]
+    emit_rows([{"problem": r} for r in reviews], ["problem"], output_format)
     info(
         f"{directory}: valid; {len(policy_set.members)} members, {len(policy_set.mous)} MOUs, "
         f"{len(policy_set.plans)} (source, type, recipient) plans; version {policy_set.version}"
@@ -139,13 +142,15 @@ def _render(decision: Decision) -> str:
     "it as the router's ledger would.",
 )
 @_at_option
-@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+@output_option
+@click.option("--json", "as_json", is_flag=True, hidden=True, help="The same as -o json.")
 def explain(
     directory: Path,
     record_file: Path,
     recipient: str,
     indicator_file: Path | None,
     at: dt.datetime | None,
+    output_format: str,
     as_json: bool,
 ) -> None:
     """Why RECIPIENT would or would not get the record, and how each field is treated.
@@ -174,10 +179,23 @@ def explain(
         decision = policy_set.evaluate(
             record, event_type, recipient, now=now, match_key=OFFLINE_MATCH_KEY
         )
-    if as_json:
+    if as_json or output_format == "json":
         click.echo(
             json.dumps({**decision.to_json(), "record": decision.record, "note": note}, default=str)
         )
+    elif output_format == "csv":  # one row per field, each with the decision
+        columns = ["recipient", "delivered", "path", "treatment", "rule_ids"]
+        rows = [
+            {
+                "recipient": decision.recipient,
+                "delivered": decision.delivered,
+                "path": f.path,
+                "treatment": f.treatment.value,
+                "rule_ids": " ".join(f.rule_ids),
+            }
+            for f in decision.fields
+        ] or [{"recipient": decision.recipient, "delivered": decision.delivered}]
+        emit_rows(rows, columns, output_format)
     else:
         click.echo(_render(decision) + (f"\n  note: {note}" if note else ""))
     sys.exit(0 if decision.delivered else 4)

@@ -377,9 +377,17 @@ def test_cli_check_and_explain(tmp_path: Path) -> None:
     assert delivered.exit_code == 0, delivered.output
     assert "DELIVERED" in delivered.output
     assert "seller.email" in delivered.output
-    withheld = runner.invoke(cli, ["explain", *at, "--json", "--recipient", "brand-owner"])
+    withheld = runner.invoke(cli, ["explain", *at, "-o", "json", "--recipient", "brand-owner"])
     assert withheld.exit_code == 4
     assert json.loads(withheld.output)["delivered"] is False
+    fields = runner.invoke(cli, ["explain", *at, "-o", "csv", "--recipient", "platform-b"])
+    assert fields.output.splitlines()[0] == "recipient,delivered,path,treatment,rule_ids"
+    assert any(
+        line.startswith("platform-b,True,seller.email,hash,") for line in fields.output.splitlines()
+    )
+    checked = runner.invoke(cli, ["check", str(POLICY_DIR), "-o", "json"])
+    assert checked.exit_code == 0, checked.output
+    assert all(row["problem"].startswith("review: ") for row in json.loads(checked.stdout))
 
 
 def test_json_schemas_are_current() -> None:
