@@ -52,8 +52,17 @@ class MemberSettings(KafkaClientSettings):
         return self.connection_to(address)
 
     def member_id(self, given: str | None) -> str:
-        """``--member``, else ACTION_MEMBER."""
+        """``--member``, else ACTION_MEMBER; it must be a member of the consortium (its
+        trust store), so a typo is told at once, not as a Kafka failure later."""
         member = given or self.member
         if not member:
             raise ConfigError("no member id", hint="pass --member or set ACTION_MEMBER")
+        from broker.membership import load_trust_store
+
+        known = [m.id for m in load_trust_store(self.trust_store).members]
+        if member not in known:
+            raise ConfigError(
+                f"{member!r} is not a member of the consortium ({self.trust_store})",
+                hint=f"members: {', '.join(known)}",
+            )
         return member

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from broker.errors import ConfigError
 from broker.settings import KAFKA_VERSION, load_settings
+from policies import POLICY_DIR
 
 
 @pytest.fixture(autouse=True)
@@ -104,6 +106,7 @@ def test_member_settings_hold_only_what_a_member_needs(
     monkeypatch.setenv("ACTION_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("ACTION_KAFKA_SASL_USERNAME", "platform-a")
     monkeypatch.setenv("ACTION_KAFKA_SASL_PASSWORD", "s3cret")
+    shutil.copy(POLICY_DIR / "members.yaml", tmp_path / "members.yaml")
     monkeypatch.setenv("ACTION_TRUST_STORE", str(tmp_path / "members.yaml"))
     settings = MemberSettings.load(member="platform-a")
     connection = settings.connection()
@@ -111,6 +114,9 @@ def test_member_settings_hold_only_what_a_member_needs(
     assert settings.connection("other:9092").bootstrap == "other:9092"
     assert settings.trust_store == tmp_path / "members.yaml"
     assert settings.member_id(None) == "platform-a"
+    with pytest.raises(ConfigError, match="'nosuch' is not a member of the consortium") as typo:
+        settings.member_id("nosuch")
+    assert "platform-a" in (typo.value.hint or "")
     # A router setting is not a member's: a typo or a misplaced key is refused, not ignored.
     config = tmp_path / "member.yaml"
     config.write_text("router_workers: 4\n")
