@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -54,6 +55,13 @@ PUBLISHERS = [
     "express-carrier",
 ]
 console = Console(stderr=True)
+#: Tables on stdout: the terminal's width, or a fixed one when piped (a pipe has no width,
+#: and rich would cut every table at 80 columns).
+TABLE_WIDTH = None if sys.stdout.isatty() else 160
+
+
+def _table_console() -> Console:
+    return Console(width=TABLE_WIDTH)
 
 
 def _kid(policies: PolicySet, member: str) -> str:
@@ -305,7 +313,7 @@ def show_side_by_side(feeds: dict[str, list[Delivery]]) -> None:
             text = "-" if value in (None, "") else str(value)
             row.append(text if len(text) <= 26 else text[:23] + "...")
         table.add_row(path, *row)
-    Console().print(table)
+    _table_console().print(table)
 
 
 def show_sellers(folder: Path, member: str) -> None:
@@ -331,7 +339,7 @@ def show_sellers(folder: Path, member: str) -> None:
             row["hss"],
             row["identifiers"][:60],
         )
-    Console().print(table)
+    _table_console().print(table)
     console.print(f"  {len(found)} sellers correlated across members in {member}'s store")
 
 
@@ -447,6 +455,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2021)
     parser.add_argument("--metrics-port", type=int, default=9464)
     parser.add_argument("--workspace-port", type=int, default=9480)
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work folder (Kafka's data, the stores)"
+    )
     args = parser.parse_args()
     policies = load_policies(POLICY_DIR)
     folder = Path(tempfile.mkdtemp(prefix="action-demo-"))
@@ -496,7 +507,7 @@ def main() -> None:
                 str(kinds["SeizureReport"]),
                 str(verified),
             )
-        Console().print(summary)
+        _table_console().print(summary)
         show_side_by_side(feeds)
         show_sellers(folder, "ipr-center")
         held = show_embargo(consortium, policies)
@@ -521,10 +532,11 @@ def main() -> None:
             )
             raise SystemExit(1 if problems else 0)
         console.print(f"\nmetrics: {metrics_url}/metrics   (Prometheus rules: deploy/prometheus)")
+        feed_cli = Path(sys.executable).parent / "action-feed"
         console.print(
-            "stores: "
-            + ", ".join(str(p) for p in sorted(folder.glob("*.sqlite"))[:3])
-            + " ...  try: action-feed --member ipr-center --store <file> sellers"
+            f"stores: {folder}/<member>.feed.sqlite; try:\n  {feed_cli} --member ipr-center "
+            f"--store {folder / 'ipr-center.feed.sqlite'} sellers"
+            + ("" if args.keep else "\n(the work folder goes when the demo stops; --keep keeps it)")
         )
         console.print(f"[bold]the IPR Center's workspace: {workspace_url}[/bold]")
         console.print("[bold]Ctrl-C stops everything.[/bold]")
@@ -539,6 +551,10 @@ def main() -> None:
             router.send_signal(signal.SIGTERM)
             router.wait(60)
         cluster.down()
+        if args.keep:
+            console.print(f"work folder kept: {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
