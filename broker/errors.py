@@ -56,6 +56,18 @@ class ClusterNotRunningError(LocalKafkaError):
     exit_code = 3  # LSB: "program is not running", what `status` scripts expect
 
 
+class KafkaUnreachableError(ActionError):
+    """No Kafka answered at the bootstrap address (stopped, wrong address, network)."""
+
+    exit_code = 69  # EX_UNAVAILABLE (sysexits.h)
+
+
+class KafkaLoginError(ActionError):
+    """Kafka answered but refused the login (wrong user or password)."""
+
+    exit_code = 77  # EX_NOPERM (sysexits.h)
+
+
 # --- schemas, wire format, events ------------------------------------------------------
 # ``reason`` is a stable, machine-readable code: the router puts it on dead-letter records
 # and metrics label DLQ entries with it.

@@ -17,6 +17,7 @@ from typing import Any
 
 from broker.contract import AUDIT_TOPIC
 from broker.errors import ActionError
+from broker.sdk_kafka import BOOTSTRAP_TIMEOUT_MS, opening_kafka
 
 #: Bound on one entry's size: a decision's entry is a few kilobytes.
 MAX_ENTRY_BYTES = 256 * 1024
@@ -76,9 +77,8 @@ class AuditReader:
 
     def __post_init__(self) -> None:
         from kafka import KafkaConsumer
-        from kafka.errors import KafkaError
 
-        try:
+        with opening_kafka(self.bootstrap, self.client.get("sasl_plain_username")):
             self._consumer = KafkaConsumer(
                 AUDIT_TOPIC,
                 bootstrap_servers=self.bootstrap,
@@ -87,12 +87,11 @@ class AuditReader:
                 enable_auto_commit=False,
                 isolation_level="read_committed",
                 auto_offset_reset="earliest",
+                bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
                 **self.client,
             )
             # Metadata names only the topics this principal may describe.
             readable = self._consumer.topics()
-        except KafkaError as exc:
-            raise ActionError(f"cannot reach Kafka at {self.bootstrap}: {exc}") from exc
         if AUDIT_TOPIC not in readable:
             self._consumer.close()
             raise ActionError(

@@ -42,6 +42,7 @@ from broker.events import Event, avro_values, parse_event
 from broker.member_settings import MemberSettings
 from broker.membership import load_trust_store
 from broker.provenance import verify_delivered
+from broker.sdk_kafka import BOOTSTRAP_TIMEOUT_MS, opening_kafka
 from broker.sealing import sealed_kid, unseal
 from broker.signing import header_map, public_keys, verify_feed_record
 
@@ -153,7 +154,6 @@ def decrypt_fields(
 class FeedReader:
     def __init__(self, config: FeedReaderConfig, *, codec: AvroCodec | None = None) -> None:
         from kafka import KafkaConsumer
-        from kafka.errors import KafkaError
 
         self.config = config
         self.codec = codec or AvroCodec(SchemaCatalog.load())
@@ -172,7 +172,7 @@ class FeedReader:
         self._handled: dict[TopicPartition, int] = {}  # next offset to commit, per partition
         self.duplicates = 0
         self.rejected: list[tuple[str, str]] = []  # (position, why)
-        try:
+        with opening_kafka(config.bootstrap, config.client.get("sasl_plain_username")):
             self._consumer = KafkaConsumer(
                 self.topic,
                 bootstrap_servers=config.bootstrap,
@@ -181,10 +181,9 @@ class FeedReader:
                 enable_auto_commit=False,
                 isolation_level="read_committed",
                 auto_offset_reset="earliest" if config.from_beginning else "latest",
+                bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
                 **config.client,
             )
-        except KafkaError as exc:
-            raise ActionError(f"cannot reach Kafka at {config.bootstrap}: {exc}") from exc
 
     def deliveries(
         self, *, idle_timeout_s: float | None = None, max_records: int | None = None

@@ -26,6 +26,7 @@ from broker.contract import inbound_key, inbound_topic, record_id_of
 from broker.errors import ActionError, PublishError
 from broker.events import EVENT_TYPES, Event
 from broker.provenance import sign_fields
+from broker.sdk_kafka import BOOTSTRAP_TIMEOUT_MS, opening_kafka
 from broker.signing import key_id_header
 
 #: How long the producer waits to fill a batch: a few ms of latency for far fewer requests.
@@ -59,13 +60,12 @@ def sign_event(
 class Publisher:
     def __init__(self, config: PublisherConfig, *, codec: AvroCodec | None = None) -> None:
         from kafka import KafkaProducer
-        from kafka.errors import KafkaError
 
         self.config = config
         self.topic = inbound_topic(config.member)
         self.codec = codec or AvroCodec(SchemaCatalog.load())
         self._failures: list[tuple[str, str]] = []
-        try:
+        with opening_kafka(config.bootstrap, config.client.get("sasl_plain_username")):
             self._producer = KafkaProducer(
                 bootstrap_servers=config.bootstrap,
                 client_id=f"{config.member}.publisher",
@@ -73,10 +73,9 @@ class Publisher:
                 enable_idempotence=True,
                 linger_ms=PUBLISH_LINGER_MS,
                 max_request_size=1_100_000,
+                bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
                 **config.client,
             )
-        except KafkaError as exc:
-            raise ActionError(f"cannot reach Kafka at {config.bootstrap}: {exc}") from exc
 
     def encode(self, event: Event) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
         """(key, value, headers) for ``event``: encoded and signed, not sent."""

@@ -406,3 +406,30 @@ def test_the_ipr_center_syncs_the_audit_trail_and_sees_each_deliverys_rules(
     assert refused.returncode != 0
     assert "platform-b may not read the audit trail" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_wrong_password_is_told_apart_from_an_unreachable_kafka(
+    routed: Consortium, tmp_path: Path
+) -> None:
+    """Reading ipr-center's feed with platform-b's password: Kafka refuses the login, and
+    the user is told so (exit 77), not that Kafka is unreachable."""
+    env = {**os.environ, **routed.member("ipr-center").environment()}
+    env["ACTION_KAFKA_SASL_PASSWORD"] = routed.member("platform-b").password or "x"
+    command = [
+        str(BIN / "action-feed"),
+        "--member",
+        "ipr-center",
+        "--store",
+        str(tmp_path / "s.sqlite"),
+        "sync",
+        "--idle",
+        "2",
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    assert done.returncode == 77, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr
+    assert "refused the login of 'ipr-center': wrong user or password" in errors[0]
+    assert "Traceback" not in done.stderr

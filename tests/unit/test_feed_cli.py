@@ -5,11 +5,12 @@ and a summary in a table; times are ISO 8601."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.feed_stores import Deliver
+from tests.feed_stores import Deliver, free_port
 from tests.unit.test_workspace import correlated_store
 
 FEED_CLI = Path(sys.executable).parent / "action-feed"
@@ -45,3 +46,28 @@ def test_sellers_list_every_identifier_in_json_and_a_summary_in_a_table(
     assert seller["first_seen"] == "2026-11-20T08:00:00Z"
     table = _feed(store, "sellers")
     assert "and 1 more (-o json)" in table.stdout
+
+
+def test_a_kafka_that_does_not_answer_is_one_line_and_exit_69(tmp_path: Path) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ACTION_")},
+        "ACTION_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
+    }
+    command = [
+        str(FEED_CLI),
+        "--member",
+        "ipr-center",
+        "--bootstrap-server",
+        f"127.0.0.1:{free_port()}",
+        "--store",
+        str(tmp_path / "s.sqlite"),
+        "sync",
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, check=False, env=env
+    )
+    assert done.returncode == 69, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "cannot reach Kafka at 127.0.0.1:" in errors[0]
+    assert "Traceback" not in done.stderr

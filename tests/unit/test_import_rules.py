@@ -53,6 +53,7 @@ ALLOWED = frozenset(
         "broker.membership",
         "broker.normalize",
         "broker.provenance",
+        "broker.sdk_kafka",
         "broker.sealing",
         "broker.signing",
         "broker.typed_yaml",

@@ -1,0 +1,58 @@
+"""How the members' SDK opens its kafka-python clients: a bootstrap deadline of 10 s, and
+a failure to bootstrap told apart, a refused login (:class:`KafkaLoginError`, exit 77)
+from a Kafka that does not answer (:class:`KafkaUnreachableError`, exit 69), both in
+one line instead of a minute of client log lines and a timeout."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from broker.errors import KafkaLoginError, KafkaUnreachableError
+
+#: How long a client may take to reach its first broker before the SDK gives up.
+BOOTSTRAP_TIMEOUT_MS = 10_000
+
+_LOCAL_HINT = 'local cluster: eval "$(action-broker kafka env --user <member>)"'
+
+
+class _Failures(logging.Handler):
+    """Keeps the exceptions kafka-python logs while it tries to connect (and keeps its
+    lines off stderr meanwhile: the one error below says what they meant)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        self.seen += [a for a in args if isinstance(a, BaseException)]
+        if record.exc_info and record.exc_info[1] is not None:
+            self.seen.append(record.exc_info[1])
+
+
+@contextlib.contextmanager
+def opening_kafka(bootstrap: str, user: str | None) -> Iterator[None]:
+    """Around the construction of a kafka-python client: its failure to bootstrap becomes
+    a refused login or an unreachable Kafka."""
+    from kafka.errors import KafkaError, SaslAuthenticationFailedError
+
+    failures = _Failures()
+    kafka_log = logging.getLogger("kafka")
+    kafka_log.addHandler(failures)
+    try:
+        yield
+    except KafkaError as exc:
+        if any(isinstance(e, SaslAuthenticationFailedError) for e in failures.seen):
+            raise KafkaLoginError(
+                f"Kafka at {bootstrap} refused the login of {user!r}: wrong user or password",
+                hint=f"check ACTION_KAFKA_SASL_USERNAME and ACTION_KAFKA_SASL_PASSWORD "
+                f"({_LOCAL_HINT})",
+            ) from None
+        raise KafkaUnreachableError(
+            f"cannot reach Kafka at {bootstrap} within {BOOTSTRAP_TIMEOUT_MS // 1000} s ({exc})",
+            hint=f"is it running, and is that its address? ({_LOCAL_HINT})",
+        ) from None
+    finally:
+        kafka_log.removeHandler(failures)
