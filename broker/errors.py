@@ -68,6 +68,12 @@ class KafkaLoginError(ActionError):
     exit_code = 77  # EX_NOPERM (sysexits.h)
 
 
+class KafkaAccessError(ActionError):
+    """Kafka refused an operation to this principal (its ACLs do not allow it)."""
+
+    exit_code = 77  # EX_NOPERM (sysexits.h)
+
+
 # --- schemas, wire format, events ------------------------------------------------------
 # ``reason`` is a stable, machine-readable code: the router puts it on dead-letter records
 # and metrics label DLQ entries with it.

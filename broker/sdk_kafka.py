@@ -1,7 +1,9 @@
-"""How the members' SDK opens its kafka-python clients: a bootstrap deadline of 10 s, and
-a failure to bootstrap told apart, a refused login (:class:`KafkaLoginError`, exit 77)
-from a Kafka that does not answer (:class:`KafkaUnreachableError`, exit 69), both in
-one line instead of a minute of client log lines and a timeout."""
+"""How the members' SDK opens and uses its kafka-python clients: a bootstrap deadline of
+10 s, and a failure to bootstrap told apart, a refused login (:class:`KafkaLoginError`,
+exit 77) from a Kafka that does not answer (:class:`KafkaUnreachableError`, exit 69),
+both in one line instead of a minute of client log lines and a timeout; and what the
+ACLs refuse (a group or topic not the member's) as :class:`KafkaAccessError` (exit 77),
+not a traceback."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from broker.errors import KafkaLoginError, KafkaUnreachableError
+from broker.errors import KafkaAccessError, KafkaLoginError, KafkaUnreachableError
 
 #: How long a client may take to reach its first broker before the SDK gives up.
 BOOTSTRAP_TIMEOUT_MS = 10_000
@@ -56,3 +58,23 @@ def opening_kafka(bootstrap: str, user: str | None) -> Iterator[None]:
         ) from None
     finally:
         kafka_log.removeHandler(failures)
+
+
+@contextlib.contextmanager
+def kafka_refusals(principal: str, group: str | None) -> Iterator[None]:
+    """Around a client's calls (poll, commit): what the ACLs refuse becomes one error
+    that says what is allowed instead."""
+    from kafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
+
+    try:
+        yield
+    except GroupAuthorizationFailedError:
+        raise KafkaAccessError(
+            f"{principal} may not use the consumer group {group!r}",
+            hint=f"name your groups {principal}.<anything>: that prefix is yours",
+        ) from None
+    except TopicAuthorizationFailedError as exc:
+        raise KafkaAccessError(
+            f"{principal} may not read or write that topic ({exc})",
+            hint="a member reads only its own feed and writes only its own inbound topic",
+        ) from None

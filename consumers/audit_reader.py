@@ -17,7 +17,7 @@ from typing import Any
 
 from broker.contract import AUDIT_TOPIC
 from broker.errors import ActionError
-from broker.sdk_kafka import BOOTSTRAP_TIMEOUT_MS, opening_kafka
+from broker.sdk_kafka import BOOTSTRAP_TIMEOUT_MS, kafka_refusals, opening_kafka
 
 #: Bound on one entry's size: a decision's entry is a few kilobytes.
 MAX_ENTRY_BYTES = 256 * 1024
@@ -102,8 +102,10 @@ class AuditReader:
     def entries(self, *, idle_timeout_s: float) -> Iterator[AuditEntry]:
         """Entries in order, until ``idle_timeout_s`` passes with none."""
         started = idle_since = time.monotonic()
+        principal = str(self.client.get("sasl_plain_username") or self.member)
         while True:
-            batch = self._consumer.poll(timeout_ms=500)
+            with kafka_refusals(principal, self.group_id or f"{self.member}.audit"):
+                batch = self._consumer.poll(timeout_ms=500)
             now = time.monotonic()
             if not batch:
                 if not self._consumer.assignment():

@@ -174,15 +174,17 @@ def tail(ctx: _Context, idle: float | None) -> None:
 def sync(ctx: _Context, idle: float, output_format: str) -> None:
     """Materialize the feed into the SQLite store (retractions applied), then stop."""
     store = FeedStore(ctx.store_path)
-    added = 0
-    with ctx.make_reader() as reader:
+    added = read = 0
+    with ctx.make_reader() as reader, progress("reading the feed", None) as done:
         batch: list[Delivery] = []
         for delivery in reader.deliveries(idle_timeout_s=idle):
             batch.append(delivery)
+            read += 1
             if len(batch) >= 500:
                 added += store.add(batch)
                 reader.commit()
                 batch = []
+                done(read)
         added += store.add(batch)
         reader.commit()
         duplicates, rejected = reader.duplicates, reader.rejected
@@ -271,13 +273,14 @@ def audit_sync(ctx: _Context, idle: float, output_format: str) -> None:
     Center), so the workspace's "why this form" names the rules of each decision."""
     store = FeedStore(ctx.store_path)
     added = 0
-    with ctx.make_audit_reader() as reader:
+    with ctx.make_audit_reader() as reader, progress("reading the audit trail", None) as done:
         batch: list[AuditEntry] = []
-        for entry in reader.entries(idle_timeout_s=idle):
+        for read, entry in enumerate(reader.entries(idle_timeout_s=idle), start=1):
             batch.append(entry)
             if len(batch) >= 1000:
                 added += store.add_audit(batch)
                 batch = []
+                done(read)
         added += store.add_audit(batch)
         reader.commit()  # all of it stored: at least once, the store drops repeats
         malformed = reader.malformed

@@ -42,7 +42,7 @@ from broker.events import Event, avro_values, parse_event
 from broker.member_settings import MemberSettings
 from broker.membership import load_trust_store
 from broker.provenance import verify_delivered
-from broker.sdk_kafka import BOOTSTRAP_TIMEOUT_MS, opening_kafka
+from broker.sdk_kafka import BOOTSTRAP_TIMEOUT_MS, kafka_refusals, opening_kafka
 from broker.sealing import sealed_kid, unseal
 from broker.signing import header_map, public_keys, verify_feed_record
 
@@ -199,8 +199,10 @@ class FeedReader:
 
         yielded = 0
         started = idle_since = time.monotonic()
+        principal = str(self.config.client.get("sasl_plain_username") or self.config.member)
         while True:
-            batch = self._consumer.poll(timeout_ms=500)
+            with kafka_refusals(principal, self._group):
+                batch = self._consumer.poll(timeout_ms=500)
             if not batch:
                 now = time.monotonic()
                 if not self._consumer.assignment():

@@ -433,3 +433,29 @@ def test_a_wrong_password_is_told_apart_from_an_unreachable_kafka(
     assert len(errors) == 1, done.stderr
     assert "refused the login of 'ipr-center': wrong user or password" in errors[0]
     assert "Traceback" not in done.stderr
+
+
+def test_a_group_not_the_members_own_is_one_clear_error(routed: Consortium, tmp_path: Path) -> None:
+    """``action-feed tail --group other.tail``: the ACLs give a member only groups named
+    ``<member>.``; it used to end in a GroupAuthorizationFailedError traceback."""
+    env = {**os.environ, **routed.member("ipr-center").environment()}
+    command = [
+        str(BIN / "action-feed"),
+        "--member",
+        "ipr-center",
+        "--demo-keys",
+        "--store",
+        str(tmp_path / "s.sqlite"),
+        "--group",
+        "other.tail",
+        "tail",
+        "--idle",
+        "2",
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=180, check=False
+    )
+    assert done.returncode == 77, done.stderr
+    assert "error: ipr-center may not use the consumer group 'other.tail'" in done.stderr
+    assert "hint: name your groups ipr-center.<anything>" in done.stderr
+    assert "Traceback" not in done.stderr
