@@ -26,12 +26,17 @@ class _Failures(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.seen: list[BaseException] = []
+        self.login_refused = False
 
     def emit(self, record: logging.LogRecord) -> None:
         args = record.args if isinstance(record.args, tuple) else ()
         self.seen += [a for a in args if isinstance(a, BaseException)]
         if record.exc_info and record.exc_info[1] is not None:
             self.seen.append(record.exc_info[1])
+        # Some paths log the failure inside an f-string, not as an argument: the refused
+        # login can surface at the connection or at its first metadata request.
+        if "SaslAuthenticationFailed" in record.getMessage():
+            self.login_refused = True
 
 
 @contextlib.contextmanager
@@ -46,7 +51,9 @@ def opening_kafka(bootstrap: str, user: str | None) -> Iterator[None]:
     try:
         yield
     except KafkaError as exc:
-        if any(isinstance(e, SaslAuthenticationFailedError) for e in failures.seen):
+        if failures.login_refused or any(
+            isinstance(e, SaslAuthenticationFailedError) for e in failures.seen
+        ):
             raise KafkaLoginError(
                 f"Kafka at {bootstrap} refused the login of {user!r}: wrong user or password",
                 hint=f"check ACTION_KAFKA_SASL_USERNAME and ACTION_KAFKA_SASL_PASSWORD "
