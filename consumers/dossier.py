@@ -20,6 +20,7 @@ from broker.normalize import (
     normalize_phone,
     registrable_domain,
 )
+from broker.provenance import leaves
 from consumers.audit_reader import AuditEntry
 from consumers.store import FeedStore
 
@@ -301,23 +302,13 @@ def delivery_form(store: FeedStore, decision_id: str) -> DeliveryForm | None:
             opened=opened,
             failed=failed,
         )
-        for path, value in _leaves(record)
+        for path, value in leaves(record).items()
     ]
     known = verified is not None
     audit = store.audit_entry(decision_id)
     return DeliveryForm(
         decision_id, event_type, source, record_id, version, position, known, fields, audit
     )
-
-
-def _leaves(record: dict[str, Any]) -> list[tuple[str, Any]]:
-    out = []
-    for name, value in record.items():
-        if isinstance(value, dict):
-            out += [(f"{name}.{sub}", inner) for sub, inner in value.items()]
-        else:
-            out.append((name, value))
-    return out
 
 
 def _field_form(

@@ -20,7 +20,6 @@ two members' records that share an id stay two events.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import hashlib
 import json
 import uuid
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.contract import delivered_in_clear, record_id_of
-from consumers.stix_export import Progress, tlp_name
+from consumers.stix_export import RECORD_TIME_FIELD, Progress, tlp_name, utc_moment
 from consumers.store import FeedStore
 
 _NAMESPACE = uuid.UUID("6d1c3f7e-5a43-4f0b-9d8f-0a7c1e2b3c4d")  # stable ids for re-exports
@@ -48,14 +47,6 @@ _TYPES = {
     "device_ids": ("text", "Other"),
 }
 
-#: The record's own time, by event type.
-_TIME_FIELD = {
-    "SellerIndicator": "published_at",
-    "Sighting": "observed_at",
-    "EnforcementAction": "taken_at",
-    "SeizureReport": "seized_on",
-    "Retraction": "retracted_at",
-}
 _MANIFEST_FIELDS = (
     "info",
     "date",
@@ -75,12 +66,6 @@ def organisation(name: str) -> dict[str, str]:
 
 def event_uuid(source: str, record_id: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"misp|{source}|{record_id}"))
-
-
-def _moment(value: Any) -> dt.datetime:
-    text = str(value)
-    moment = dt.datetime.fromisoformat(text + "T00:00:00+00:00" if len(text) == 10 else text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def _attribute(
@@ -161,7 +146,7 @@ def _event(
 ) -> dict[str, Any]:
     record_id = record_id_of(record)
     own = event_uuid(source, record_id)
-    at = _moment(record[_TIME_FIELD[event_type]])
+    at = utc_moment(record[RECORD_TIME_FIELD[event_type]])
     tags = _tags(record)
     event: dict[str, Any] = {
         "uuid": own,

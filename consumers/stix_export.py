@@ -72,15 +72,31 @@ def observable_id(kind: str, properties: dict[str, str]) -> str:
     return f"{kind}--{uuid.uuid5(_SCO_NAMESPACE, canonical)}"
 
 
-def stix_time(value: Any) -> str:
-    """A STIX timestamp (UTC, milliseconds, ``Z``) from an ISO 8601 text or a date."""
+def utc_moment(value: Any) -> dt.datetime:
+    """A stored time (ISO 8601 text, or a date: its midnight) as an aware UTC datetime."""
     text = str(value)
     if len(text) == 10:  # a date
         text += "T00:00:00+00:00"
     moment = dt.datetime.fromisoformat(text)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return moment.astimezone(dt.UTC)
+
+
+def stix_time(value: Any) -> str:
+    """A STIX timestamp (UTC, milliseconds, ``Z``) from an ISO 8601 text or a date."""
+    return utc_moment(value).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+#: The field holding a record's own time, by event type: when it was published, seen,
+#: taken, seized or retracted.
+RECORD_TIME_FIELD = {
+    "SellerIndicator": "published_at",
+    "Sighting": "observed_at",
+    "EnforcementAction": "taken_at",
+    "SeizureReport": "seized_on",
+    "Retraction": "retracted_at",
+}
 
 
 def _marking_definitions() -> Iterator[dict[str, Any]]:
@@ -176,7 +192,7 @@ class StixMapper:
         """The STIX objects (or object versions) one delivered record adds."""
         marking = [TLP2_IDS[record["tlp"]]]
         reporter = stable_id("identity", "source", source)
-        at = stix_time(_record_time(event_type, record))
+        at = stix_time(record[RECORD_TIME_FIELD[event_type]])
         if self.first_time(reporter):
             yield _common("identity", reporter, at, marking) | {
                 "name": source,
@@ -243,17 +259,6 @@ def write_stix(store: FeedStore, out: Path, *, progress: Progress | None = None)
             count += 1
         handle.write("\n]}\n")
     return count
-
-
-def _record_time(event_type: str, record: dict[str, Any]) -> Any:
-    field = {
-        "SellerIndicator": "published_at",
-        "Sighting": "observed_at",
-        "EnforcementAction": "taken_at",
-        "SeizureReport": "seized_on",
-        "Retraction": "retracted_at",
-    }[event_type]
-    return record[field]
 
 
 def _common(kind: str, ident: str, at: str, marking: list[str]) -> dict[str, Any]:

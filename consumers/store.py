@@ -458,5 +458,4 @@ class FeedStore:
 
     def retracted(self) -> set[tuple[str, str]]:
         """(source, indicator id) of every retracted indicator."""
-        query = "SELECT source, indicator_id FROM indicators WHERE retracted_at IS NOT NULL"
-        return {(r[0], r[1]) for r in self.db.execute(query)}
+        return set(self.retraction_times())

@@ -328,26 +328,42 @@ def test_sync_killed_mid_feed_then_restarted_stores_every_record_once(
     assert not missing, f"{len(missing)} records missing; second sync said: {second.stderr[-2000:]}"
 
 
+def _member_env(consortium: Consortium, member: str) -> dict[str, str]:
+    """The environment of a command run as ``member``'s Kafka principal."""
+    return {**os.environ, **consortium.member(member).environment()}
+
+
+def _feed_command(member: str, store: Path, group: str | None, *args: str) -> list[str]:
+    """``action-feed`` as ``member`` (demo keys) on ``store``, in ``group`` when given."""
+    command = [str(BIN / "action-feed"), "--member", member, "--demo-keys", "--store", str(store)]
+    return command + (["--group", group] if group else []) + list(args)
+
+
+def _run_feed(
+    env: dict[str, str], member: str, store: Path, group: str | None, *args: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        _feed_command(member, store, group, *args),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+
+
 def test_the_workspace_follows_the_feed(routed: Consortium, tmp_path: Path) -> None:
     """``action-feed serve --follow``: a record published after the workspace started is
     found by its search moments later."""
     run = uuid.uuid4().hex[:8]
     port = free_port()
-    command = [
-        str(BIN / "action-feed"),
-        "--member",
+    command = _feed_command(
         "ipr-center",
-        "--demo-keys",
-        "--store",
-        str(tmp_path / "ipr.sqlite"),
-        "--group",
+        tmp_path / "ipr.sqlite",
         f"ipr-center.follow{run}",
-        "serve",
-        "--follow",
-        "--port",
-        str(port),
-    ]
-    env = {**os.environ, **routed.member("ipr-center").environment()}
+        *("serve", "--follow", "--port", str(port)),
+    )
+    env = _member_env(routed, "ipr-center")
     server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     try:
         with _publisher(routed, "platform-a") as publisher:
@@ -379,12 +395,8 @@ def test_the_ipr_center_syncs_the_audit_trail_and_sees_each_deliverys_rules(
     store_path = tmp_path / "ipr.sqlite"
 
     def feed(member: str, *command: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, **routed.member(member).environment()}
-        args = [str(BIN / "action-feed"), "--member", member, "--demo-keys"]
-        args += ["--store", str(store_path), "--group", f"{member}.audit{run}", *command]
-        return subprocess.run(
-            args, capture_output=True, text=True, env=env, timeout=180, check=False
-        )
+        env = _member_env(routed, member)
+        return _run_feed(env, member, store_path, f"{member}.audit{run}", *command)
 
     synced = feed("ipr-center", "sync", "--idle", "5")
     assert synced.returncode == 0, synced.stderr
@@ -413,21 +425,9 @@ def test_a_wrong_password_is_told_apart_from_an_unreachable_kafka(
 ) -> None:
     """Reading ipr-center's feed with platform-b's password: Kafka refuses the login, and
     the user is told so (exit 77), not that Kafka is unreachable."""
-    env = {**os.environ, **routed.member("ipr-center").environment()}
+    env = _member_env(routed, "ipr-center")
     env["ACTION_KAFKA_SASL_PASSWORD"] = routed.member("platform-b").password or "x"
-    command = [
-        str(BIN / "action-feed"),
-        "--member",
-        "ipr-center",
-        "--store",
-        str(tmp_path / "s.sqlite"),
-        "sync",
-        "--idle",
-        "2",
-    ]
-    done = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=120, check=False
-    )
+    done = _run_feed(env, "ipr-center", tmp_path / "s.sqlite", None, "sync", "--idle", "2")
     assert done.returncode == 77, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, done.stderr
@@ -438,23 +438,8 @@ def test_a_wrong_password_is_told_apart_from_an_unreachable_kafka(
 def test_a_group_not_the_members_own_is_one_clear_error(routed: Consortium, tmp_path: Path) -> None:
     """``action-feed tail --group other.tail``: the ACLs give a member only groups named
     ``<member>.``; it used to end in a GroupAuthorizationFailedError traceback."""
-    env = {**os.environ, **routed.member("ipr-center").environment()}
-    command = [
-        str(BIN / "action-feed"),
-        "--member",
-        "ipr-center",
-        "--demo-keys",
-        "--store",
-        str(tmp_path / "s.sqlite"),
-        "--group",
-        "other.tail",
-        "tail",
-        "--idle",
-        "2",
-    ]
-    done = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=180, check=False
-    )
+    env = _member_env(routed, "ipr-center")
+    done = _run_feed(env, "ipr-center", tmp_path / "s.sqlite", "other.tail", "tail", "--idle", "2")
     assert done.returncode == 77, done.stderr
     assert "error: ipr-center may not use the consumer group 'other.tail'" in done.stderr
     assert "hint: name your groups ipr-center.<anything>" in done.stderr
