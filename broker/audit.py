@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from broker.policy.decision import Decision
@@ -207,54 +207,86 @@ class ChainReport:
                 )
 
 
-def verify_chains(entries: Iterable[tuple[str, Mapping[str, Any]]]) -> ChainReport:
-    """Check every chain in read order; report the first problem of each chain.
+class ChainVerifier:
+    """Checks audit entries as they are read, in read order, holding only each chain's
+    last good entry: memory stays the same whatever the trail's length. The first
+    problem of each chain is reported; an entry missing at its place is ``reordered``
+    when it turns up later in the chain and ``removed`` when it does not, which only
+    the rest of the chain can tell, so that verdict waits for it."""
 
-    An entry missing at its place is ``reordered`` when it turns up later in the chain and
-    ``removed`` when it does not; an entry whose hash does not match its content, or that
-    does not link to its predecessor, is ``altered``.
-    """
-    chains: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
-    count = 0
-    for position, entry in entries:
-        count += 1
-        chains.setdefault(str(entry.get("chain", "?")), []).append((position, entry))
-    problems: list[ChainProblem] = []
-    last_good: dict[str, ChainHead] = {}
-    for chain, listed in chains.items():
-        head = ChainHead(chain)
-        seqs = [e.get("seq") for _, e in listed]
-        for index, (position, entry) in enumerate(listed):
-            seq = entry.get("seq")
-            problem = _problem(head, entry, seq, later=seqs[index + 1 :])
+    def __init__(self) -> None:
+        self.entries = 0
+        self._heads: dict[str, ChainHead] = {}  # in the order chains first appear
+        self._problems: dict[str, ChainProblem] = {}
+        self._gaps: dict[str, ChainProblem] = {}  # "removed" unless the entry turns up
+
+    def add(self, position: str, entry: Mapping[str, Any]) -> None:
+        self.entries += 1
+        chain = str(entry.get("chain", "?"))
+        head = self._heads.setdefault(chain, ChainHead(chain))
+        if chain in self._problems:
+            return
+        seq = entry.get("seq")
+        gap = self._gaps.get(chain)
+        if gap is not None:
+            if seq == head.seq + 1:
+                detail = f"entry {gap.seq} comes before entry {seq}"
+                self._problems[chain] = replace(gap, kind="reordered", detail=detail)
+            return
+        problem = _problem(head, entry)
+        if problem is not None:
+            kind, detail = problem
+            found = ChainProblem(
+                chain, position, seq if isinstance(seq, int) else None, kind, detail
+            )
+            if kind == "gap":
+                self._gaps[chain] = found
+            else:
+                self._problems[chain] = found
+            return
+        self._heads[chain] = ChainHead(chain, head.seq + 1, str(entry["hash"]))
+
+    def report(self) -> ChainReport:
+        """What the entries added so far show."""
+        problems = []
+        for chain, head in self._heads.items():
+            problem = self._problems.get(chain) or self._gaps.get(chain)
+            if problem is not None and problem.kind == "gap":
+                problem = _unmatched_gap(head, problem)
             if problem is not None:
-                kind, detail = problem
-                problems.append(
-                    ChainProblem(
-                        chain, position, seq if isinstance(seq, int) else None, kind, detail
-                    )
-                )
-                break
-            head = ChainHead(chain, head.seq + 1, str(entry["hash"]))
-        last_good[chain] = head
-    return ChainReport(count, {c: h.seq for c, h in last_good.items()}, problems, last_good)
+                problems.append(problem)
+        heads = dict(self._heads)
+        return ChainReport(self.entries, {c: h.seq for c, h in heads.items()}, problems, heads)
 
 
-def _problem(
-    head: ChainHead, entry: Mapping[str, Any], seq: Any, later: list[Any]
-) -> tuple[str, str] | None:
+def verify_chains(entries: Iterable[tuple[str, Mapping[str, Any]]]) -> ChainReport:
+    """Check every chain in read order (:class:`ChainVerifier`)."""
+    verifier = ChainVerifier()
+    for position, entry in entries:
+        verifier.add(position, entry)
+    return verifier.report()
+
+
+def _problem(head: ChainHead, entry: Mapping[str, Any]) -> tuple[str, str] | None:
+    """What is wrong with ``entry`` as the successor of ``head``: ``gap`` when its
+    sequence number is not the next one."""
+    seq = entry.get("seq")
     if entry.get("hash") != entry_hash(entry):
         return "altered", f"entry {seq} does not match its hash: its content was changed"
     if not isinstance(seq, int):
         return "altered", "entry has no sequence number"
-    expected = head.seq + 1
-    if seq != expected:
-        if expected in later:
-            return "reordered", f"entry {seq} comes before entry {expected}"
-        if seq > expected:
-            missing = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
-            return "removed", f"entry {missing} missing before entry {seq}"
-        return "reordered", f"entry {seq} appears again after entry {head.seq}"
+    if seq != head.seq + 1:
+        return "gap", ""
     if entry.get("prev") != head.hash:
         return "altered", f"entry {seq} does not link to entry {head.seq} (replaced)"
     return None
+
+
+def _unmatched_gap(head: ChainHead, gap: ChainProblem) -> ChainProblem:
+    """A gap whose missing entry never turned up later in the chain."""
+    seq, expected = gap.seq or 0, head.seq + 1
+    if seq > expected:
+        missing = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
+        return replace(gap, kind="removed", detail=f"entry {missing} missing before entry {seq}")
+    detail = f"entry {seq} appears again after entry {head.seq}"
+    return replace(gap, kind="reordered", detail=detail)

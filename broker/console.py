@@ -33,6 +33,14 @@ bootstrap_option = click.option(
     help="host:port of Kafka (default: ACTION_KAFKA_BOOTSTRAP, else the local cluster).",
 )
 
+cluster_name_option = click.option(
+    "--name",
+    "cluster_name",
+    metavar="CLUSTER",
+    help="The local cluster of that name (`action-broker kafka up --name CLUSTER`), "
+    "instead of --bootstrap-server (default: `default`).",
+)
+
 output_option = click.option(
     "-o",
     "--output",
@@ -80,11 +88,44 @@ def info(message: str) -> None:
     click.echo(message, err=True)
 
 
+_QUIET = "action.quiet"
+
+
+def _set_quiet(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta[_QUIET] = True
+
+
+quiet_option = click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_set_quiet,
+    help="No progress bars (they show only on a terminal anyway).",
+)
+
+
+def _quiet() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.meta.get(_QUIET))
+
+
+def waiting(what: str) -> contextlib.AbstractContextManager[object]:
+    """A spinner on stderr while waiting for something (Kafka, say), on a terminal and
+    without --quiet only."""
+    if not sys.stderr.isatty() or _quiet():
+        return contextlib.nullcontext()
+    return Console(stderr=True).status(what)
+
+
 @contextlib.contextmanager
 def progress(what: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr for long work, shown only on a terminal (a script's
-    stderr stays quiet); yields the function to call with how much is done."""
-    if not sys.stderr.isatty():
+    """A progress bar on stderr for long work, with its rate, shown only on a terminal
+    (a script's stderr stays quiet) and without --quiet; yields the function to call
+    with how much is done."""
+    if not sys.stderr.isatty() or _quiet():
         yield lambda _done: None
         return
     columns = (

@@ -42,10 +42,6 @@ class KafkaDownloadError(LocalKafkaError):
     """Maven could not resolve the Kafka jars from Maven Central."""
 
 
-class PortInUseError(LocalKafkaError):
-    """A port the broker must listen on is already taken."""
-
-
 class BrokerStartError(LocalKafkaError):
     """A broker process exited or did not answer metadata requests in time."""
 
@@ -176,6 +172,23 @@ class RoutingWorkerLostError(RouterError):
     def __init__(self, message: str, *, suspects: tuple[Any, ...] = ()) -> None:
         super().__init__(message)
         self.suspects = suspects
+
+
+class PortInUseError(ActionError):
+    """A server (a local Kafka node, the registry, the metrics endpoint, a workspace)
+    cannot listen where it was asked to: the port is taken, say."""
+
+    exit_code = 69  # EX_UNAVAILABLE (sysexits.h)
+
+
+class UnpublishedIndicatorError(ActionError):
+    """A retraction names an indicator the member's publication journal does not list."""
+
+    exit_code = 65  # EX_DATAERR (sysexits.h)
+
+
+class ImportFileError(ActionError):
+    """An import file cannot be read as a whole (its type, its CSV header)."""
 
 
 class PublishError(ActionError):

@@ -77,7 +77,7 @@ class LedgerFollower:
         if partitions != self._assigned:
             reader.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in partitions])
             self._assigned = partitions
-        ends = self._bounds(partitions, timeout_s)
+        ends = stable_bounds(self._admin, partitions, timeout_s)
         deadline = time.monotonic() + timeout_s
         while self._behind(ends):
             if time.monotonic() > deadline:
@@ -101,35 +101,6 @@ class LedgerFollower:
             partitions += [(topic, p) for p in sorted(found.partitions)]
         return partitions
 
-    def _bounds(
-        self, partitions: list[tuple[str, int]], timeout_s: float
-    ) -> dict[tuple[str, int], tuple[int, int]]:
-        """Each partition's first offset and last stable offset (the end a read_committed
-        reader reaches), asked of every partition at once; asked again while leaders move
-        (a node just died, say), until ``timeout_s``, then the error is raised."""
-        asked = [TopicPartition(*tp) for tp in partitions]
-        deadline = time.monotonic() + timeout_s
-        while True:
-            first, last = (
-                self._admin.list_offsets(
-                    {tp: spec for tp in asked},
-                    isolation_level=IsolationLevel.READ_COMMITTED,
-                    request_timeout=timeout_s,
-                )
-                for spec in (OffsetSpec.earliest(), OffsetSpec.latest())
-            )
-            try:
-                return {
-                    (tp.topic, tp.partition): (first[tp].result().offset, last[tp].result().offset)
-                    for tp in asked
-                }
-            except KafkaException:
-                # (librdkafka marks few of these retriable: a fenced leader epoch is not,
-                # though the next ask, after a metadata refresh, succeeds.)
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(_RETRY_PAUSE_S)
-
     def _behind(self, ends: dict[tuple[str, int], tuple[int, int]]) -> bool:
         """Whether some partition's position is short of its end."""
         asked = [TopicPartition(*tp) for tp, (low, high) in ends.items() if high > low]
@@ -142,3 +113,33 @@ class LedgerFollower:
     def close(self) -> None:
         self._reader.close()
         del self._admin  # (an AdminClient has no close: its threads end with the object)
+
+
+def stable_bounds(
+    admin: AdminClient, partitions: list[tuple[str, int]], timeout_s: float
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """Each partition's first offset and last stable offset (the end a read_committed
+    reader reaches), asked of every partition at once; asked again while leaders move
+    (a node just died, say), until ``timeout_s``, then the error is raised."""
+    asked = [TopicPartition(*tp) for tp in partitions]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        first, last = (
+            admin.list_offsets(
+                {tp: spec for tp in asked},
+                isolation_level=IsolationLevel.READ_COMMITTED,
+                request_timeout=timeout_s,
+            )
+            for spec in (OffsetSpec.earliest(), OffsetSpec.latest())
+        )
+        try:
+            return {
+                (tp.topic, tp.partition): (first[tp].result().offset, last[tp].result().offset)
+                for tp in asked
+            }
+        except KafkaException:
+            # (librdkafka marks few of these retriable: a fenced leader epoch is not,
+            # though the next ask, after a metadata refresh, succeeds.)
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(_RETRY_PAUSE_S)

@@ -4,7 +4,7 @@
 ACTION_* variables over the ACTION_CONFIG_FILE file over the defaults, as everywhere
 (:mod:`broker.configuration`): ``ACTION_KAFKA_BOOTSTRAP`` and the ``ACTION_KAFKA_*``
 security settings, ``ACTION_MEMBER``, ``ACTION_SIGNING_KEY_FILE``,
-``ACTION_ENCRYPTION_KEY_FILE`` and ``ACTION_TRUST_STORE``.
+``ACTION_ENCRYPTION_KEY_FILE``, ``ACTION_JOURNAL_FILE`` and ``ACTION_TRUST_STORE``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 
 from broker.configuration import KafkaClientSettings
-from broker.connection import KafkaConnection
 from broker.errors import ConfigError
 from broker.events import MEMBER_ID_PATTERN
 from policies import POLICY_DIR
@@ -30,6 +29,12 @@ class MemberSettings(KafkaClientSettings):
     encryption_key_file: Path | None = Field(
         default=None, description="your X25519 private key (PEM, 0600), to open sealed fields"
     )
+    journal_file: Path | None = Field(
+        default=None,
+        description="your publication journal: the ids of the indicators you published, "
+        "so a retraction of any other is refused (default: "
+        "$XDG_STATE_HOME/action-broker/<member>.published-ids)",
+    )
     trust_store: Path = Field(
         default=POLICY_DIR,
         # ACTION_POLICY_DIR too: on a development machine the router's folder is the one.
@@ -37,19 +42,6 @@ class MemberSettings(KafkaClientSettings):
         description="the consortium's members.yaml (or a folder holding it): the public keys "
         "of the members and the router; default: the example consortium's",
     )
-
-    def connection(self, bootstrap: str | None = None) -> KafkaConnection:
-        """Kafka at ``bootstrap`` (``--bootstrap-server``), else ACTION_KAFKA_BOOTSTRAP,
-        reached with the ACTION_KAFKA_* credentials."""
-        address = bootstrap or self.kafka_bootstrap
-        if not address:
-            raise ConfigError(
-                "no Kafka to talk to",
-                hint="pass --bootstrap-server or set ACTION_KAFKA_BOOTSTRAP with your "
-                'credentials (local cluster: eval "$(action-broker kafka env --user '
-                '<member>)")',
-            )
-        return self.connection_to(address)
 
     def member_id(self, given: str | None) -> str:
         """``--member``, else ACTION_MEMBER; it must be a member of the consortium (its

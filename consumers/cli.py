@@ -13,14 +13,19 @@ import click
 
 from broker.console import (
     bootstrap_option,
+    cluster_name_option,
     emit_rows,
     info,
     output_option,
     progress,
+    quiet_option,
     run_command_line,
+    waiting,
 )
 from broker.errors import ActionError, ConfigError
+from broker.kafka_target import kafka_target
 from broker.keys import encryption_key
+from broker.listening import listening_socket
 from broker.match_tokens import MatchTokenKey
 from broker.member_settings import MemberSettings
 from consumers.audit_reader import AuditEntry, AuditReader
@@ -38,7 +43,9 @@ class _Context:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@quiet_option
 @bootstrap_option
+@cluster_name_option
 @click.option("--member", help="Your member id (default: ACTION_MEMBER).")
 @click.option(
     "--encryption-key",
@@ -63,6 +70,7 @@ class _Context:
 def cli(
     ctx: click.Context,
     bootstrap: str | None,
+    cluster_name: str | None,
     member: str | None,
     key_file: Path | None,
     demo_keys: bool,
@@ -78,22 +86,24 @@ def cli(
         key = encryption_key(member_id, key_file, demo=demo_keys) if key_file or demo_keys else None
         if key is None:
             info("no encryption key: fields encrypted to you stay encrypted")
-        kafka = settings.connection(bootstrap)
-        return FeedReader(
-            FeedReaderConfig(
-                kafka.bootstrap,
-                member_id,
-                key,
-                group_id=group,
-                client=kafka.security(),
-                trust_store=settings.trust_store,
+        kafka = kafka_target(bootstrap, cluster_name, settings, member=member_id)
+        with waiting(f"connecting to Kafka at {kafka.bootstrap} ..."):
+            return FeedReader(
+                FeedReaderConfig(
+                    kafka.bootstrap,
+                    member_id,
+                    key,
+                    group_id=group,
+                    client=kafka.security(),
+                    trust_store=settings.trust_store,
+                )
             )
-        )
 
     def make_audit_reader() -> AuditReader:
-        kafka = settings.connection(bootstrap)
+        kafka = kafka_target(bootstrap, cluster_name, settings, member=member_id)
         audit_group = f"{group}.audit" if group else None
-        return AuditReader(kafka.bootstrap, member_id, kafka.security(), audit_group)
+        with waiting(f"connecting to Kafka at {kafka.bootstrap} ..."):
+            return AuditReader(kafka.bootstrap, member_id, kafka.security(), audit_group)
 
     ctx.obj = _Context(
         member_id,
@@ -351,6 +361,8 @@ def serve(
         if not raw:
             raise ConfigError(f"{match_secret_file}: the match secret file is empty")
         match_key = MatchTokenKey(match_key_version, raw)
+    sock = listening_socket(f"{ctx.member}'s workspace", host, port)
+    port = sock.getsockname()[1]
     server = Workspace(ctx.store_path, ctx.member, secret=secret, match_key=match_key)
     login = " (login required)" if secret else ""
     info(f"{ctx.member}'s workspace: http://{host}:{port}/{login}")
@@ -359,9 +371,7 @@ def serve(
     if follow:
         threading.Thread(target=_follow, args=(ctx, stop), name="feed", daemon=True).start()
     try:
-        uvicorn.run(server.app(), host=host, port=port, log_level="warning")
-    except OSError as exc:
-        raise ActionError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        uvicorn.Server(uvicorn.Config(server.app(), log_level="warning")).run(sockets=[sock])
     finally:
         stop.set()
         server.close()

@@ -16,11 +16,20 @@ from typing import Any, TextIO
 
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from rich.progress import Progress
 
 from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
-from broker.console import bootstrap_option, emit_rows, info, output_option, run_command_line
+from broker.console import (
+    bootstrap_option,
+    cluster_name_option,
+    emit_rows,
+    info,
+    output_option,
+    progress,
+    quiet_option,
+    run_command_line,
+    waiting,
+)
 from broker.contract import record_id_of
 from broker.errors import ActionError, ConfigError, EventValidationError
 from broker.events import (
@@ -34,10 +43,20 @@ from broker.events import (
     Tlp,
     parse_event,
 )
+from broker.kafka_target import kafka_target
 from broker.keys import signing_key
 from broker.member_settings import MemberSettings
 from broker.membership import load_trust_store
-from producers.importing import Accepted, Rejected, read_events
+from producers.importing import (
+    Accepted,
+    Rejected,
+    check_header,
+    columns_help,
+    file_format,
+    read_events,
+    template,
+)
+from producers.journal import PublicationJournal, default_journal
 from producers.publisher import Publisher, PublisherConfig
 
 EXIT_REJECTED = 4
@@ -49,10 +68,16 @@ class _Context:
     subcommand works without a member id or a key)."""
 
     resolve_member: Callable[[], str]
-    make_publisher: Callable[[], Publisher]
+    #: A publisher; ``True`` leaves the journal's retraction check out (--unlisted).
+    make_publisher: Callable[[bool], Publisher]
     #: Resolves the signing key without connecting: a dry run checks it too.
     check_signing_key: Callable[[], None]
     dry_run: bool
+    journal_file: Path | None
+
+    @functools.cached_property
+    def journal(self) -> PublicationJournal:
+        return PublicationJournal(self.journal_file or default_journal(self.member))
 
     @functools.cached_property
     def member(self) -> str:
@@ -60,7 +85,9 @@ class _Context:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@quiet_option
 @bootstrap_option
+@cluster_name_option
 @click.option("--member", help="Your member id (default: ACTION_MEMBER).")
 @click.option(
     "--signing-key",
@@ -79,6 +106,7 @@ class _Context:
 def cli(
     ctx: click.Context,
     bootstrap: str | None,
+    cluster_name: str | None,
     member: str | None,
     key_file: Path | None,
     kid: str | None,
@@ -96,17 +124,28 @@ def cli(
         key = signing_key(member_id, key_file or settings.signing_key_file, demo=demo_keys)
         return key, kid or load_trust_store(settings.trust_store).newest_signing_kid(member_id)
 
-    def make_publisher() -> Publisher:
+    def make_publisher(unlisted: bool = False) -> Publisher:
         key, key_id = signer()
-        kafka = settings.connection(bootstrap)
-        return Publisher(
-            PublisherConfig(kafka.bootstrap, resolve_member(), key, key_id, client=kafka.security())
+        member_id = resolve_member()
+        kafka = kafka_target(bootstrap, cluster_name, settings, member=member_id)
+        config = PublisherConfig(
+            kafka.bootstrap,
+            member_id,
+            key,
+            key_id,
+            client=kafka.security(),
+            journal=settings.journal_file or default_journal(member_id),
+            check_retractions=not unlisted,
         )
+        with waiting(f"connecting to Kafka at {kafka.bootstrap} ..."):
+            return Publisher(config)
 
     def check_signing_key() -> None:
         signer()
 
-    ctx.obj = _Context(resolve_member, make_publisher, check_signing_key, dry_run)
+    ctx.obj = _Context(
+        resolve_member, make_publisher, check_signing_key, dry_run, settings.journal_file
+    )
 
 
 def _summary(rows: list[dict[str, Any]], output_format: str) -> None:
@@ -145,40 +184,50 @@ class _Resume:
 
 
 def _import(
-    ctx: _Context, path: Path, kind: type[Event], rejects: Path | None, output_format: str
+    ctx: _Context,
+    path: Path,
+    kind: type[Event],
+    rejects: Path | None,
+    ids_out: Path | None,
+    output_format: str,
 ) -> None:
+    total = sum(1 for line in path.open(encoding="utf-8") if line.strip())
+    if file_format(path) == "csv":
+        total -= 1  # the header
+    if total <= 0:
+        raise ActionError(f"{path} holds no records: nothing to publish")
+    check_header(path, kind)  # a wrong header is one error, before anything is sent
     rejects = rejects or path.with_name(path.name + ".rejects.jsonl")
     resume = _Resume(path.with_name(path.name + ".published.jsonl"))
-    total = sum(1 for line in path.open(encoding="utf-8") if line.strip())
-    if total == 0:
-        raise ActionError(f"{path} holds no records: nothing to publish")
     accepted = rejected = skipped = 0
     if ctx.dry_run:
         ctx.check_signing_key()
-    publisher = None if ctx.dry_run else ctx.make_publisher()
+    publisher = None if ctx.dry_run else ctx.make_publisher(False)
     codec = AvroCodec(SchemaCatalog.load())
     try:
         with (
             rejects.open("w", encoding="utf-8") as rejected_out,
             contextlib.ExitStack() as stack,
-            Progress(transient=True, disable=total < 200) as progress,
+            progress(f"publishing {path.name}", total) as done,
         ):
             marker = (
                 None
                 if publisher is None
                 else stack.enter_context(resume.path.open("a", encoding="utf-8"))
             )
-            task = progress.add_task(f"publishing {path.name}", total=total)
+            ids = None if ids_out is None else stack.enter_context(ids_out.open("w"))
             for item in read_events(path, kind, ctx.member):
-                progress.advance(task)
+                done(accepted + rejected + skipped)
                 if isinstance(item, Accepted):
-                    record_id = _record_id(item.event)
+                    record_id = record_id_of(item.event.to_avro())
                     if resume.done.get(item.line) == record_id:
                         skipped += 1
                         continue
                     failure = _send(publisher, codec, item, record_id, resume)
                     if failure is None:
                         accepted += 1
+                        if ids is not None:
+                            ids.write(record_id + "\n")
                         if marker is not None:
                             resume.record(marker)
                         continue
@@ -208,16 +257,16 @@ def _import(
         ],
         output_format,
     )
+    if ids_out is not None:
+        what = "would get" if ctx.dry_run else "were published with"
+        info(f"{accepted} record(s) {what} the ids in {ids_out}, one per line")
+    elif accepted and not ctx.dry_run:
+        info(f"their record ids, line by line: {resume.path} (or pass --ids-out FILE)")
     if skipped:
         info(f"{skipped} line(s) skipped: published by an earlier run ({resume.path})")
     if rejected:
         info(f"{rejected} line(s) rejected; each is in {rejects} with its reason")
         raise SystemExit(EXIT_REJECTED)
-
-
-def _record_id(event: Event) -> str:
-    record = event.to_avro()
-    return str(record.get("indicator_id") or record.get("report_id"))
 
 
 def _send(
@@ -244,34 +293,86 @@ _rejects_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where rejected lines go, with reasons (default: FILE.rejects.jsonl).",
 )
+_ids_out_option = click.option(
+    "--ids-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the record id of every row published, one per line (to retract them).",
+)
+_import_file = click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 
 
-@cli.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@cli.command(
+    help="Publish seller indicators from FILE (.jsonl or .csv). Exit 0 when every line "
+    "was published, 4 when some were rejected (see the rejects file), 1 on errors "
+    "(a wrong header is one error, before anything is sent).\n\n" + columns_help(SellerIndicator)
+)
+@_import_file
 @_rejects_option
+@_ids_out_option
 @output_option
 @click.pass_obj
-def indicators(ctx: _Context, file: Path, rejects: Path | None, output_format: str) -> None:
-    """Publish seller indicators from FILE (.jsonl or .csv). Exit 0 when every line was
-    published, 4 when some were rejected (see the rejects file), 1 on errors."""
-    _import(ctx, file, SellerIndicator, rejects, output_format)
+def indicators(
+    ctx: _Context, file: Path, rejects: Path | None, ids_out: Path | None, output_format: str
+) -> None:
+    _import(ctx, file, SellerIndicator, rejects, ids_out, output_format)
 
 
-@cli.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@cli.command(
+    help="Publish seizure reports from FILE (.jsonl or .csv): the government's seizure "
+    "lines. Exit codes as for indicators.\n\n" + columns_help(SeizureReport)
+)
+@_import_file
 @_rejects_option
+@_ids_out_option
 @output_option
 @click.pass_obj
-def seizures(ctx: _Context, file: Path, rejects: Path | None, output_format: str) -> None:
-    """Publish seizure reports from FILE (.jsonl or .csv): the government's seizure lines."""
-    _import(ctx, file, SeizureReport, rejects, output_format)
+def seizures(
+    ctx: _Context, file: Path, rejects: Path | None, ids_out: Path | None, output_format: str
+) -> None:
+    _import(ctx, file, SeizureReport, rejects, ids_out, output_format)
 
 
-def _publish_one(ctx: _Context, event: Event, output_format: str) -> None:
+_IMPORT_KINDS: dict[str, type[Event]] = {"indicators": SellerIndicator, "seizures": SeizureReport}
+
+
+@cli.command(name="template")
+@click.argument("kind", type=click.Choice(list(_IMPORT_KINDS)))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"]),
+    default="csv",
+    show_default=True,
+    help="csv: a header of every column and one example row; jsonl: one example line.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the file here (default: stdout). An existing file is not overwritten.",
+)
+def template_command(kind: str, fmt: str, out: Path | None) -> None:
+    """Write an example file of KIND (indicators or seizures) to fill in and publish."""
+    text = template(_IMPORT_KINDS[kind], fmt)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        with out.open("x", encoding="utf-8") as handle:
+            handle.write(text)
+    except FileExistsError:
+        raise ActionError(f"{out} exists", hint="choose another --out, or remove it") from None
+    info(f"wrote {out}: fill it in, then `action-publish {kind} {out}`")
+
+
+def _publish_one(
+    ctx: _Context, event: Event, output_format: str, *, unlisted: bool = False
+) -> None:
     if ctx.dry_run:
         ctx.check_signing_key()
+        if event.avro_type == "Retraction" and not unlisted:
+            ctx.journal.check_retractable(ctx.member, str(event.to_avro()["indicator_id"]))
     else:
-        with ctx.make_publisher() as publisher:
+        with ctx.make_publisher(unlisted) as publisher:
             publisher.publish(event)
     record = event.to_avro()
     row = {
@@ -302,6 +403,12 @@ _now = dt.datetime.now
 @click.argument("indicator_id")
 @click.option("--reason", type=click.Choice([r.value for r in RetractionReason]), required=True)
 @click.option("--explanation", help="Free text; reaches recipients only if their MOU allows.")
+@click.option(
+    "--unlisted",
+    is_flag=True,
+    help="Retract an indicator your publication journal does not list (one published "
+    "from another machine). The router still refuses another member's.",
+)
 @_tlp_option
 @output_option
 @click.pass_obj
@@ -310,10 +417,12 @@ def retract(
     indicator_id: str,
     reason: str,
     explanation: str | None,
+    unlisted: bool,
     tlp: str,
     output_format: str,
 ) -> None:
-    """Withdraw one of your indicators; every member that received it is told."""
+    """Withdraw one of your indicators; every member that received it is told. An id
+    your publication journal (ACTION_JOURNAL_FILE) does not list is refused, exit 65."""
     _publish_one(
         ctx,
         _one(
@@ -327,6 +436,7 @@ def retract(
             tlp=tlp,
         ),
         output_format,
+        unlisted=unlisted,
     )
 
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from broker.errors import EventValidationError
-from broker.events import Event, SeizureReport, SellerIndicator
+from broker.errors import EventValidationError, ImportFileError
+from broker.events import Event, SeizureReport, SellerIdentity, SellerIndicator
 
 _LIST_FIELDS = {
     "product_categories",
@@ -47,6 +47,172 @@ _ADDRESS_COLUMNS = (
     "seller.address.postal_code",
     "seller.address.country",
 )
+
+
+#: What the importer fills in when a row leaves a field out.
+_FILLED = {
+    "indicator_id": "derived from the row's content",
+    "report_id": "derived from the row's content",
+    "source_member": "you (any other value is refused)",
+    "published_at": "now",
+    "observed_at": "published_at",
+    "tlp": "AMBER",
+    "purpose": "IPR_ENFORCEMENT",
+    "hss": "false",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    required: bool
+    note: str
+
+
+def columns(kind: type[Event], fmt: str = "csv") -> list[Column]:
+    """The columns (CSV) or keys (JSON Lines, ``seller`` nested) a file of ``kind`` may
+    hold, from the event's own model: what ``--help`` lists and the header check uses."""
+    listed: list[Column] = []
+    for name, field in kind.model_fields.items():
+        if name == "seller" and fmt == "csv":
+            for leaf, sub in SellerIdentity.model_fields.items():
+                if leaf == "addresses":
+                    listed += [Column(c, False, "one address") for c in _ADDRESS_COLUMNS]
+                else:
+                    listed.append(_column(f"seller.{leaf}", sub.annotation, False, fmt))
+            continue
+        if name == "evidence" and fmt == "csv":
+            continue  # a list of objects: JSON Lines only
+        required = field.is_required() and name not in _FILLED
+        listed.append(_column(name, field.annotation, required, fmt))
+    return listed
+
+
+def _column(name: str, annotation: Any, required: bool, fmt: str) -> Column:
+    if name in _FILLED:
+        return Column(name, False, f"default: {_FILLED[name]}")
+    if name == "seller":
+        return Column(name, True, "an object: at least one identifier")
+    is_list = getattr(annotation, "__origin__", None) is list
+    note = "required" if required else ""
+    if is_list:
+        note = ", ".join(filter(None, [note, "a list: a;b;c" if fmt == "csv" else "a list"]))
+    return Column(name, required, note)
+
+
+def columns_help(kind: type[Event]) -> str:
+    """The CSV columns, for a command's ``--help`` (click keeps ``\b`` blocks as typed)."""
+    lines = [f"  {c.name:<28} {c.note}".rstrip() for c in columns(kind, "csv")]
+    jsonl = ", ".join(c.name for c in columns(kind, "jsonl"))
+    return (
+        "\b\nCSV columns (header row; seller.* may be any subset, at least one):\n"
+        + "\n".join(lines)
+        + f"\n\nJSON Lines: one object per line with the keys {jsonl}; seller is an "
+        "object like the CSV's seller.* columns, evidence a list of "
+        "{kind, reference, description}."
+    )
+
+
+def check_header(path: Path, kind: type[Event]) -> None:
+    """A CSV file's header, checked once: an unknown or missing column is one error for
+    the file, not a rejection of every row."""
+    if file_format(path) != "csv":
+        return
+    with path.open(encoding="utf-8", newline="") as handle:
+        header = next(csv.reader(handle), [])
+    known = {c.name for c in columns(kind, "csv")}
+    unknown = [name for name in header if name not in known]
+    missing = [c.name for c in columns(kind, "csv") if c.required and c.name not in header]
+    if kind is SellerIndicator and not any(
+        name.startswith("seller.") for name in header if name in known
+    ):
+        missing.insert(0, "seller.*")
+    problems = []
+    if unknown:
+        problems.append(f"unknown column(s) {', '.join(map(repr, unknown))}")
+    if missing:
+        problems.append(f"missing column(s) {', '.join(missing)}")
+    if problems:
+        command = "indicators" if kind is SellerIndicator else "seizures"
+        raise ImportFileError(
+            f"{path}: the header (line 1) has {' and '.join(problems)}",
+            hint=f"`action-publish {command} --help` lists the columns; "
+            f"`action-publish template {command}` writes an example file",
+        )
+
+
+#: One example row of each kind, as a member would write it (ids and times left to the
+#: importer): what ``action-publish template`` writes.
+EXAMPLES: dict[type[Event], dict[str, Any]] = {
+    SellerIndicator: {
+        "seller": {
+            "account_id": "seller-4821",
+            "display_name": "Luxe Outlet Store",
+            "store_url": "https://luxe-outlet.example/shop",
+            "email": "orders@luxe-outlet.example",
+            "phone": "+1 202 555 0143",
+            "addresses": [{"lines": ["12 Harbour Road"], "city": "Shenzhen", "country": "CN"}],
+            "country": "CN",
+            "payment_accounts": ["acct_7731"],
+        },
+        "product_categories": ["HANDBAGS_WALLETS", "WATCHES_JEWELRY"],
+        "brands": ["Example Brand"],
+        "confidence": 85,
+        "hss": False,
+        "tlp": "AMBER",
+        "purpose": "IPR_ENFORCEMENT",
+    },
+    SeizureReport: {
+        "seized_on": "2026-11-20",
+        "product_category": "PHARMACEUTICALS_PERSONAL_CARE",
+        "origin_economy": "CN",
+        "transport_mode": "EXPRESS",
+        "msrp_usd_cents": 1250000,
+        "quantity": 400,
+        "hss": True,
+        "de_minimis": True,
+        "port_of_entry": "JFK",
+        "tlp": "AMBER",
+        "purpose": "HEALTH_SAFETY",
+    },
+}
+
+
+def template(kind: type[Event], fmt: str) -> str:
+    """An example file of ``kind`` in ``fmt`` (csv: every column, jsonl: the example)."""
+    example = EXAMPLES[kind]
+    if fmt == "jsonl":
+        return json.dumps(example) + "\n"
+    names = [c.name for c in columns(kind, "csv")]
+    flat = _flatten(example)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=names, lineterminator="\n")
+    writer.writeheader()
+    writer.writerow({name: flat.get(name, "") for name in names})
+    return out.getvalue()
+
+
+def _flatten(record: dict[str, Any]) -> dict[str, str]:
+    """The inverse of :func:`_unflatten`: nested fields as dotted columns, lists joined
+    with ``;``, the first address as the seller.address.* columns."""
+    flat: dict[str, str] = {}
+
+    def cell(value: Any) -> str:
+        if isinstance(value, list):
+            return ";".join(str(v) for v in value)
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    for name, value in record.items():
+        if name != "seller":
+            flat[name] = cell(value)
+            continue
+        for leaf, inner in value.items():
+            if leaf == "addresses":
+                for part, text in (inner[0] if inner else {}).items():
+                    flat[f"seller.address.{part}"] = cell(text)
+            else:
+                flat[f"seller.{leaf}"] = cell(inner)
+    return flat
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +237,7 @@ def file_format(path: Path) -> str:
         return "jsonl"
     if suffix == ".csv":
         return "csv"
-    raise EventValidationError(f"{path}: unknown file type {suffix!r}: use .jsonl or .csv")
+    raise ImportFileError(f"{path}: unknown file type {suffix!r}: use .jsonl or .csv")
 
 
 #: The namespace of ids derived from rows (uuid5): fixed, so a row's id never changes.
@@ -95,6 +261,7 @@ def read_events(
         )
     now = now or dt.datetime.now(dt.UTC)
     fmt = file_format(path)
+    check_header(path, kind)
     first_line: dict[str, int] = {}  # record id -> the line that first had it
     with path.open(encoding="utf-8", newline="") as handle:
         rows = _jsonl_rows(handle) if fmt == "jsonl" else _csv_rows(handle)

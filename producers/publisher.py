@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -24,10 +25,11 @@ from broker.catalog import SchemaCatalog
 from broker.codec import AvroCodec
 from broker.contract import inbound_key, inbound_topic, record_id_of
 from broker.errors import ActionError, PublishError
-from broker.events import EVENT_TYPES, Event
+from broker.events import EVENT_TYPES, Event, SellerIndicator
 from broker.provenance import sign_fields
 from broker.sdk_kafka import BOOTSTRAP_TIMEOUT_MS, opening_kafka
 from broker.signing import key_id_header
+from producers.journal import PublicationJournal
 
 #: How long the producer waits to fill a batch: a few ms of latency for far fewer requests.
 PUBLISH_LINGER_MS = 10
@@ -42,6 +44,12 @@ class PublisherConfig:
     #: Extra kafka-python producer settings (e.g. SASL credentials).
     client: dict[str, Any] = field(default_factory=dict)
     delivery_timeout_s: float = 60.0
+    #: The member's publication journal (producers.journal): when set, every indicator
+    #: Kafka acknowledges is written to it, and a retraction of an indicator it does not
+    #: list is refused before it is sent.
+    journal: Path | None = None
+    #: False: retractions go out whether the journal lists their indicator or not.
+    check_retractions: bool = True
 
 
 def sign_event(
@@ -65,6 +73,7 @@ class Publisher:
         self.topic = inbound_topic(config.member)
         self.codec = codec or AvroCodec(SchemaCatalog.load())
         self._failures: list[tuple[str, str]] = []
+        self.journal = PublicationJournal(config.journal) if config.journal else None
         with opening_kafka(config.bootstrap, config.client.get("sasl_plain_username")):
             self._producer = KafkaProducer(
                 bootstrap_servers=config.bootstrap,
@@ -100,9 +109,18 @@ class Publisher:
         """Send one event; ``on_done(record_id, error or None)`` runs when Kafka answers."""
         record, key, value, headers = self._encode(event)
         rid = record_id_of(record)
+        journal = self.journal
+        if (
+            journal is not None
+            and self.config.check_retractions
+            and event.avro_type == "Retraction"
+        ):
+            journal.check_retractable(self.config.member, str(record["indicator_id"]))
         future = self._producer.send(self.topic, value=value, key=key, headers=headers)
 
         def ok(_: Any) -> None:
+            if journal is not None and event.avro_type == SellerIndicator.avro_type:
+                journal.record(rid)
             if on_done:
                 on_done(rid, None)
 

@@ -12,10 +12,11 @@ from broker.cli.audit import audit
 from broker.cli.kafka import kafka
 from broker.cli.router import provision, run
 from broker.cli.schemas import registry, schemas
-from broker.console import run_command_line
+from broker.console import quiet_option, run_command_line
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@quiet_option
 @click.version_option(__version__, prog_name="action-broker")
 @click.option(
     "--config",

@@ -12,6 +12,7 @@ import click
 
 from broker.console import emit_rows, info, output_option
 from broker.errors import ClusterNotRunningError
+from broker.kafka_target import DEFAULT_CLUSTER, local_cluster
 from broker.localkafka import LocalCluster, resolve_distribution
 from broker.localkafka.cluster import live_broker_ids
 from broker.provision import read_password
@@ -23,14 +24,13 @@ data_dir_option = click.option(
     help="Folder holding the cluster (default: <cache>/clusters/<name>).",
 )
 name_option = click.option(
-    "--name", default="default", show_default=True, help="Name of the local cluster."
+    "--name", default=DEFAULT_CLUSTER, show_default=True, help="Name of the local cluster."
 )
 
 
 def _cluster(name: str, data_dir: Path | None) -> tuple[LocalCluster, Settings]:
     settings = load_settings()
-    folder = data_dir or settings.cache_dir / "clusters" / name
-    return LocalCluster(folder, settings), settings
+    return local_cluster(name, data_dir, settings), settings
 
 
 @click.group()
@@ -101,7 +101,7 @@ def up(
     state = cluster.up(nodes=nodes, port=port, fresh=fresh, tls=tls)
     info(
         f"Kafka {state.kafka_version} is up after {time.monotonic() - started:.1f}s "
-        f"(logs: action-broker kafka logs --data-dir {cluster.data_dir})"
+        f"(logs: action-broker kafka logs{cluster.selector})"
     )
     if output_format == "table":
         click.echo(state.bootstrap)
@@ -190,7 +190,8 @@ def environment(user: str | None, name: str, data_dir: Path | None) -> None:
     cluster, settings = _cluster(name, data_dir)
     if not cluster.exists():
         raise ClusterNotRunningError(
-            f"no local cluster in {cluster.data_dir}", hint="start it: action-broker kafka up"
+            f"no local cluster in {cluster.data_dir}",
+            hint=f"start it: action-broker kafka up{cluster.selector}",
         )
     connection = cluster.connection()
     if user and connection.uses_sasl:

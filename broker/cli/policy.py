@@ -10,9 +10,15 @@ from typing import Any
 
 import click
 from pydantic import BaseModel
-from rich.progress import track
 
-from broker.console import emit_rows, info, output_option, run_command_line
+from broker.console import (
+    emit_rows,
+    info,
+    output_option,
+    progress,
+    quiet_option,
+    run_command_line,
+)
 from broker.errors import ActionError, EventValidationError, PolicyError
 from broker.events import parse_typed_event
 from broker.membership import MemberRegistry
@@ -43,6 +49,7 @@ _at_option = click.option(
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@quiet_option
 def cli() -> None:
     """Validate MOU policy folders and explain sharing decisions."""
 
@@ -292,12 +299,11 @@ def diff(
     changes: list[Change] = []
     compared = 0
     impact = policy_impact(old, new, records, now=_evaluation_time(at), match_key=OFFLINE_MATCH_KEY)
-    quiet = not sys.stderr.isatty()
-    for count, found in track(
-        impact, total=len(records), description="comparing", disable=quiet, transient=True
-    ):
-        compared += count
-        changes += found
+    with progress("comparing", len(records)) as done:
+        for index, (count, found) in enumerate(impact, start=1):
+            compared += count
+            changes += found
+            done(index)
     emit_rows([c.to_row() for c in changes], _DIFF_COLUMNS, output_format)
     by_aspect = {a: sum(c.aspect == a for c in changes) for a in ("delivery", "field")}
     newly = sum(c.aspect == "delivery" and c.after == "delivered" for c in changes)

@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING
 import click
 
 from broker import early_signals
-from broker.connection import KafkaConnection
-from broker.console import bootstrap_option, emit_rows, info, output_option
-from broker.errors import ClusterNotRunningError
-from broker.localkafka import LocalCluster
+from broker.console import bootstrap_option, cluster_name_option, emit_rows, info, output_option
+from broker.kafka_target import kafka_target
+from broker.listening import binding
 from broker.policy.loader import load_policies
 from broker.quiet_logs import quiet_kafka_client
-from broker.settings import Settings, load_settings
+from broker.settings import load_settings
 
 if TYPE_CHECKING:
     from broker.router import RouterService
@@ -32,31 +31,9 @@ policies_option = click.option(
 )
 
 
-def resolve_kafka(explicit: str | None, settings: Settings) -> KafkaConnection:
-    """The Kafka to talk to: ``--bootstrap-server`` or ACTION_KAFKA_BOOTSTRAP with the
-    ACTION_KAFKA_* security settings, else the local cluster, as its admin unless
-    ACTION_KAFKA_SASL_USERNAME names another user."""
-    address = explicit or settings.kafka_bootstrap
-    if address:
-        return settings.connection_to(address)
-    local = LocalCluster(settings.cache_dir / "clusters" / "default", settings)
-    if not local.exists():
-        raise ClusterNotRunningError(
-            "no Kafka to talk to",
-            hint="pass --bootstrap-server, set ACTION_KAFKA_BOOTSTRAP, or start the local "
-            "cluster with `action-broker kafka up`",
-        )
-    connection = local.connection()
-    if settings.kafka_sasl_username and connection.uses_sasl:
-        # KafkaConnection itself refuses a user without a password, with the hint.
-        secret = settings.kafka_sasl_password
-        password = secret.get_secret_value() if secret else None
-        connection = connection.as_user(settings.kafka_sasl_username, password)
-    return connection
-
-
 @click.command()
 @bootstrap_option
+@cluster_name_option
 @policies_option
 @click.option(
     "--partitions",
@@ -85,6 +62,7 @@ def resolve_kafka(explicit: str | None, settings: Settings) -> KafkaConnection:
 @output_option
 def provision(
     bootstrap: str | None,
+    cluster_name: str | None,
     policy_dir: Path | None,
     partitions: int,
     credentials_dir: Path | None,
@@ -103,7 +81,7 @@ def provision(
     registry = load_policies(policy_dir or settings.policy_dir).registry
     from broker.provision import provision_access, provision_topics
 
-    kafka = resolve_kafka(bootstrap, settings)
+    kafka = kafka_target(bootstrap, cluster_name, settings)
     topics = provision_topics(kafka, registry, partitions=partitions, dry_run=dry_run)
     access = (
         []
@@ -135,6 +113,7 @@ def provision(
 
 @click.command()
 @bootstrap_option
+@cluster_name_option
 @policies_option
 @click.option("--instance", help="Instance id, stable across restarts (default: 0).")
 @click.option(
@@ -155,6 +134,7 @@ def provision(
 )
 def run(
     bootstrap: str | None,
+    cluster_name: str | None,
     policy_dir: Path | None,
     instance: str | None,
     metrics_port: int | None,
@@ -193,9 +173,11 @@ def run(
     from broker.router import RouterService
 
     metrics = RouterMetrics()
-    service = RouterService(settings, resolve_kafka(bootstrap, settings), metrics)
+    service = RouterService(settings, kafka_target(bootstrap, cluster_name, settings), metrics)
     for request in early:
         service.request_stop() if request == "stop" else service.request_reload()
-    _, port = serve(metrics, service.health, settings.metrics_host, settings.metrics_port)
+    host = settings.metrics_host
+    with binding("the router's metrics endpoint", host, settings.metrics_port, "--metrics-port"):
+        _, port = serve(metrics, service.health, host, settings.metrics_port)
     info(f"metrics: http://{settings.metrics_host}:{port}/metrics")
     sys.exit(service.run())

@@ -11,6 +11,7 @@ import click
 from broker.catalog import SchemaCatalog, catalog_problems
 from broker.console import emit_rows, info, output_option
 from broker.errors import SchemaError
+from broker.listening import binding
 from broker.registry import RegistryServer
 from schemas import SCHEMA_DIR
 
@@ -108,7 +109,9 @@ def show(type_name: str, version: int | None, schema_dir: Path) -> None:
 @schema_dir_option
 def registry(host: str, port: int, access_log: bool, schema_dir: Path) -> None:
     """Serve the catalog as a read-only, Schema Registry-compatible HTTP endpoint."""
-    server = RegistryServer(SchemaCatalog.load(schema_dir), host, port, access_log=access_log)
+    catalog = SchemaCatalog.load(schema_dir)
+    with binding("the schema registry", host, port):
+        server = RegistryServer(catalog, host, port, access_log=access_log)
     info(f"schema registry (read-only) at {server.url}; Ctrl-C stops")
     try:
         server.serve_forever()

@@ -323,10 +323,14 @@ class LocalCluster:
         data_dir: Path,
         settings: Settings,
         distribution: KafkaDistribution | None = None,
+        *,
+        selector: str = "",
     ) -> None:
         self.data_dir = data_dir
         self.settings = settings
         self._distribution = distribution
+        #: The options that name this cluster on a command line (" --name X"), for hints.
+        self.selector = selector
 
     # --- state --------------------------------------------------------------------------
 
@@ -345,7 +349,7 @@ class LocalCluster:
         if not path.is_file():
             raise ClusterNotRunningError(
                 f"no local Kafka cluster in {self.data_dir}",
-                hint="start one with `action-broker kafka up`",
+                hint=f"start one with `action-broker kafka up{self.selector}`",
             )
         return ClusterState.from_json(path.read_text(encoding="utf-8"))
 
@@ -362,7 +366,7 @@ class LocalCluster:
         except OSError as exc:
             raise LocalKafkaError(
                 f"cannot read the admin password of the cluster in {self.data_dir}: {exc.strerror}",
-                hint="recreate the cluster with `action-broker kafka up --fresh`",
+                hint=f"recreate the cluster with `action-broker kafka up --fresh{self.selector}`",
             ) from exc
 
     def connection(self, node_id: int | None = None) -> KafkaConnection:
@@ -439,7 +443,7 @@ class LocalCluster:
             if nodes != len(state.nodes):
                 raise LocalKafkaError(
                     f"the cluster in {self.data_dir} has {len(state.nodes)} node(s), not {nodes}",
-                    hint="add --fresh to replace it (its data is deleted), or use --data-dir",
+                    hint="add --fresh to replace it (its data is deleted), or use another --name",
                 )
             if port is not None and port != state.nodes[0].port:
                 raise LocalKafkaError(

@@ -15,6 +15,7 @@ import pytest
 from kafka import KafkaProducer
 
 from broker.connection import KafkaConnection
+from broker.kafka_target import kafka_target
 from broker.localkafka import LocalCluster
 from broker.localkafka.cluster import free_port, live_broker_ids
 from broker.localkafka.tls import create_local_pki
@@ -45,13 +46,14 @@ def _assert_env_reaches_the_cluster(data_dir: Path, tmp_path: Path) -> None:
         for line in printed.stdout.splitlines()
     )
     assert exported["ACTION_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
-    connection = MemberSettings(
+    settings = MemberSettings(
         kafka_bootstrap=exported["ACTION_KAFKA_BOOTSTRAP"],
         kafka_security_protocol=exported["ACTION_KAFKA_SECURITY_PROTOCOL"],
         kafka_sasl_username=exported["ACTION_KAFKA_SASL_USERNAME"],
         kafka_sasl_password=exported["ACTION_KAFKA_SASL_PASSWORD"],
         kafka_ssl_cafile=Path(exported["ACTION_KAFKA_SSL_CAFILE"]),
-    ).connection()
+    )
+    connection = kafka_target(None, None, settings)
     assert live_broker_ids(connection) == {1}
     credentials = tmp_path / "credentials"
     password_file(credentials, "platform-a").parent.mkdir(parents=True, exist_ok=True)

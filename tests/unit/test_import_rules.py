@@ -15,6 +15,7 @@ BROKER = Path(__file__).resolve().parents[2] / "broker"
 SDK_MODULES = (
     "producers.publisher",
     "producers.importing",
+    "producers.journal",
     "producers.synthetic",
     "producers.cli",
     "consumers.feed_reader",
@@ -47,6 +48,8 @@ ALLOWED = frozenset(
         "broker.contract",
         "broker.errors",
         "broker.events",
+        # --name: the local cluster's code loads only when one is asked for.
+        "broker.kafka_target",
         "broker.keys",
         "broker.match_tokens",
         "broker.member_settings",

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.errors import ConfigError
+from broker.errors import ClusterNotRunningError, ConfigError
+from broker.kafka_target import kafka_target
 from broker.settings import KAFKA_VERSION, load_settings
 from policies import POLICY_DIR
 
@@ -97,9 +98,15 @@ def test_member_settings_hold_only_what_a_member_needs(
 
     for name in ("ACTION_KAFKA_BOOTSTRAP", "ACTION_MEMBER", "ACTION_POLICY_DIR"):
         monkeypatch.delenv(name, raising=False)
-    with pytest.raises(ConfigError, match="no Kafka to talk to") as missing:
-        MemberSettings.load().connection()
-    assert "--bootstrap-server" in (missing.value.hint or "")
+    monkeypatch.setenv("ACTION_CACHE_DIR", str(tmp_path / "cache"))  # no local cluster
+    with pytest.raises(ClusterNotRunningError, match="no Kafka to talk to") as missing:
+        kafka_target(None, None, MemberSettings.load(), member="platform-a")
+    assert "--bootstrap-server or --name" in (missing.value.hint or "")
+    with pytest.raises(ClusterNotRunningError, match="no local cluster named 'lab'") as named:
+        kafka_target(None, "lab", MemberSettings.load(), member="platform-a")
+    assert "action-broker kafka up --name lab" in (named.value.hint or "")
+    with pytest.raises(ConfigError, match="--bootstrap-server and --name"):
+        kafka_target("k:9092", "lab", MemberSettings.load())
     with pytest.raises(ConfigError, match="no member id"):
         MemberSettings.load().member_id(None)
     monkeypatch.setenv("ACTION_KAFKA_BOOTSTRAP", "kafka.example:9093")
@@ -109,9 +116,9 @@ def test_member_settings_hold_only_what_a_member_needs(
     shutil.copy(POLICY_DIR / "members.yaml", tmp_path / "members.yaml")
     monkeypatch.setenv("ACTION_TRUST_STORE", str(tmp_path / "members.yaml"))
     settings = MemberSettings.load(member="platform-a")
-    connection = settings.connection()
+    connection = kafka_target(None, None, settings, member="platform-a")
     assert (connection.bootstrap, connection.username) == ("kafka.example:9093", "platform-a")
-    assert settings.connection("other:9092").bootstrap == "other:9092"
+    assert kafka_target("other:9092", None, settings).bootstrap == "other:9092"
     assert settings.trust_store == tmp_path / "members.yaml"
     assert settings.member_id(None) == "platform-a"
     with pytest.raises(ConfigError, match="'nosuch' is not a member of the consortium") as typo:
