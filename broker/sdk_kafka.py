@@ -37,6 +37,25 @@ class _Failures(logging.Handler):
         # login can surface at the connection or at its first metadata request.
         if "SaslAuthenticationFailed" in record.getMessage():
             self.login_refused = True
+        # Kafka refuses a SCRAM login by answering with an error and closing the socket;
+        # the client often sees the close first ("socket disconnected"). A connection
+        # lost after the broker answered in Kafka's protocol (its API versions) but
+        # before the login completed is that refusal: an unreachable Kafka never answers.
+        if any(_dropped_while_logging_in(a) for a in args):
+            self.login_refused = True
+
+
+def _dropped_while_logging_in(connection: object) -> bool:
+    """A kafka-python connection that spoke with Kafka but never finished its SASL login
+    (duck-typed: attributes of kafka-python 3's KafkaConnection)."""
+    if not getattr(connection, "sasl_enabled", False):
+        return False
+    if getattr(connection, "broker_version_data", None) is None or getattr(
+        connection, "connected", True
+    ):
+        return False
+    reauth = getattr(connection, "_reauth", None)
+    return reauth is not None and getattr(reauth, "authenticated_at", 0) is None
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from broker.console import emit_rows, info, output_option
+from broker.console import emit_rows, info, output_option, waiting
 from broker.errors import ClusterNotRunningError
 from broker.kafka_target import DEFAULT_CLUSTER, local_cluster
 from broker.localkafka import LocalCluster, resolve_distribution
@@ -98,7 +98,8 @@ def up(
         else f"starting {nodes}-node Kafka in {cluster.data_dir} ..."
     )
     started = time.monotonic()
-    state = cluster.up(nodes=nodes, port=port, fresh=fresh, tls=tls)
+    with waiting(f"waiting for {nodes} node(s) to serve ..."):
+        state = cluster.up(nodes=nodes, port=port, fresh=fresh, tls=tls)
     info(
         f"Kafka {state.kafka_version} is up after {time.monotonic() - started:.1f}s "
         f"(logs: action-broker kafka logs{cluster.selector})"

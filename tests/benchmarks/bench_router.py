@@ -42,7 +42,7 @@ from broker.provision import Consortium
 from broker.settings import load_settings
 from policies import POLICY_DIR
 from producers.publisher import PUBLISH_LINGER_MS
-from tests.benchmarks.kafka import benchmark_kafka
+from tests.benchmarks.kafka import benchmark_kafka, process_cpu_s
 from tests.integration.routers import RouterProcess, TopicReader, publish
 from tests.members import indicator, mixed_stream, signed
 
@@ -137,9 +137,9 @@ def route_all(
         main_pid, worker_pids = router.process.pid, router.workers()
         window = CpuWindow(
             {
-                "router main process": lambda: _process_cpu_s(main_pid),
-                "routing workers": lambda: sum(_process_cpu_s(p) for p in worker_pids),
-                "Kafka": lambda: _process_cpu_s(broker_pid),
+                "router main process": lambda: process_cpu_s(main_pid),
+                "routing workers": lambda: sum(process_cpu_s(p) for p in worker_pids),
+                "Kafka": lambda: process_cpu_s(broker_pid),
             }
         )
         while (done := committed_records(admin, group) - start) < expected_in:
@@ -234,14 +234,6 @@ def _mean(runs: list[Timed]) -> Timed:
     """The mean rate and CPU per record of several runs of one side."""
     cpu = {k: sum(run.cpu_ms[k] for run in runs) / len(runs) for k in runs[0].cpu_ms}
     return Timed(sum(run.rate for run in runs) / len(runs), cpu)
-
-
-def _process_cpu_s(pid: int | None) -> float:
-    """CPU seconds (user + system) process ``pid`` has used so far; NaN when unknown."""
-    if pid is None:
-        return float("nan")
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def crypto_floor_us(deliveries_per_record: float, samples: int = 2_000) -> float:

@@ -28,3 +28,11 @@ def benchmark_kafka() -> Iterator[tuple[KafkaConnection, LocalCluster | None, Pa
             yield cluster.connection(), cluster, Path(tmp)
         finally:
             cluster.down()
+
+
+def process_cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far; NaN when unknown."""
+    if pid is None:
+        return float("nan")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

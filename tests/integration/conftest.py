@@ -27,13 +27,20 @@ from broker.settings import load_settings
 
 
 @pytest.fixture(scope="session")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaConnection]:
+def local_kafka(tmp_path_factory: pytest.TempPathFactory) -> LocalCluster | None:
+    """The local cluster the session runs (None with ACTION_KAFKA_BOOTSTRAP)."""
+    if os.environ.get("ACTION_KAFKA_BOOTSTRAP"):
+        return None
+    return LocalCluster(tmp_path_factory.mktemp("kafka"), load_settings())
+
+
+@pytest.fixture(scope="session")
+def kafka(local_kafka: LocalCluster | None) -> Iterator[KafkaConnection]:
     """The session's Kafka, reached as a super user."""
-    existing = os.environ.get("ACTION_KAFKA_BOOTSTRAP")
-    if existing:
-        yield load_settings().connection_to(existing)
+    if local_kafka is None:
+        yield load_settings().connection_to(os.environ["ACTION_KAFKA_BOOTSTRAP"])
         return
-    cluster = LocalCluster(tmp_path_factory.mktemp("kafka"), load_settings())
+    cluster = local_kafka
     try:
         state = cluster.up(nodes=1)
     except ActionError as exc:

@@ -121,7 +121,7 @@ def test_up_status_logs_down_leaves_nothing_running(tmp_path: Path) -> None:
         assert "already running" in again.stderr
 
         clash = _run("kafka", "up", "--data-dir", str(tmp_path / "other"), "--port", str(port))
-        assert clash.returncode == 1
+        assert clash.returncode == 69, "EX_UNAVAILABLE, as for every server on a taken port"
         assert f"port {port}" in clash.stderr
         assert "already in use" in clash.stderr
     finally:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from broker.localkafka import LocalCluster
 from broker.policy.engine import PolicySet
 from broker.provision import Consortium
 from consumers.feed_reader import FeedReader, FeedReaderConfig
@@ -139,6 +140,7 @@ def test_publish_cli_then_feed_cli_sync_sellers_and_export(
     csv_file = tmp_path / "alerts.csv"
     csv_file.write_text("\n".join(rows) + "\n")
     publish_env = {**os.environ, **routed.member("platform-a").environment()}
+    publish_env["ACTION_JOURNAL_FILE"] = str(tmp_path / "platform-a.published-ids")
     publish = subprocess.run(
         [
             str(BIN / "action-publish"),
@@ -444,3 +446,76 @@ def test_a_group_not_the_members_own_is_one_clear_error(routed: Consortium, tmp_
     assert "error: ipr-center may not use the consumer group 'other.tail'" in done.stderr
     assert "hint: name your groups ipr-center.<anything>" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_commands_reach_a_local_cluster_by_name_as_admin_or_as_the_member(
+    routed: Consortium, local_kafka: LocalCluster | None, tmp_path: Path
+) -> None:
+    """With only ``action-broker kafka up --name lab`` to go by (no address, no password
+    exported), the operator's commands connect as the cluster's admin and a member's as
+    that member; an indicator published so is in the member's journal, and so can be
+    retracted, and an id that is not is refused before it is sent."""
+    if local_kafka is None:
+        pytest.skip("ACTION_KAFKA_BOOTSTRAP names an external Kafka: no local cluster to name")
+    cache = tmp_path / "cache"
+    (cache / "clusters").mkdir(parents=True)
+    (cache / "clusters" / "lab").symlink_to(local_kafka.data_dir)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTION_")}
+    env |= {
+        "ACTION_CACHE_DIR": str(cache),
+        "ACTION_CREDENTIALS_DIR": str(routed.credentials_dir),
+        "ACTION_JOURNAL_FILE": str(tmp_path / "platform-a.published-ids"),
+    }
+
+    def run(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / command[0]), *command[1:]],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=180,
+            env=env,
+        )
+
+    provision = run("action-broker", "provision", "--name", "lab", "--dry-run", "-o", "json")
+    assert provision.returncode == 0, provision.stderr
+    assert {row["action"] for row in json.loads(provision.stdout)} == {"exists"}
+
+    alerts = tmp_path / "alerts.csv"
+    template = run("action-publish", "template", "indicators", "--out", str(alerts))
+    assert template.returncode == 0, template.stderr
+    alerts.write_text(alerts.read_text().replace("seller-4821", f"seller-{uuid.uuid4().hex}"))
+    ids = tmp_path / "ids.txt"
+    as_member = ("action-publish", "--member", "platform-a", "--demo-keys", "--name", "lab")
+    published = run(*as_member, "indicators", str(alerts), "--ids-out", str(ids), "-o", "json")
+    assert published.returncode == 0, published.stderr
+    assert json.loads(published.stdout)[0]["published"] == 1
+    (indicator_id,) = ids.read_text().split()
+    retract = ("retract", "--reason", "MISTAKE", "-o", "json")
+    retracted = run(*as_member, *retract, indicator_id)
+    assert retracted.returncode == 0, retracted.stderr
+    assert json.loads(retracted.stdout)[0]["published"] is True
+    unknown = run(*as_member, *retract, str(uuid.uuid4()))
+    assert unknown.returncode == 65, unknown.stderr
+    assert "has not published indicator" in unknown.stderr
+
+    store = tmp_path / "ipr.sqlite"
+    feed = ("action-feed", "--member", "ipr-center", "--demo-keys", "--name", "lab")
+    synced = run(
+        *feed,
+        "--store",
+        str(store),
+        "--group",
+        f"ipr-center.lab{uuid.uuid4().hex[:8]}",
+        "sync",
+        "--idle",
+        "8",
+    )
+    assert synced.returncode == 0, synced.stderr
+    retraction_id = json.loads(retracted.stdout)[0]["id"]
+    with sqlite3.connect(store) as db:
+        kinds = db.execute(
+            "SELECT record_id, event_type FROM deliveries WHERE record_id IN (?, ?)",
+            (indicator_id, retraction_id),
+        ).fetchall()
+    assert dict(kinds) == {indicator_id: "SellerIndicator", retraction_id: "Retraction"}

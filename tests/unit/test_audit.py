@@ -55,6 +55,23 @@ def test_a_reordered_entry_is_named() -> None:
     assert "entry 5 comes before entry 3" in problem.detail
 
 
+def test_a_repeated_entry_is_named_and_other_chains_still_verify() -> None:
+    """The verifier reads as it goes and holds only each chain's head: chains arrive
+    interleaved, and a gap's verdict waits for the rest of its chain."""
+    first = _chain(5)
+    other_contents = [{"decision_id": f"o{i}", "outcome": "delivered"} for i in range(4)]
+    _, encoded = ChainHead("action.in.platform-b/1").extend(map(prepare_entry, other_contents))
+    other = [(f"other@{i}", json.loads(entry)) for i, entry in enumerate(encoded)]
+    first.append(first[1])  # entry 2 again, at the end
+    interleaved = [e for pair in zip(first, other, strict=False) for e in pair] + first[4:]
+    report = verify_chains(interleaved)
+    (problem,) = report.problems
+    assert (problem.chain, problem.kind, problem.seq) == ("action.in.platform-a/0", "reordered", 2)
+    assert "entry 2 appears again after entry 5" in problem.detail
+    assert report.chains == {"action.in.platform-a/0": 5, "action.in.platform-b/1": 4}
+    assert report.entries == 10
+
+
 @given(st.integers(0, 5), st.sampled_from(["outcome", "recipient", "prev", "seq"]))
 @settings(max_examples=40)
 def test_an_altered_entry_is_named_wherever_it_is(index: int, field: str) -> None:

@@ -79,8 +79,10 @@ def test_the_workspace_on_a_port_in_use(tmp_path: Path, taken_port: int) -> None
         ("action-broker", "run", "--name", "lab"),
         ("action-broker", "audit", "verify", "--name", "lab"),
         ("action-feed", "--member", "ipr-center", "--name", "lab", "sync"),
-        ("action-publish", "--member", "platform-a", "--demo-keys", "--name", "lab", "sighting")
-        + ("7d5c0000-0000-4000-8000-000000000000", "--kind", "SEEN_TOO"),
+        (
+            *("action-publish", "--member", "platform-a", "--demo-keys", "--name", "lab"),
+            *("sighting", "7d5c0000-0000-4000-8000-000000000000", "--kind", "SEEN_TOO"),
+        ),
     ],
 )
 def test_a_local_cluster_by_a_name_that_is_not_running(
