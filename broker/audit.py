@@ -187,6 +187,17 @@ class ChainReport:
     def intact(self) -> bool:
         return not self.problems
 
+    @classmethod
+    def merged(cls, reports: Iterable[ChainReport]) -> ChainReport:
+        """One report of several over disjoint chains (a chain is read whole by one)."""
+        merged = cls(0, {}, [], {})
+        for report in reports:
+            merged.entries += report.entries
+            merged.chains |= report.chains
+            merged.problems += report.problems
+            merged.heads |= report.heads
+        return merged
+
     def check_committed(self, committed: Mapping[str, ChainHead]) -> None:
         """Compare each chain's end with the head the router committed (offset metadata):
         entries dropped from the end of a chain show only this way."""

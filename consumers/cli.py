@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import ipaddress
+import json
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +19,7 @@ from broker.console import (
     cluster_name_option,
     emit_rows,
     info,
+    iso_time,
     output_option,
     progress,
     quiet_option,
@@ -125,12 +129,16 @@ def _existing_store(ctx: _Context) -> FeedStore:
     return FeedStore(ctx.store_path)
 
 
-def _line(delivery: Delivery) -> str:
+_TAIL_COLUMNS = ("time", "tlp", "source", "event_type", "record_id", "gist")
+
+
+def _tail_row(delivery: Delivery) -> dict[str, str]:
+    """One delivery as ``tail`` prints it: when, TLP, source, type, id and its gist."""
     record = delivery.record
     seller = record.get("seller") or {}
     name = seller.get("display_name") or seller.get("store_domain") or seller.get("account_id")
     when = dt.datetime.fromtimestamp(delivery.source_timestamp_ms / 1000, dt.UTC)
-    detail = {
+    gist = {
         "SellerIndicator": lambda: (
             f"seller {name or '?'} "
             f"{','.join(record.get('product_categories', []))} "
@@ -144,10 +152,32 @@ def _line(delivery: Delivery) -> str:
             f"{record['quantity']} x {record['product_category']} from {record['origin_economy']}"
         ),
     }.get(delivery.event_type, lambda: "")()
-    tlp = record.get("tlp", "")
-    return (
-        f"{when:%Y-%m-%d %H:%M:%S} {tlp:<12} {delivery.source:<20} "
-        f"{delivery.event_type:<17} {detail}"
+    return {
+        "time": iso_time(when.isoformat()),
+        "tlp": str(record.get("tlp", "")),
+        "source": delivery.source,
+        "event_type": delivery.event_type,
+        "record_id": delivery.record_id,
+        "gist": gist,
+    }
+
+
+def _tail_printer(output_format: str) -> Callable[[dict[str, str]], None]:
+    """How ``tail`` prints each row as it comes: a line, a JSON object per line (JSON
+    Lines, for a stream), or CSV rows under one header."""
+    if output_format == "json":
+        return lambda row: click.echo(json.dumps(row))
+    if output_format == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=_TAIL_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+
+        def write(row: dict[str, str]) -> None:
+            writer.writerow(row)
+            sys.stdout.flush()
+
+        return write
+    return lambda row: click.echo(
+        f"{row['time']} {row['tlp']:<12} {row['source']:<20} {row['event_type']:<17} {row['gist']}"
     )
 
 
@@ -155,15 +185,18 @@ def _line(delivery: Delivery) -> str:
 @click.option(
     "--idle", type=float, default=None, help="Stop after this many idle seconds (default: follow)."
 )
+@output_option
 @click.pass_obj
-def tail(ctx: _Context, idle: float | None) -> None:
-    """Print each delivery as it arrives: one line with time, TLP, source, type, gist.
-    Also stores it (at-least-once: offsets are committed after the store)."""
+def tail(ctx: _Context, idle: float | None, output_format: str) -> None:
+    """Print each delivery as it arrives: time, TLP, source, type, id and gist (-o json:
+    one JSON object per line). Also stores it (at-least-once: offsets are committed
+    after the store)."""
     store = FeedStore(ctx.store_path)
+    show = _tail_printer(output_format)
     with ctx.make_reader() as reader:
         try:
             for delivery in reader.deliveries(idle_timeout_s=idle):
-                click.echo(_line(delivery))
+                show(_tail_row(delivery))
                 store.add([delivery])
                 reader.commit()
         except KeyboardInterrupt:

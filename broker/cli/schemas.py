@@ -52,23 +52,32 @@ def list_schemas(schema_dir: Path, output_format: str) -> None:
 
 @schemas.command()
 @schema_dir_option
-def check(schema_dir: Path) -> None:
+@output_option
+def check(schema_dir: Path, output_format: str) -> None:
     """Validate the schemas: ids, fingerprints, docs, and full compatibility of each new
-    version with the previous one. Exit 0 when clean, 1 with every problem listed."""
+    version with the previous one. Exit 0 when clean, 1 with every problem listed (one
+    per line; -o json|csv: rows of ``problem``)."""
     try:
         catalog = SchemaCatalog.load(schema_dir)
     except SchemaError as exc:  # a catalog that does not load is a problem to report
-        click.echo(str(exc))
+        _problems([str(exc)], output_format)
         sys.exit(1)
     problems = catalog_problems(catalog)
-    for problem in problems:
-        click.echo(problem)
+    _problems(problems, output_format)
     _review_policies(catalog)
     count = sum(1 for _ in catalog)
     if problems:
         info(f"{len(problems)} problem(s) in {count} schema versions")
         sys.exit(1)
     info(f"{count} schema versions: ids fixed, fields documented, evolution fully compatible")
+
+
+def _problems(problems: list[str], output_format: str) -> None:
+    if output_format == "table":  # whole lines: a problem names a path and can be long
+        for problem in problems:
+            click.echo(problem)
+    else:
+        emit_rows([{"problem": p} for p in problems], ["problem"], output_format)
 
 
 def _review_policies(catalog: SchemaCatalog) -> None:
@@ -83,10 +92,10 @@ def _review_policies(catalog: SchemaCatalog) -> None:
     try:
         policy_set = load_policies(folder, catalog)
     except PolicyError as exc:
-        click.echo(f"review: the policies in {folder} do not load with these schemas: {exc}")
+        info(f"review: the policies in {folder} do not load with these schemas: {exc}")
         return
     for event_type, path in policy_set.unnamed_fields():
-        click.echo(
+        info(
             f"review: {event_type}.{path} is named by no MOU in {folder}: it goes by "
             "each share rule's default_fields"
         )

@@ -5,9 +5,10 @@ Run:  .venv/bin/python -m tests.benchmarks.bench_audit_verify [--entries 575000]
 
 1. ``--entries`` hash-chained entries shaped like the router's (a decision with a dozen
    field treatments, about 650 bytes) are written to a new 3-partition topic, one chain
-   per partition, in transactions of 1,000, as the router writes them.
+   per partition, in transactions of 1,000, uncompressed, as the router writes them.
 2. ``action-broker audit verify`` (the installed console script) reads and verifies them
-   all: wall time, entries/s, and CPU per entry of the command and of Kafka.
+   all, with a worker process per core and with one: wall time, entries/s, and CPU per
+   entry of the command (all its processes) and of Kafka.
 3. References, the same topic read in this process without verifying: with
    confluent-kafka (what verify reads with now) and with kafka-python (what it read with
    before).
@@ -64,8 +65,7 @@ def write_trail(kafka: KafkaConnection, entries: int) -> str:
     admin = AdminClient(kafka.librdkafka_config())
     admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result()
     producer = Producer(
-        kafka.librdkafka_config()
-        | {"transactional.id": f"bench-{topic}", "linger.ms": 20, "compression.type": "lz4"}
+        kafka.librdkafka_config() | {"transactional.id": f"bench-{topic}", "linger.ms": 20}
     )
     producer.init_transactions()
     heads = [ChainHead(f"bench.inbound/{p}") for p in range(PARTITIONS)]
@@ -147,11 +147,22 @@ def main() -> None:
         ]
         outcome: list[subprocess.CompletedProcess[str]] = []
 
-        def run_verify() -> None:
-            outcome.append(subprocess.run(verify, capture_output=True, text=True, env=env))
+        def run_verify(*extra: str) -> Callable[[], None]:
+            def run() -> None:
+                done = subprocess.run([*verify, *extra], capture_output=True, text=True, env=env)
+                outcome.append(done)
+
+            return run
 
         rows = [
-            ("audit verify (read + verify)", _timed(run_verify, _children_cpu_s, broker_pid)),
+            (
+                f"audit verify ({os.cpu_count()} workers)",
+                _timed(run_verify(), _children_cpu_s, broker_pid),
+            ),
+            (
+                "audit verify --workers 1",
+                _timed(run_verify("--workers", "1"), _children_cpu_s, broker_pid),
+            ),
             (
                 "reference: bare read, confluent-kafka",
                 _timed(
@@ -169,10 +180,10 @@ def main() -> None:
                 ),
             ),
         ]
-        (done,) = outcome
-        if done.returncode != 0:
-            raise SystemExit(f"audit verify failed ({done.returncode}):\n{done.stderr}")
-        verdicts = {row["status"] for row in json.loads(done.stdout)}
+        for done in outcome:
+            if done.returncode != 0:
+                raise SystemExit(f"audit verify failed ({done.returncode}):\n{done.stderr}")
+        verdicts = {row["status"] for done in outcome for row in json.loads(done.stdout)}
     n = args.entries
     print(f"\n{n:,} audit entries, {PARTITIONS} chains; {os.cpu_count()} cores")
     print(f"{'':<40} {'wall s':>8} {'entries/s':>11} {'us CPU/entry':>13} {'+ Kafka':>9}")

@@ -519,3 +519,12 @@ def test_commands_reach_a_local_cluster_by_name_as_admin_or_as_the_member(
             (indicator_id, retraction_id),
         ).fetchall()
     assert dict(kinds) == {indicator_id: "SellerIndicator", retraction_id: "Retraction"}
+    tailed = run(
+        *feed,
+        *("--store", str(tmp_path / "tail.sqlite"), "--group", f"ipr-center.t{uuid.uuid4().hex}"),
+        *("tail", "--idle", "3", "-o", "json"),
+    )
+    assert tailed.returncode == 0, tailed.stderr
+    rows = {row["record_id"]: row for row in map(json.loads, tailed.stdout.splitlines())}
+    assert rows[retraction_id]["gist"] == f"retracts {indicator_id} (MISTAKE)"
+    assert rows[indicator_id]["time"].endswith("Z"), "ISO 8601, UTC"

@@ -151,6 +151,9 @@ def test_cli_check_reports_problems(schema_copy: Path) -> None:
     assert bad.exit_code == 1
     assert "Retraction v1 -> v2 (backward" in bad.output
     assert "explanation" in bad.output
+    as_json = runner.invoke(cli, ["schemas", "check", "--schemas", str(schema_copy), "-o", "json"])
+    assert as_json.exit_code == 1
+    assert any("explanation" in row["problem"] for row in json.loads(as_json.stdout))
     (schema_copy / "events" / "Retraction.v2.avsc").write_text("{not json")
     broken = runner.invoke(cli, ["schemas", "check", "--schemas", str(schema_copy)])
     assert broken.exit_code == 1

@@ -51,6 +51,7 @@ ALLOWED = frozenset(
         # --name: the local cluster's code loads only when one is asked for.
         "broker.kafka_target",
         "broker.keys",
+        "broker.listening",  # the workspace's port, as every server's
         "broker.match_tokens",
         "broker.member_settings",
         "broker.membership",
