@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import ipaddress
 import json
 import sys
@@ -38,12 +39,23 @@ from consumers.feed_reader import Delivery, FeedReader, FeedReaderConfig
 from consumers.store import FeedStore
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Context:
-    member: str
-    store_path: Path
+    """What a subcommand needs, resolved when it first asks (so ``--help`` of any
+    subcommand works without a member id)."""
+
+    resolve_member: Callable[[], str]
+    store_option: Path | None
     make_reader: Callable[[], FeedReader]
     make_audit_reader: Callable[[], AuditReader]
+
+    @functools.cached_property
+    def member(self) -> str:
+        return self.resolve_member()
+
+    @functools.cached_property
+    def store_path(self) -> Path:
+        return self.store_option or Path(f"{self.member}.feed.sqlite")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,15 +94,22 @@ def cli(
     group: str | None,
 ) -> None:
     """Read your organisation's feed as the MOUs shaped it."""
-    settings = MemberSettings.load()
-    member_id = settings.member_id(member)
-    key_file = key_file or settings.encryption_key_file
+
+    @functools.cache
+    def settings() -> MemberSettings:
+        return MemberSettings.load()
+
+    @functools.cache
+    def resolve_member() -> str:
+        return settings().member_id(member)
 
     def make_reader() -> FeedReader:
-        key = encryption_key(member_id, key_file, demo=demo_keys) if key_file or demo_keys else None
+        member_id = resolve_member()
+        key_path = key_file or settings().encryption_key_file
+        key = encryption_key(member_id, key_path, demo=demo_keys) if key_path or demo_keys else None
         if key is None:
             info("no encryption key: fields encrypted to you stay encrypted")
-        kafka = kafka_target(bootstrap, cluster_name, settings, member=member_id)
+        kafka = kafka_target(bootstrap, cluster_name, settings(), member=member_id)
         with waiting(f"connecting to Kafka at {kafka.bootstrap} ..."):
             return FeedReader(
                 FeedReaderConfig(
@@ -99,22 +118,18 @@ def cli(
                     key,
                     group_id=group,
                     client=kafka.security(),
-                    trust_store=settings.trust_store,
+                    trust_store=settings().trust_store,
                 )
             )
 
     def make_audit_reader() -> AuditReader:
-        kafka = kafka_target(bootstrap, cluster_name, settings, member=member_id)
+        member_id = resolve_member()
+        kafka = kafka_target(bootstrap, cluster_name, settings(), member=member_id)
         audit_group = f"{group}.audit" if group else None
         with waiting(f"connecting to Kafka at {kafka.bootstrap} ..."):
             return AuditReader(kafka.bootstrap, member_id, kafka.security(), audit_group)
 
-    ctx.obj = _Context(
-        member_id,
-        store_path or Path(f"{member_id}.feed.sqlite"),
-        make_reader,
-        make_audit_reader,
-    )
+    ctx.obj = _Context(resolve_member, store_path, make_reader, make_audit_reader)
 
 
 def _existing_store(ctx: _Context) -> FeedStore:

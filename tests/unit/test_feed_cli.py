@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.feed_stores import Deliver, free_port
 from tests.unit.test_workspace import correlated_store
 
@@ -71,3 +73,18 @@ def test_a_kafka_that_does_not_answer_is_one_line_and_exit_69(tmp_path: Path) ->
     assert len(errors) == 1
     assert "cannot reach Kafka at 127.0.0.1:" in errors[0]
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", ["tail", "sync", "sellers", "export", "audit-sync", "serve"])
+def test_help_works_without_a_member(command: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTION_")}
+    done = subprocess.run(
+        [str(FEED_CLI), command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Usage:" in done.stdout
