@@ -9,6 +9,7 @@ security settings, ``ACTION_MEMBER``, ``ACTION_SIGNING_KEY_FILE``,
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
@@ -42,6 +43,16 @@ class MemberSettings(KafkaClientSettings):
         description="the consortium's members.yaml (or a folder holding it): the public keys "
         "of the members and the router; default: the example consortium's",
     )
+
+    def journal_path(self, member: str) -> Path:
+        """The member's publication journal (producers.journal): ACTION_JOURNAL_FILE, else
+        ``$XDG_STATE_HOME/action-broker/<member>.published-ids`` (state that must outlive
+        a cache clean-up), else the same under ``~/.local/state``."""
+        if self.journal_file is not None:
+            return self.journal_file
+        xdg = os.environ.get("XDG_STATE_HOME")
+        base = Path(xdg) if xdg else Path.home() / ".local" / "state"
+        return base / "action-broker" / f"{member}.published-ids"
 
     def member_id(self, given: str | None) -> str:
         """``--member``, else ACTION_MEMBER; it must be a member of the consortium (its

@@ -206,9 +206,10 @@ def tail(ctx: _Context, idle: float | None, output_format: str) -> None:
     """Print each delivery as it arrives: time, TLP, source, type, id and gist (-o json:
     one JSON object per line). Also stores it (at-least-once: offsets are committed
     after the store)."""
+    reader = ctx.make_reader()  # Kafka first: a failed connection leaves no store behind
     store = FeedStore(ctx.store_path)
     show = _tail_printer(output_format)
-    with ctx.make_reader() as reader:
+    with reader:
         try:
             for delivery in reader.deliveries(idle_timeout_s=idle):
                 show(_tail_row(delivery))
@@ -231,9 +232,10 @@ def tail(ctx: _Context, idle: float | None, output_format: str) -> None:
 @click.pass_obj
 def sync(ctx: _Context, idle: float, output_format: str) -> None:
     """Materialize the feed into the SQLite store (retractions applied), then stop."""
+    reader = ctx.make_reader()  # Kafka first: a failed connection leaves no store behind
     store = FeedStore(ctx.store_path)
     added = read = 0
-    with ctx.make_reader() as reader, progress("reading the feed", None) as done:
+    with reader, progress("reading the feed", None) as done:
         batch: list[Delivery] = []
         for delivery in reader.deliveries(idle_timeout_s=idle):
             batch.append(delivery)
@@ -329,9 +331,10 @@ def export(ctx: _Context, fmt: str, out: Path) -> None:
 def audit_sync(ctx: _Context, idle: float, output_format: str) -> None:
     """Keep the audit trail's entries in the store (members that read it: the IPR
     Center), so the workspace's "why this form" names the rules of each decision."""
+    reader = ctx.make_audit_reader()  # Kafka first: a failed connection leaves no store
     store = FeedStore(ctx.store_path)
     added = 0
-    with ctx.make_audit_reader() as reader, progress("reading the audit trail", None) as done:
+    with reader, progress("reading the audit trail", None) as done:
         batch: list[AuditEntry] = []
         for read, entry in enumerate(reader.entries(idle_timeout_s=idle), start=1):
             batch.append(entry)

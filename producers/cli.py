@@ -56,7 +56,7 @@ from producers.importing import (
     read_events,
     template,
 )
-from producers.journal import PublicationJournal, default_journal
+from producers.journal import PublicationJournal
 from producers.publisher import Publisher, PublisherConfig
 
 EXIT_REJECTED = 4
@@ -73,11 +73,11 @@ class _Context:
     #: Resolves the signing key without connecting: a dry run checks it too.
     check_signing_key: Callable[[], None]
     dry_run: bool
-    journal_file: Path | None
+    journal_path: Callable[[str], Path]
 
     @functools.cached_property
     def journal(self) -> PublicationJournal:
-        return PublicationJournal(self.journal_file or default_journal(self.member))
+        return PublicationJournal(self.journal_path(self.member))
 
     @functools.cached_property
     def member(self) -> str:
@@ -134,7 +134,7 @@ def cli(
             key,
             key_id,
             client=kafka.security(),
-            journal=settings.journal_file or default_journal(member_id),
+            journal=settings.journal_path(member_id),
             check_retractions=not unlisted,
         )
         with waiting(f"connecting to Kafka at {kafka.bootstrap} ..."):
@@ -144,7 +144,7 @@ def cli(
         signer()
 
     ctx.obj = _Context(
-        resolve_member, make_publisher, check_signing_key, dry_run, settings.journal_file
+        resolve_member, make_publisher, check_signing_key, dry_run, settings.journal_path
     )
 
 

@@ -2,9 +2,9 @@
 written when Kafka acknowledged it, so a retraction of an id this member never published
 (a typo, a pasted id of another member's record) is refused before anything is sent.
 
-The router would not deliver such a retraction anyway (record ids belong to their
-source, :mod:`broker.claims`), but it would take it silently; the journal tells the
-member at once. It is a text file, one id per line, only ever appended to: appends of a
+The router would deliver such a retraction to no one (its delivery ledger is keyed by
+source and indicator, :mod:`broker.ledger`), but it would take it silently; the journal
+tells the member at once. It is a text file, one id per line, only ever appended to: appends of a
 line are atomic, so parallel imports may share it. An indicator published from another
 machine, or before the journal existed, is not in it: ``action-publish retract
 --unlisted`` says so on purpose.
@@ -12,18 +12,9 @@ machine, or before the journal existed, is not in it: ``action-publish retract
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from broker.errors import UnpublishedIndicatorError
-
-
-def default_journal(member: str) -> Path:
-    """``$XDG_STATE_HOME/action-broker/<member>.published-ids`` (state that must outlive
-    a cache clean-up), else under ``~/.local/state``."""
-    xdg = os.environ.get("XDG_STATE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".local" / "state"
-    return base / "action-broker" / f"{member}.published-ids"
 
 
 class PublicationJournal:

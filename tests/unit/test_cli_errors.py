@@ -21,11 +21,18 @@ BIN = Path(sys.executable).parent
 
 
 def _run(tmp_path: Path, script: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """``script`` with no ACTION_* setting inherited and an empty cache (no local cluster)."""
+    """``script`` with no ACTION_* setting inherited and an empty cache (no local cluster),
+    in ``tmp_path``: whatever it would leave behind is checked there."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTION_")}
     env["ACTION_CACHE_DIR"] = str(tmp_path / "cache")
     return subprocess.run(
-        [str(BIN / script), *args], capture_output=True, text=True, timeout=60, check=False, env=env
+        [str(BIN / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+        cwd=tmp_path,
     )
 
 
@@ -95,6 +102,7 @@ def test_a_local_cluster_by_a_name_that_is_not_running(
         "error: no local cluster named 'lab'",
         "hint: start it with `action-broker kafka up --name lab`",
     )
+    assert not list(tmp_path.glob("*.sqlite")), "a failed connection leaves no store behind"
 
 
 @pytest.mark.parametrize(
