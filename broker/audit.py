@@ -182,10 +182,21 @@ class ChainReport:
     chains: dict[str, int]  # chain -> last good seq
     problems: list[ChainProblem]
     heads: dict[str, ChainHead] = field(default_factory=dict)  # the last good entry of each
+    #: Each chain's good entry at the sequence number the verifier was asked to note (the
+    #: router's committed head, read before the trail), as a head.
+    noted: dict[str, ChainHead] = field(default_factory=dict)
 
     @property
     def intact(self) -> bool:
         return not self.problems
+
+    def _hash_at(self, chain: str, seq: int) -> str | None:
+        """The hash of the chain's good entry ``seq``, when the report knows it: the last
+        one, or one noted on the way (the trail may have grown past a committed head)."""
+        for known in (self.heads.get(chain), self.noted.get(chain)):
+            if known is not None and known.seq == seq:
+                return known.hash
+        return None
 
     @classmethod
     def merged(cls, reports: Iterable[ChainReport]) -> ChainReport:
@@ -196,6 +207,7 @@ class ChainReport:
             merged.chains |= report.chains
             merged.problems += report.problems
             merged.heads |= report.heads
+            merged.noted |= report.noted
         return merged
 
     def check_committed(self, committed: Mapping[str, ChainHead]) -> None:
@@ -211,7 +223,7 @@ class ChainReport:
                 missing = f"{first}..{last}" if last > first else str(last)
                 detail = f"entries {missing} were committed but are missing"
                 self.problems.append(ChainProblem(chain, "end of chain", first, "removed", detail))
-            elif found.seq == head.seq and found.hash != head.hash:
+            elif self._hash_at(chain, head.seq) not in (None, head.hash):
                 detail = f"entry {head.seq} is not the one the router committed"
                 self.problems.append(
                     ChainProblem(chain, "end of chain", head.seq, "altered", detail)
@@ -225,8 +237,12 @@ class ChainVerifier:
     when it turns up later in the chain and ``removed`` when it does not, which only
     the rest of the chain can tell, so that verdict waits for it."""
 
-    def __init__(self) -> None:
+    def __init__(self, note: Mapping[str, int] | None = None) -> None:
         self.entries = 0
+        #: Per chain, a sequence number whose entry's hash the report keeps (the head the
+        #: router committed), so it can be checked though the chain has grown since.
+        self._note = dict(note or {})
+        self._noted: dict[str, ChainHead] = {}
         self._heads: dict[str, ChainHead] = {}  # in the order chains first appear
         self._problems: dict[str, ChainProblem] = {}
         self._gaps: dict[str, ChainProblem] = {}  # "removed" unless the entry turns up
@@ -256,6 +272,8 @@ class ChainVerifier:
                 self._problems[chain] = found
             return
         self._heads[chain] = ChainHead(chain, head.seq + 1, str(entry["hash"]))
+        if self._note.get(chain) == head.seq + 1:
+            self._noted[chain] = self._heads[chain]
 
     def report(self) -> ChainReport:
         """What the entries added so far show."""
@@ -267,12 +285,15 @@ class ChainVerifier:
             if problem is not None:
                 problems.append(problem)
         heads = dict(self._heads)
-        return ChainReport(self.entries, {c: h.seq for c, h in heads.items()}, problems, heads)
+        chains = {c: h.seq for c, h in heads.items()}
+        return ChainReport(self.entries, chains, problems, heads, dict(self._noted))
 
 
-def verify_chains(entries: Iterable[tuple[str, Mapping[str, Any]]]) -> ChainReport:
+def verify_chains(
+    entries: Iterable[tuple[str, Mapping[str, Any]]], note: Mapping[str, int] | None = None
+) -> ChainReport:
     """Check every chain in read order (:class:`ChainVerifier`)."""
-    verifier = ChainVerifier()
+    verifier = ChainVerifier(note)
     for position, entry in entries:
         verifier.add(position, entry)
     return verifier.report()

@@ -18,7 +18,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
@@ -64,10 +64,12 @@ def verify_partitions(
     group: str,
     partitions: list[int],
     read: Callable[[int], None],
+    note: Mapping[str, int] | None = None,
 ) -> ChainReport:
     """Read ``partitions`` of the audit topic in order up to their last stable offsets
     and verify every entry as it comes; ``read(n)`` is told of each batch of n entries.
-    An unreadable entry is checked as an empty one, so the report names it."""
+    An unreadable entry is checked as an empty one, so the report names it; ``note``:
+    see :class:`broker.audit.ChainVerifier`."""
     from confluent_kafka import Consumer, TopicPartition
     from confluent_kafka.admin import AdminClient
 
@@ -82,7 +84,7 @@ def verify_partitions(
             "auto.offset.reset": "earliest",
         }
     )
-    verifier = ChainVerifier()
+    verifier = ChainVerifier(note)
     try:
         bounds = stable_bounds(
             AdminClient(config), [(topic, p) for p in partitions], _LIST_TIMEOUT_S
@@ -139,9 +141,13 @@ def _count(n: int) -> None:
 
 
 def _verify_in_worker(
-    kafka: KafkaConnection, topic: str, group: str, partitions: list[int]
+    kafka: KafkaConnection,
+    topic: str,
+    group: str,
+    partitions: list[int],
+    note: Mapping[str, int],
 ) -> ChainReport:
-    return verify_partitions(kafka, topic, group, partitions, _count)
+    return verify_partitions(kafka, topic, group, partitions, _count, note)
 
 
 def verify_trail(
@@ -152,8 +158,28 @@ def verify_trail(
     workers: int | None = None,
 ) -> ChainReport:
     """Verify every partition of the audit topic, in ``workers`` processes (default: one
-    per core, at most one per partition); ``done`` is told how many entries have been
-    read so far, a few times a second."""
+    per core, at most one per partition), and each chain's end against the head the
+    router committed; ``done`` is told how many entries have been read so far, a few
+    times a second.
+
+    The committed heads are read first: the entries of a head commit in its
+    transaction, so the trail read afterwards holds them all, and a router still at work
+    adds entries beyond the heads rather than seeming to have lost some."""
+    committed = committed_heads(kafka, group)
+    note = {chain: head.seq for chain, head in committed.items()}
+    report = _verify_partitions(kafka, topic, group, done, workers, note)
+    report.check_committed(committed)
+    return report
+
+
+def _verify_partitions(
+    kafka: KafkaConnection,
+    topic: str,
+    group: str,
+    done: Callable[[int], None],
+    workers: int | None,
+    note: Mapping[str, int],
+) -> ChainReport:
     partitions = audit_partitions(kafka, topic)
     workers = max(1, min(workers or os.cpu_count() or 1, len(partitions)))
     if workers == 1:
@@ -164,14 +190,16 @@ def verify_trail(
             total += n
             done(total)
 
-        return verify_partitions(kafka, topic, group, partitions, read)
+        return verify_partitions(kafka, topic, group, partitions, read, note)
     context = multiprocessing.get_context("spawn")
     counter: Synchronized[int] = context.Value("q", 0)
     shares = [partitions[i::workers] for i in range(workers)]
     with concurrent.futures.ProcessPoolExecutor(
         workers, mp_context=context, initializer=_init_worker, initargs=(counter,)
     ) as pool:
-        futures = [pool.submit(_verify_in_worker, kafka, topic, group, s) for s in shares]
+        futures = [
+            pool.submit(_verify_in_worker, kafka, topic, group, share, note) for share in shares
+        ]
         while not all(f.done() for f in futures):
             concurrent.futures.wait(futures, timeout=_PROGRESS_EVERY_S)
             done(counter.value)

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from broker.audit_trail import committed_heads, verify_trail
+from broker.audit_trail import verify_trail
 from broker.console import (
     bootstrap_option,
     cluster_name_option,
@@ -58,7 +58,6 @@ def verify(
     with progress("verifying the audit trail", None) as done:
         report = verify_trail(kafka, topic, router_group, done, workers)
     elapsed = time.monotonic() - started
-    report.check_committed(committed_heads(kafka, router_group))
     problems = {p.chain: p for p in report.problems}
     chains = {**{c: 0 for c in problems}, **report.chains}
     rows = []

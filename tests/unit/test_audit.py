@@ -107,6 +107,24 @@ def test_entries_cut_from_the_end_show_against_the_committed_head() -> None:
     assert "entries 4..5 were committed but are missing" in problem.detail
 
 
+def test_a_trail_grown_past_the_committed_head_is_intact_and_still_checked_there() -> None:
+    """audit verify reads the committed heads first, then the trail: a router still at
+    work has added entries beyond the heads, which is no loss; the entry at the head is
+    still compared with what the router committed."""
+    entries = _chain(6)
+    chain = "action.in.platform-a/0"
+    committed = {chain: ChainHead(chain, 4, entries[3][1]["hash"])}
+    grown = verify_chains(entries, note={chain: 4})
+    grown.check_committed(committed)
+    assert grown.intact, grown.problems
+    forged = {chain: ChainHead(chain, 4, "f" * 64)}
+    other = verify_chains(entries, note={chain: 4})
+    other.check_committed(forged)
+    (problem,) = other.problems
+    assert (problem.kind, problem.seq) == ("altered", 4)
+    assert "entry 4 is not the one the router committed" in problem.detail
+
+
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
     lambda inner: (
