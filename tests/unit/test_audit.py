@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from broker.audit import (
     GENESIS,
     ChainHead,
+    ChainReport,
     decision_entry,
     entry_hash,
     entry_json,
@@ -19,6 +20,7 @@ from broker.audit import (
     prepare_entry,
     verify_chains,
 )
+from broker.connection import KafkaConnection
 from broker.policy.decision import Decision, FieldDecision
 from broker.policy.model import Treatment
 
@@ -186,3 +188,34 @@ def test_a_decisions_entry_is_its_one_definition_chained() -> None:
     assert head.seq == 2
     assert entries[1]["prev"] == entries[0]["hash"] == entry_hash(entries[0])
     assert verify_chains((str(i), e) for i, e in enumerate(entries)).intact
+
+
+def test_verify_reads_the_committed_heads_before_the_trail(monkeypatch: Any) -> None:
+    """A router at work commits entries while the trail is read: read after the trail,
+    its newer heads made those entries look removed. broker.audit_trail reads the heads
+    first and hands their sequence numbers to the verifier."""
+    import broker.audit_trail as trail
+
+    entries = _chain(6)
+    chain = "action.in.platform-a/0"
+    calls: list[str] = []
+
+    def heads(_kafka: object, _group: str) -> dict[str, ChainHead]:
+        calls.append("heads")
+        # What the router has committed when asked: after the trail, entry 6; before, 4.
+        if "trail" in calls:
+            return {chain: ChainHead(chain, 7, "e" * 64)}
+        return {chain: ChainHead(chain, 4, entries[3][1]["hash"])}
+
+    def partitions(*args: object) -> ChainReport:
+        calls.append("trail")
+        note = args[-1]
+        assert isinstance(note, dict)
+        return verify_chains(entries, note=note)
+
+    monkeypatch.setattr(trail, "committed_heads", heads)
+    monkeypatch.setattr(trail, "_verify_partitions", partitions)
+    kafka = KafkaConnection("127.0.0.1:9")
+    report = trail.verify_trail(kafka, "action.audit", "action-router", lambda _n: None)
+    assert calls == ["heads", "trail"]
+    assert report.intact, report.problems
