@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import logging
 import multiprocessing
 import os
 import time
 from collections.abc import Callable, Mapping
 from multiprocessing.sharedctypes import Synchronized
-from typing import Any
 
 from broker.audit import ChainHead, ChainReport, ChainVerifier
 from broker.connection import KafkaConnection
@@ -33,17 +31,14 @@ _BATCH = 10_000
 _PROGRESS_EVERY_S = 0.2
 
 
-def _librdkafka(kafka: KafkaConnection) -> dict[str, Any]:
-    return {**kafka.librdkafka_config(), "logger": logging.getLogger("kafka.librdkafka")}
-
-
 def audit_partitions(kafka: KafkaConnection, topic: str) -> list[int]:
     """The partitions of the audit topic; an error naming what to do when it is missing."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     try:
-        listed = AdminClient(_librdkafka(kafka)).list_topics(topic, timeout=_LIST_TIMEOUT_S)
+        admin = AdminClient(kafka.librdkafka_config())
+        listed = admin.list_topics(topic, timeout=_LIST_TIMEOUT_S)
     except KafkaException as exc:
         raise KafkaUnreachableError(
             f"cannot read the topics of Kafka at {kafka.bootstrap}: {exc.args[0]}",
@@ -73,7 +68,7 @@ def verify_partitions(
     from confluent_kafka import Consumer, TopicPartition
     from confluent_kafka.admin import AdminClient
 
-    config = _librdkafka(kafka)
+    config = kafka.librdkafka_config()
     # Assigned, never subscribed and never committing: librdkafka requires a group id.
     reader = Consumer(
         config

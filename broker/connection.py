@@ -88,10 +88,12 @@ class KafkaConnection:
 
     def librdkafka_config(self) -> dict[str, Any]:
         """The same connection as confluent-kafka (librdkafka) configuration: the router's
-        own clients use it (the members' SDK stays on kafka-python)."""
+        own clients use it (the members' SDK stays on kafka-python). Their log lines go
+        through the ``kafka.librdkafka`` logger, where broker.quiet_logs tames them."""
         config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap,
             "security.protocol": self.security_protocol,
+            "logger": logging.getLogger("kafka.librdkafka"),
         }
         if self.uses_sasl:
             config |= {

@@ -158,7 +158,6 @@ class InboundConsumer:
                 # back instead of waiting out the dead member's session.
                 "group.instance.id": self._instance_id,
                 "session.timeout.ms": self._settings.router_session_timeout_ms,
-                "logger": logging.getLogger("kafka.librdkafka"),
             }
         )
         consumer.subscribe(

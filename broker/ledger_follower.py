@@ -53,14 +53,12 @@ class LedgerFollower:
                 "enable.auto.offset.store": False,
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",
-                "logger": logging.getLogger("kafka.librdkafka"),
             }
         )
         # Asks every partition's first and last stable offset in one request per leader.
         admin_config: dict[str, Any] = {
             **kafka.librdkafka_config(),
             "client.id": f"{client_id}.offsets",
-            "logger": logging.getLogger("kafka.librdkafka"),
         }
         self._admin = AdminClient(admin_config)
         self._assigned: list[tuple[str, int]] = []

@@ -34,8 +34,6 @@ _BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 #: What a transactional call can fail with: the transaction is then aborted or the
 #: producer replaced.
 TRANSACTION_ERRORS: tuple[type[BaseException], ...] = (KafkaException, TransactionTimeoutError)
-#: Where librdkafka's own log lines go (filtered like the rest: broker.quiet_logs).
-_CLIENT_LOG = logging.getLogger("kafka.librdkafka")
 
 
 class TransactionalProducer:
@@ -74,7 +72,6 @@ class TransactionalProducer:
                 # Nothing in a transaction is visible before its commit, which sends
                 # whatever still waits: lingering fills batches at no cost in latency.
                 "linger.ms": 100,
-                "logger": _CLIENT_LOG,
             }
         )
         try:

@@ -50,7 +50,6 @@ from broker.membership import load_trust_store
 from producers.importing import (
     Accepted,
     Rejected,
-    check_header,
     columns_help,
     file_format,
     read_events,
@@ -196,7 +195,7 @@ def _import(
         total -= 1  # the header
     if total <= 0:
         raise ActionError(f"{path} holds no records: nothing to publish")
-    check_header(path, kind)  # a wrong header is one error, before anything is sent
+    events = read_events(path, kind, ctx.member)  # a wrong header: one error, nothing sent
     rejects = rejects or path.with_name(path.name + ".rejects.jsonl")
     resume = _Resume(path.with_name(path.name + ".published.jsonl"))
     accepted = rejected = skipped = 0
@@ -216,7 +215,7 @@ def _import(
                 else stack.enter_context(resume.path.open("a", encoding="utf-8"))
             )
             ids = None if ids_out is None else stack.enter_context(ids_out.open("w"))
-            for item in read_events(path, kind, ctx.member):
+            for item in events:
                 done(accepted + rejected + skipped)
                 if isinstance(item, Accepted):
                     record_id = record_id_of(item.event.to_avro())

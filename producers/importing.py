@@ -120,9 +120,10 @@ def check_header(path: Path, kind: type[Event]) -> None:
         return
     with path.open(encoding="utf-8", newline="") as handle:
         header = next(csv.reader(handle), [])
-    known = {c.name for c in columns(kind, "csv")}
+    listed = columns(kind, "csv")
+    known = {c.name for c in listed}
     unknown = [name for name in header if name not in known]
-    missing = [c.name for c in columns(kind, "csv") if c.required and c.name not in header]
+    missing = [c.name for c in listed if c.required and c.name not in header]
     if kind is SellerIndicator and not any(
         name.startswith("seller.") for name in header if name in known
     ):
@@ -254,14 +255,21 @@ def row_id(member: str, kind: type[Event], data: dict[str, Any]) -> str:
 def read_events(
     path: Path, kind: type[Event], member: str, now: dt.datetime | None = None
 ) -> Iterator[Accepted | Rejected]:
-    """Each line of ``path`` as an accepted ``kind`` event or a rejection."""
+    """Each line of ``path`` as an accepted ``kind`` event or a rejection. What makes the
+    whole file unreadable (its kind, its type, its CSV header) raises here, at the call,
+    before any line is read."""
     if kind not in _ID_FIELDS:
         raise EventValidationError(
             f"files hold indicators or seizure reports, not {kind.avro_type}"
         )
-    now = now or dt.datetime.now(dt.UTC)
     fmt = file_format(path)
     check_header(path, kind)
+    return _read_lines(path, fmt, kind, member, now or dt.datetime.now(dt.UTC))
+
+
+def _read_lines(
+    path: Path, fmt: str, kind: type[Event], member: str, now: dt.datetime
+) -> Iterator[Accepted | Rejected]:
     first_line: dict[str, int] = {}  # record id -> the line that first had it
     with path.open(encoding="utf-8", newline="") as handle:
         rows = _jsonl_rows(handle) if fmt == "jsonl" else _csv_rows(handle)
